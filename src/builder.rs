@@ -1,0 +1,298 @@
+//! `kbundle build`: manifest → lock → verified downloads → one deterministic archive.
+
+use crate::bundle::meta::{BundleJson, Entry, EntryKind, Hop, BUNDLE_SCHEMA, INSTALLER, LOCKFILE};
+use crate::bundle::pack::{self, Compression, Source};
+use crate::bundle::{meta_entry, Contents};
+use crate::catalog::{self, FileArtifact};
+use crate::digest::Sha256;
+use crate::fetch::{Cache, Fetcher, Mirrors, Retry};
+use crate::lock::Lock;
+use crate::manifest::{Manifest, MirrorRule};
+use crate::progress::Progress;
+use crate::resolve::{self, ResolveError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error(transparent)]
+    Cache(#[from] crate::fetch::CacheError),
+    #[error(transparent)]
+    Pack(#[from] pack::PackError),
+    #[error(transparent)]
+    Images(#[from] catalog::images::UnknownKubernetes),
+    #[error("--locked: no lockfile at {path}; run `kbundle lock {manifest}` first")]
+    NoLock { path: PathBuf, manifest: PathBuf },
+    #[error("installer {path}: {source}")]
+    Installer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("bundle layout: {0}")]
+    Layout(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cache_dir: PathBuf,
+    pub mirrors: Vec<MirrorRule>,
+    pub jobs: usize,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub common: Options,
+    pub out: PathBuf,
+    pub compression: Compression,
+    pub locked: bool,
+    /// The executable shipped as the bundle's installer; default: this program.
+    pub installer: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub archive: PathBuf,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub bundle: BundleJson,
+    pub downloaded: usize,
+    pub lock_path: PathBuf,
+    pub lock_written: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)
+}
+
+fn fetcher(m: &Manifest, o: &Options) -> Result<Fetcher, BuildError> {
+    Ok(Fetcher::new(
+        Mirrors::new(&o.mirrors, &m.mirrors),
+        Retry::default(),
+        Progress::new(o.quiet),
+    )?)
+}
+
+/// `kbundle lock`: resolve and write the lockfile beside the manifest.
+pub fn lock(manifest: &Path, o: &Options) -> Result<(Lock, PathBuf), BuildError> {
+    let m = Manifest::load(manifest)?;
+    let files = catalog::manifest_files(&m);
+    let cache = Cache::open(&o.cache_dir)?;
+    let f = fetcher(&m, o)?;
+    let lock = runtime()?.block_on(resolve::lock(&f, &cache, &m, &files, o.jobs))?;
+    let path = m.lock_path();
+    lock.write(&path)?;
+    Ok((lock, path))
+}
+
+/// `kbundle build`.
+pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
+    let m = Manifest::load(manifest)?;
+    let files = catalog::manifest_files(&m);
+    // Validate everything that needs no network before touching it.
+    catalog::images::manifest_images(&m)?;
+    resolve::pins_by_path(&m, &files)?;
+    let installer = match &o.installer {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|source| BuildError::Installer {
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?,
+    };
+    if o.installer.is_none()
+        && !m
+            .arches
+            .iter()
+            .any(|a| Some(*a) == crate::manifest::Arch::host())
+    {
+        Progress::new(o.common.quiet).warn(&format!(
+            "this kbundle runs on {}, but the bundle targets {}: pass --installer with a kbundle built for the target",
+            std::env::consts::ARCH,
+            m.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let cache = Cache::open(&o.common.cache_dir)?;
+    let f = fetcher(&m, &o.common)?;
+    let lock_path = m.lock_path();
+    let rt = runtime()?;
+
+    let existing = if lock_path.exists() {
+        Some(Lock::load(&lock_path)?)
+    } else {
+        None
+    };
+    let (lock, lock_written) = match existing {
+        None if o.locked => {
+            return Err(BuildError::NoLock {
+                path: lock_path,
+                manifest: manifest.to_path_buf(),
+            })
+        }
+        Some(l) if o.locked => {
+            let stale = resolve::stale_details(&l, &m, &files)?;
+            if !stale.is_empty() {
+                return Err(ResolveError::Stale {
+                    path: lock_path,
+                    details: stale,
+                }
+                .into());
+            }
+            rt.block_on(resolve::check_upstream(
+                &f,
+                &cache,
+                &l,
+                &lock_path,
+                &m,
+                &files,
+                o.common.jobs,
+            ))?;
+            (l, false)
+        }
+        Some(l) if resolve::stale_details(&l, &m, &files)?.is_empty() => (l, false),
+        _ => {
+            let l = rt.block_on(resolve::lock(&f, &cache, &m, &files, o.common.jobs))?;
+            l.write(&lock_path)?;
+            (l, true)
+        }
+    };
+
+    // Every file, verified against the lock (cache hits cost no network).
+    let digests: Vec<Option<Sha256>> = files
+        .iter()
+        .map(|a| lock.file(&a.path).map(|l| l.sha256))
+        .collect();
+    let sizes: Vec<Option<u64>> = files
+        .iter()
+        .map(|a| lock.file(&a.path).map(|l| l.size))
+        .collect();
+    let fetched = rt.block_on(resolve::fetch_all(
+        &f,
+        &cache,
+        &files,
+        &digests,
+        &sizes,
+        o.common.jobs,
+    ))?;
+    drop(rt);
+    let downloaded = fetched.iter().filter(|r| r.downloaded).count();
+
+    let mut contents = Contents {
+        bundle: bundle_json(&m, &files),
+        sources: Vec::new(),
+    };
+    for (a, r) in files.iter().zip(&fetched) {
+        contents.push(
+            file_entry(a, r.sha256, r.size),
+            Source::File(r.path.clone()),
+        );
+    }
+    let (inst_digest, inst_size) =
+        crate::digest::hash_file(&installer).map_err(|source| BuildError::Installer {
+            path: installer.clone(),
+            source,
+        })?;
+    contents.push(
+        Entry {
+            executable: true,
+            ..meta_entry(INSTALLER, EntryKind::Installer, &[])
+        }
+        .with_content(inst_digest, inst_size),
+        Source::File(installer),
+    );
+    let lock_bytes = lock.render().into_bytes();
+    contents.push(
+        meta_entry(LOCKFILE, EntryKind::Meta, &lock_bytes),
+        Source::Bytes(lock_bytes),
+    );
+    let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
+
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let progress = Progress::new(o.common.quiet);
+    let bar = progress.bar(&format!("packing {}", m.name), Some(total));
+    let (archive, sha256, size) = pack::write_archive(
+        &o.out,
+        &m.name,
+        &entries,
+        o.compression,
+        pack::source_date_epoch(),
+        |n| bar.inc(n),
+    )?;
+    bar.finish("packed", total);
+    Ok(Built {
+        archive,
+        sha256,
+        size,
+        bundle,
+        downloaded,
+        lock_path,
+        lock_written,
+    })
+}
+
+impl Entry {
+    fn with_content(mut self, sha256: Sha256, size: u64) -> Entry {
+        self.sha256 = sha256;
+        self.size = size;
+        self
+    }
+}
+
+fn file_entry(a: &FileArtifact, sha256: Sha256, size: u64) -> Entry {
+    Entry {
+        path: a.path.clone(),
+        size,
+        sha256,
+        kind: EntryKind::File,
+        executable: a.executable,
+        component: Some(a.component.to_string()),
+        version: Some(a.version.to_string()),
+        platform: a.platform.clone(),
+        url: Some(a.url.clone()),
+    }
+}
+
+fn bundle_json(m: &Manifest, files: &[FileArtifact]) -> BundleJson {
+    let c = &m.components;
+    let mut components = BTreeMap::new();
+    components.insert("kubernetes".to_string(), m.kubernetes.to_string());
+    components.insert("containerd".to_string(), c.containerd.to_string());
+    components.insert("runc".to_string(), c.runc.to_string());
+    components.insert("cni-plugins".to_string(), c.cni_plugins.to_string());
+    components.insert("crictl".to_string(), c.crictl.to_string());
+    components.insert("etcd".to_string(), c.etcd.to_string());
+    if let Some(v) = m.addons.flannel {
+        components.insert("flannel".to_string(), v.to_string());
+    }
+    if let Some(v) = m.addons.metrics_server {
+        components.insert("metrics-server".to_string(), v.to_string());
+    }
+    BundleJson {
+        schema: BUNDLE_SCHEMA,
+        name: m.name.clone(),
+        kbundle_version: env!("CARGO_PKG_VERSION").to_string(),
+        kubernetes: m.kubernetes.with_v(),
+        platforms: m.arches.iter().map(|a| a.platform()).collect(),
+        components,
+        hops: vec![Hop {
+            kubernetes: m.kubernetes.with_v(),
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            images: Vec::new(),
+        }],
+        entries: Vec::new(),
+    }
+}

@@ -1,0 +1,275 @@
+//! `bundle.json` and `SHA256SUMS`: what a bundle holds, and the rules for entry paths.
+
+use crate::digest::Sha256;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The bundle format version this kbundle writes and reads.
+pub const BUNDLE_SCHEMA: u32 = 1;
+pub const BUNDLE_JSON: &str = "bundle.json";
+pub const SHA256SUMS: &str = "SHA256SUMS";
+pub const INSTALLER: &str = "kbundle";
+pub const LOCKFILE: &str = "kbundle.lock";
+/// Largest `bundle.json`/`SHA256SUMS` kbundle will read (a hostile bundle could claim more).
+pub const MAX_META_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// An upstream artifact under `files/`.
+    File,
+    /// An OCI blob under `images/blobs/`.
+    Blob,
+    /// Bundle metadata: `kbundle.lock`, `images/index.json`, `images/oci-layout`.
+    Meta,
+    /// The installer executable (this program).
+    Installer,
+    /// Kickstart files.
+    Kickstart,
+}
+
+/// One file of the bundle, relative to the bundle's top directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub kind: EntryKind,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Upstream URL the file was fetched from (never a mirror's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// One Kubernetes version a bundle can install or upgrade to. A plain bundle has one hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    pub kubernetes: String,
+    /// Entry paths of this hop's files.
+    pub files: Vec<String>,
+    /// Image references of this hop.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleJson {
+    pub schema: u32,
+    pub name: String,
+    pub kbundle_version: String,
+    pub kubernetes: String,
+    pub platforms: Vec<String>,
+    pub components: BTreeMap<String, String>,
+    pub hops: Vec<Hop>,
+    pub entries: Vec<Entry>,
+}
+
+impl BundleJson {
+    /// Canonical bytes: pretty JSON, fields in declaration order, entries sorted by path.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("bundle.json is not valid: {0}")]
+    Json(String),
+    #[error("bundle.json has schema {found}; this kbundle reads schema {BUNDLE_SCHEMA} (use the kbundle shipped inside that bundle)")]
+    Schema { found: u32 },
+    #[error("bundle.json lists an unsafe path {path:?}: {reason}")]
+    UnsafePath { path: String, reason: &'static str },
+    #[error("bundle.json lists {path:?} more than once or out of order")]
+    Unsorted { path: String },
+    #[error("SHA256SUMS line {line}: {reason}")]
+    Sums { line: usize, reason: String },
+}
+
+impl BundleJson {
+    pub fn parse(bytes: &[u8]) -> Result<BundleJson, MetaError> {
+        #[derive(Deserialize)]
+        struct SchemaOnly {
+            schema: u32,
+        }
+        let s: SchemaOnly =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
+        if s.schema != BUNDLE_SCHEMA {
+            return Err(MetaError::Schema { found: s.schema });
+        }
+        let b: BundleJson =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
+        let mut prev: Option<&str> = None;
+        for e in &b.entries {
+            check_rel_path(&e.path).map_err(|reason| MetaError::UnsafePath {
+                path: e.path.clone(),
+                reason,
+            })?;
+            if matches!(e.path.as_str(), BUNDLE_JSON | SHA256SUMS) {
+                return Err(MetaError::UnsafePath {
+                    path: e.path.clone(),
+                    reason: "bundle.json and SHA256SUMS cannot be entries of themselves",
+                });
+            }
+            if prev.is_some_and(|p| p >= e.path.as_str()) {
+                return Err(MetaError::Unsorted {
+                    path: e.path.clone(),
+                });
+            }
+            prev = Some(&e.path);
+        }
+        Ok(b)
+    }
+}
+
+/// Checks that a bundle-relative path is plain: relative, `/`-separated, no `.`/`..`/empty
+/// components, no NUL or backslash, and of sane length.
+pub fn check_rel_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("empty path");
+    }
+    if p.len() > 1024 {
+        return Err("path longer than 1024 bytes");
+    }
+    if p.starts_with('/') {
+        return Err("absolute path");
+    }
+    if p.contains('\0') || p.contains('\\') {
+        return Err("NUL or backslash in path");
+    }
+    for c in p.split('/') {
+        match c {
+            "" => return Err("empty path component (// or trailing /)"),
+            "." => return Err("'.' path component"),
+            ".." => return Err("'..' path component"),
+            _ => {}
+        }
+        if c.len() > 255 {
+            return Err("path component longer than 255 bytes");
+        }
+    }
+    Ok(())
+}
+
+/// `SHA256SUMS`, checkable with `sha256sum -c` from inside the bundle directory. It covers
+/// every entry and `bundle.json` itself, sorted by path.
+pub fn render_sums(bundle_json: &Sha256, entries: &[Entry]) -> Vec<u8> {
+    let mut lines: Vec<(&str, String)> = entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.sha256.hex()))
+        .collect();
+    lines.push((BUNDLE_JSON, bundle_json.hex()));
+    lines.sort();
+    let mut out = String::new();
+    for (p, h) in lines {
+        out.push_str(&h);
+        out.push_str("  ");
+        out.push_str(p);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// Parses `SHA256SUMS` strictly into path → digest.
+pub fn parse_sums(bytes: &[u8]) -> Result<BTreeMap<String, Sha256>, MetaError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| MetaError::Sums {
+        line: 0,
+        reason: "not UTF-8".into(),
+    })?;
+    let mut out = BTreeMap::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(MetaError::Sums {
+            line: text.lines().count(),
+            reason: "last line has no newline".into(),
+        });
+    }
+    for (i, line) in text.lines().enumerate() {
+        let bad = |reason: &str| MetaError::Sums {
+            line: i + 1,
+            reason: format!("{reason}: {:?}", line.chars().take(120).collect::<String>()),
+        };
+        let (hex, rest) = line
+            .split_at_checked(64)
+            .ok_or_else(|| bad("expected '<sha256>  <path>'"))?;
+        let d: Sha256 = hex.parse().map_err(|_| bad("bad digest"))?;
+        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad("digest must be lowercase"));
+        }
+        let p = rest
+            .strip_prefix("  ")
+            .ok_or_else(|| bad("expected two spaces after the digest"))?;
+        check_rel_path(p).map_err(bad)?;
+        if out.insert(p.to_string(), d).is_some() {
+            return Err(bad("path listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_paths() {
+        for ok in [
+            "a",
+            "files/x/1.2.3/linux-amd64/kubeadm",
+            "images/blobs/sha256/ab",
+        ] {
+            assert!(check_rel_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/",
+            "./a",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(check_rel_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sums_roundtrip() {
+        let e = Entry {
+            path: "files/a".into(),
+            size: 1,
+            sha256: Sha256::of(b"a"),
+            kind: EntryKind::File,
+            executable: false,
+            component: None,
+            version: None,
+            platform: None,
+            url: None,
+        };
+        let bj = Sha256::of(b"{}");
+        let s = render_sums(&bj, std::slice::from_ref(&e));
+        let m = parse_sums(&s).unwrap();
+        assert_eq!(m.get("files/a"), Some(&e.sha256));
+        assert_eq!(m.get(BUNDLE_JSON), Some(&bj));
+        assert!(parse_sums(b"abc  x\n").is_err());
+        let mut t = s.clone();
+        t.pop();
+        assert!(parse_sums(&t).is_err());
+    }
+}

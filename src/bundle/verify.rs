@@ -1,0 +1,475 @@
+//! `kbundle verify`: every entry of `bundle.json` present with its size and sha256, nothing
+//! extra, `SHA256SUMS` in agreement, and for archives the `.sha256` sidecar and safe entries.
+
+use crate::bundle::archive::{self, ArchiveError};
+use crate::bundle::meta::{self, BundleJson, BUNDLE_JSON, MAX_META_BYTES, SHA256SUMS};
+use crate::digest::{Hashing, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing {
+        path: String,
+        expected: Sha256,
+    },
+    Extra {
+        path: String,
+    },
+    Changed {
+        path: String,
+        expected: Sha256,
+        actual: Sha256,
+    },
+    Size {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    NotExecutable {
+        path: String,
+    },
+    Sums {
+        path: String,
+        detail: String,
+    },
+    Meta {
+        detail: String,
+    },
+    Unsafe {
+        path: String,
+        reason: String,
+    },
+    Archive {
+        detail: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing { path, expected } => {
+                write!(f, "missing: {path} (expected sha256 {expected})")
+            }
+            Problem::Extra { path } => write!(f, "extra: {path} is not listed in bundle.json"),
+            Problem::Changed {
+                path,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "changed: {path}: expected sha256 {expected}, actual {actual}"
+                )
+            }
+            Problem::Size {
+                path,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "changed: {path}: expected {expected} bytes, actual {actual} bytes"
+                )
+            }
+            Problem::NotExecutable { path } => write!(f, "mode: {path} should be executable"),
+            Problem::Sums { path, detail } => write!(f, "SHA256SUMS: {path}: {detail}"),
+            Problem::Meta { detail } => write!(f, "metadata: {detail}"),
+            Problem::Unsafe { path, reason } => write!(f, "unsafe: {path}: {reason}"),
+            Problem::Archive { detail } => write!(f, "archive: {detail}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub bundle: Option<BundleJson>,
+    pub problems: Vec<Problem>,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && self.bundle.is_some()
+    }
+}
+
+/// What was observed of one file.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    size: u64,
+    sha256: Sha256,
+    executable: bool,
+}
+
+/// Compares what was seen against bundle.json and SHA256SUMS.
+fn judge(
+    bundle_bytes: Option<Vec<u8>>,
+    sums_bytes: Option<Vec<u8>>,
+    seen: BTreeMap<String, Seen>,
+    mut problems: Vec<Problem>,
+) -> Report {
+    let mut report = Report::default();
+    let Some(bj) = bundle_bytes else {
+        problems.push(Problem::Meta {
+            detail: "bundle.json is missing: this is not a kbundle bundle".into(),
+        });
+        report.problems = problems;
+        return report;
+    };
+    let bundle = match BundleJson::parse(&bj) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(Problem::Meta {
+                detail: e.to_string(),
+            });
+            report.problems = problems;
+            return report;
+        }
+    };
+    let bj_digest = Sha256::of(&bj);
+    for e in &bundle.entries {
+        match seen.get(&e.path) {
+            None => problems.push(Problem::Missing {
+                path: e.path.clone(),
+                expected: e.sha256,
+            }),
+            Some(s) => {
+                report.files_checked += 1;
+                report.bytes_checked += s.size;
+                if s.size != e.size {
+                    problems.push(Problem::Size {
+                        path: e.path.clone(),
+                        expected: e.size,
+                        actual: s.size,
+                    });
+                }
+                if s.sha256 != e.sha256 {
+                    problems.push(Problem::Changed {
+                        path: e.path.clone(),
+                        expected: e.sha256,
+                        actual: s.sha256,
+                    });
+                }
+                if e.executable && !s.executable {
+                    problems.push(Problem::NotExecutable {
+                        path: e.path.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for p in seen.keys() {
+        if p != BUNDLE_JSON && p != SHA256SUMS && bundle.entry(p).is_none() {
+            problems.push(Problem::Extra { path: p.clone() });
+        }
+    }
+    match sums_bytes {
+        None => problems.push(Problem::Meta {
+            detail: "SHA256SUMS is missing".into(),
+        }),
+        Some(s) => match meta::parse_sums(&s) {
+            Err(e) => problems.push(Problem::Meta {
+                detail: e.to_string(),
+            }),
+            Ok(sums) => {
+                for (path, d) in &sums {
+                    let expected = if path == BUNDLE_JSON {
+                        Some(bj_digest)
+                    } else {
+                        bundle.entry(path).map(|e| e.sha256)
+                    };
+                    match expected {
+                        None => problems.push(Problem::Sums {
+                            path: path.clone(),
+                            detail: "listed in SHA256SUMS but not in bundle.json".into(),
+                        }),
+                        Some(x) if x != *d => problems.push(Problem::Sums {
+                            path: path.clone(),
+                            detail: if path == BUNDLE_JSON {
+                                format!("bundle.json was changed: SHA256SUMS says {d}, actual {x}")
+                            } else {
+                                format!("SHA256SUMS says {d}, bundle.json says {x}")
+                            },
+                        }),
+                        _ => {}
+                    }
+                }
+                for e in &bundle.entries {
+                    if !sums.contains_key(&e.path) {
+                        problems.push(Problem::Sums {
+                            path: e.path.clone(),
+                            detail: "in bundle.json but not in SHA256SUMS".into(),
+                        });
+                    }
+                }
+                if !sums.contains_key(BUNDLE_JSON) {
+                    problems.push(Problem::Sums {
+                        path: BUNDLE_JSON.into(),
+                        detail: "bundle.json's own digest is not listed".into(),
+                    });
+                }
+            }
+        },
+    }
+    report.bundle = Some(bundle);
+    report.problems = problems;
+    report
+}
+
+/// Reads at most MAX_META_BYTES of a metadata file.
+fn read_meta(r: &mut dyn Read, what: &str, problems: &mut Vec<Problem>) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    match r.take(MAX_META_BYTES + 1).read_to_end(&mut buf) {
+        Ok(n) if n as u64 > MAX_META_BYTES => {
+            problems.push(Problem::Meta {
+                detail: format!("{what} is larger than {MAX_META_BYTES} bytes"),
+            });
+            None
+        }
+        Ok(_) => Some(buf),
+        Err(e) => {
+            problems.push(Problem::Meta {
+                detail: format!("reading {what}: {e}"),
+            });
+            None
+        }
+    }
+}
+
+/// Verifies an archive without writing anything: entries are hashed as they stream by.
+pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
+    let mut problems = Vec::new();
+    let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
+    if let Ok(text) = std::fs::read_to_string(&sidecar) {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match crate::catalog::checksum::parse(
+            crate::catalog::ChecksumFormat::Sha256Sum,
+            text.as_bytes(),
+            &file_name,
+        ) {
+            Err(e) => problems.push(Problem::Archive {
+                detail: format!("{}: {e}", sidecar.display()),
+            }),
+            Ok(expected) => {
+                let actual = crate::digest::hash_file(path)
+                    .map_err(|source| ArchiveError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    })?
+                    .0;
+                if actual != expected {
+                    problems.push(Problem::Archive {
+                        detail: format!(
+                            "{} does not match {}: expected sha256 {expected}, actual {actual}",
+                            path.display(),
+                            sidecar.display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    let mut seen = BTreeMap::new();
+    let mut bundle_bytes = None;
+    let mut sums_bytes = None;
+    let mut buf = vec![0u8; 1 << 20];
+    let res = archive::walk(path, |e, content| {
+        if e.rel == BUNDLE_JSON || e.rel == SHA256SUMS {
+            let b = read_meta(content, &e.rel, &mut problems);
+            if let Some(b) = &b {
+                seen.insert(
+                    e.rel.clone(),
+                    Seen {
+                        size: b.len() as u64,
+                        sha256: Sha256::of(b),
+                        executable: e.executable(),
+                    },
+                );
+            }
+            if e.rel == BUNDLE_JSON {
+                bundle_bytes = b;
+            } else {
+                sums_bytes = b;
+            }
+            return Ok(());
+        }
+        let mut h = Hashing::new();
+        loop {
+            let n = content
+                .read(&mut buf)
+                .map_err(|source| ArchiveError::Corrupt {
+                    archive: path.to_path_buf(),
+                    at: format!(" at {:?}", e.rel),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let (sha256, size) = h.finish();
+        seen.insert(
+            e.rel.clone(),
+            Seen {
+                size,
+                sha256,
+                executable: e.executable(),
+            },
+        );
+        Ok(())
+    });
+    match res {
+        Ok(_) => {}
+        Err(ArchiveError::Unsafe { entry, reason, .. }) => {
+            problems.push(Problem::Unsafe {
+                path: entry,
+                reason,
+            });
+            return Ok(Report {
+                problems,
+                ..Default::default()
+            });
+        }
+        Err(e @ ArchiveError::Corrupt { .. }) | Err(e @ ArchiveError::Empty { .. }) => {
+            problems.push(Problem::Archive {
+                detail: e.to_string(),
+            });
+            return Ok(Report {
+                problems,
+                ..Default::default()
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(judge(bundle_bytes, sums_bytes, seen, problems))
+}
+
+/// Verifies an unpacked bundle directory, hashing files on all cores.
+pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
+    let mut problems = Vec::new();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let mut stack = vec![(String::new(), dir.to_path_buf())];
+    while let Some((rel, p)) = stack.pop() {
+        let rd = std::fs::read_dir(&p).map_err(|source| ArchiveError::Open {
+            path: p.clone(),
+            source,
+        })?;
+        for ent in rd {
+            let ent = ent.map_err(|source| ArchiveError::Open {
+                path: p.clone(),
+                source,
+            })?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = ent.file_type().map_err(|source| ArchiveError::Open {
+                path: ent.path(),
+                source,
+            })?;
+            if ft.is_symlink() {
+                problems.push(Problem::Unsafe {
+                    path: r,
+                    reason: "symbolic link (bundles hold only regular files and directories)"
+                        .into(),
+                });
+            } else if ft.is_dir() {
+                stack.push((r, ent.path()));
+            } else if ft.is_file() {
+                files.push((r, ent.path()));
+            } else {
+                problems.push(Problem::Unsafe {
+                    path: r,
+                    reason: "not a regular file".into(),
+                });
+            }
+        }
+    }
+    files.sort();
+    let mut bundle_bytes = None;
+    let mut sums_bytes = None;
+    for (rel, p) in &files {
+        if rel == BUNDLE_JSON || rel == SHA256SUMS {
+            let b = std::fs::File::open(p)
+                .map_err(|source| ArchiveError::Open {
+                    path: p.clone(),
+                    source,
+                })
+                .map(|mut f| read_meta(&mut f, rel, &mut problems))?;
+            if rel == BUNDLE_JSON {
+                bundle_bytes = b;
+            } else {
+                sums_bytes = b;
+            }
+        }
+    }
+    let seen = hash_all(&files, &mut problems);
+    Ok(judge(bundle_bytes, sums_bytes, seen, problems))
+}
+
+fn hash_all(files: &[(String, PathBuf)], problems: &mut Vec<Problem>) -> BTreeMap<String, Seen> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((rel, p)) = files.get(i) else { break };
+                let r = std::fs::File::open(p).and_then(|f| {
+                    #[cfg(unix)]
+                    let exec = {
+                        use std::os::unix::fs::PermissionsExt;
+                        f.metadata()?.permissions().mode() & 0o111 != 0
+                    };
+                    #[cfg(not(unix))]
+                    let exec = true;
+                    crate::digest::hash_reader(f).map(|(d, n)| (d, n, exec))
+                });
+                if let Ok(mut v) = results.lock() {
+                    v.push((rel.clone(), r));
+                }
+            });
+        }
+    });
+    let mut seen = BTreeMap::new();
+    for (rel, r) in results.into_inner().unwrap_or_default() {
+        match r {
+            Ok((sha256, size, executable)) => {
+                seen.insert(
+                    rel,
+                    Seen {
+                        size,
+                        sha256,
+                        executable,
+                    },
+                );
+            }
+            Err(e) => problems.push(Problem::Meta {
+                detail: format!("reading {rel}: {e}"),
+            }),
+        }
+    }
+    seen
+}
+
+/// Verifies a bundle archive or directory.
+pub fn verify(path: &Path) -> Result<Report, ArchiveError> {
+    if path.is_dir() {
+        verify_dir(path)
+    } else {
+        verify_archive(path)
+    }
+}

@@ -1,0 +1,253 @@
+//! Upstream checksum-file formats, parsed strictly.
+//!
+//! - digest only: dl.k8s.io `<bin>.sha256` (no newline), crictl `.tar.gz.sha256`;
+//! - `sha256sum` lines (`<hex>  <file>`): containerd `.sha256sum`, CNI `.tgz.sha256`, etcd `SHA256SUMS`;
+//! - runc's `runc.sha256sum`: `sha256sum` lines inside a PGP clear-signed message.
+
+use crate::digest::Sha256;
+
+/// How an upstream publishes the digest of one artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumFormat {
+    /// The file holds only the hex digest.
+    DigestOnly,
+    /// `sha256sum` output: one `<hex>  <name>` line per file.
+    Sha256Sum,
+    /// `sha256sum` output wrapped in a PGP clear-signed message.
+    ClearSigned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChecksumError {
+    #[error("checksum file is not UTF-8 text")]
+    NotText,
+    #[error("expected only a 64-hex sha256 digest, found {found:?}")]
+    NotADigest { found: String },
+    #[error("line {line}: expected '<64-hex sha256>  <file name>', found {found:?}")]
+    BadLine { line: usize, found: String },
+    #[error("no line for {name:?} (file names listed: {listed})")]
+    NotListed { name: String, listed: String },
+    #[error("{name:?} is listed {count} times with different digests")]
+    Conflicting { name: String, count: usize },
+    #[error("not a PGP clear-signed message: {reason}")]
+    NotClearSigned { reason: &'static str },
+}
+
+/// Finds the digest of `name` in a checksum file of the given format.
+pub fn parse(format: ChecksumFormat, body: &[u8], name: &str) -> Result<Sha256, ChecksumError> {
+    let text = std::str::from_utf8(body).map_err(|_| ChecksumError::NotText)?;
+    match format {
+        ChecksumFormat::DigestOnly => parse_digest_only(text),
+        ChecksumFormat::Sha256Sum => find_in_sum_lines(text.lines().enumerate(), name),
+        ChecksumFormat::ClearSigned => {
+            let signed = clear_signed_body(text)?;
+            find_in_sum_lines(signed, name)
+        }
+    }
+}
+
+fn parse_digest_only(text: &str) -> Result<Sha256, ChecksumError> {
+    // Exactly one token, optionally followed by a single trailing newline.
+    let t = text.strip_suffix('\n').unwrap_or(text);
+    let t = t.strip_suffix('\r').unwrap_or(t);
+    t.parse().map_err(|_| ChecksumError::NotADigest {
+        found: t.chars().take(100).collect(),
+    })
+}
+
+/// Parses `sha256sum` lines (text or binary mode marker `*`), blank lines allowed, and
+/// returns the digest of `name`. Every non-blank line must be well-formed.
+fn find_in_sum_lines<'a>(
+    lines: impl Iterator<Item = (usize, &'a str)>,
+    name: &str,
+) -> Result<Sha256, ChecksumError> {
+    let mut found: Vec<Sha256> = Vec::new();
+    let mut listed: Vec<String> = Vec::new();
+    for (i, raw) in lines {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || ChecksumError::BadLine {
+            line: i + 1,
+            found: line.chars().take(160).collect(),
+        };
+        let (hex, rest) = line.split_at_checked(64).ok_or_else(bad)?;
+        let digest: Sha256 = hex.parse().map_err(|_| bad())?;
+        let file = rest
+            .strip_prefix("  ")
+            .or_else(|| rest.strip_prefix(" *"))
+            .ok_or_else(bad)?;
+        if file.is_empty() {
+            return Err(bad());
+        }
+        // Some tools write `./name`; the file name itself is what must match exactly.
+        let file = file.strip_prefix("./").unwrap_or(file);
+        if file == name {
+            found.push(digest);
+        }
+        if listed.len() < 12 {
+            listed.push(file.to_string());
+        }
+    }
+    match found.as_slice() {
+        [d] => Ok(*d),
+        [] => Err(ChecksumError::NotListed {
+            name: name.to_string(),
+            listed: if listed.is_empty() {
+                "none".into()
+            } else {
+                listed.join(", ")
+            },
+        }),
+        [first, rest @ ..] => {
+            if rest.iter().all(|d| d == first) {
+                Ok(*first)
+            } else {
+                Err(ChecksumError::Conflicting {
+                    name: name.to_string(),
+                    count: found.len(),
+                })
+            }
+        }
+    }
+}
+
+/// Returns the signed text of a PGP clear-signed message (RFC 4880 §7), with dash-escaping
+/// removed, as numbered lines. The signature itself is not checked here: the digests are
+/// cross-checked against the download, and the detached `.asc` signatures are upstream's
+/// proof of origin.
+fn clear_signed_body(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, ChecksumError> {
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().collect();
+    let mut it = lines
+        .iter()
+        .map(|(i, l)| (*i, l.strip_suffix('\r').unwrap_or(l)));
+    match it.next() {
+        Some((_, "-----BEGIN PGP SIGNED MESSAGE-----")) => {}
+        _ => {
+            return Err(ChecksumError::NotClearSigned {
+                reason: "first line is not -----BEGIN PGP SIGNED MESSAGE-----",
+            })
+        }
+    }
+    // Armor headers ("Hash: SHA256") up to the first empty line.
+    let mut saw_blank = false;
+    for (_, l) in it.by_ref() {
+        if l.is_empty() {
+            saw_blank = true;
+            break;
+        }
+        if !l.contains(": ") {
+            return Err(ChecksumError::NotClearSigned {
+                reason: "malformed armor header before the signed text",
+            });
+        }
+    }
+    if !saw_blank {
+        return Err(ChecksumError::NotClearSigned {
+            reason: "no blank line after the armor headers",
+        });
+    }
+    let mut body = Vec::new();
+    let mut saw_sig = false;
+    for (i, l) in it.by_ref() {
+        if l == "-----BEGIN PGP SIGNATURE-----" {
+            saw_sig = true;
+            break;
+        }
+        body.push((i, l.strip_prefix("- ").unwrap_or(l)));
+    }
+    if !saw_sig {
+        return Err(ChecksumError::NotClearSigned {
+            reason: "no -----BEGIN PGP SIGNATURE----- block",
+        });
+    }
+    if !it.any(|(_, l)| l == "-----END PGP SIGNATURE-----") {
+        return Err(ChecksumError::NotClearSigned {
+            reason: "signature block is not closed",
+        });
+    }
+    Ok(body.into_iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Sha256 {
+        Sha256::of(s.as_bytes())
+    }
+
+    #[test]
+    fn digest_only_with_and_without_newline() {
+        let h = d("a").hex();
+        assert_eq!(
+            parse(ChecksumFormat::DigestOnly, h.as_bytes(), "x").unwrap(),
+            d("a")
+        );
+        assert_eq!(
+            parse(ChecksumFormat::DigestOnly, format!("{h}\n").as_bytes(), "x").unwrap(),
+            d("a")
+        );
+        assert!(parse(
+            ChecksumFormat::DigestOnly,
+            format!("{h}  kubeadm\n").as_bytes(),
+            "x"
+        )
+        .is_err());
+        assert!(parse(
+            ChecksumFormat::DigestOnly,
+            format!("{h}\n\n").as_bytes(),
+            "x"
+        )
+        .is_err());
+        assert!(parse(ChecksumFormat::DigestOnly, b"<html>not found</html>", "x").is_err());
+    }
+
+    #[test]
+    fn sum_lines_exact_name() {
+        let body = format!(
+            "{}  etcd-v3.5.25-linux-amd64.tar.gz\n{}  etcd-v3.5.25-linux-arm64.tar.gz\n",
+            d("a").hex(),
+            d("b").hex()
+        );
+        let f = ChecksumFormat::Sha256Sum;
+        assert_eq!(
+            parse(f, body.as_bytes(), "etcd-v3.5.25-linux-arm64.tar.gz").unwrap(),
+            d("b")
+        );
+        let e = parse(f, body.as_bytes(), "etcd-v3.5.25-linux-amd64.tar").unwrap_err();
+        assert!(matches!(e, ChecksumError::NotListed { .. }), "{e}");
+        let bad = format!("{}  x\ngarbage\n", d("a").hex());
+        assert!(matches!(
+            parse(f, bad.as_bytes(), "x"),
+            Err(ChecksumError::BadLine { line: 2, .. })
+        ));
+        let one_space = format!("{} x\n", d("a").hex());
+        assert!(parse(f, one_space.as_bytes(), "x").is_err());
+        let conflict = format!("{}  x\n{}  x\n", d("a").hex(), d("b").hex());
+        assert!(matches!(
+            parse(f, conflict.as_bytes(), "x"),
+            Err(ChecksumError::Conflicting { .. })
+        ));
+    }
+
+    #[test]
+    fn clear_signed_runc() {
+        let body = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{}  runc.amd64\n{}  runc.arm64\n-----BEGIN PGP SIGNATURE-----\n\niQIzBAEBCAAd\n=abcd\n-----END PGP SIGNATURE-----\n",
+            d("a").hex(),
+            d("b").hex()
+        );
+        let f = ChecksumFormat::ClearSigned;
+        assert_eq!(parse(f, body.as_bytes(), "runc.arm64").unwrap(), d("b"));
+        let unsigned = format!("{}  runc.amd64\n", d("a").hex());
+        assert!(matches!(
+            parse(f, unsigned.as_bytes(), "runc.amd64"),
+            Err(ChecksumError::NotClearSigned { .. })
+        ));
+        let unclosed = body.replace("-----END PGP SIGNATURE-----\n", "");
+        assert!(parse(f, unclosed.as_bytes(), "runc.amd64").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+use super::FetchArgs;
+use crate::bundle::pack::Compression;
+use std::path::PathBuf;
+
+/// Build the bundle archive of MANIFEST: resolve (or use the lockfile), download and verify
+/// every artifact, and pack one reproducible archive plus its .sha256 into --out.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  kbundle build manifests/kubernetes-v1.34.3.toml --out bundles/\n  \
+kbundle build manifests/kubernetes-v1.34.3.toml --out bundles/ --locked \\\n      \
+--mirror https://github.com=http://mirror.internal/github.com \\\n      \
+--mirror https://dl.k8s.io=http://mirror.internal/dl.k8s.io\n\n\
+Set SOURCE_DATE_EPOCH to choose the archive's timestamps; the same inputs always give the same bytes."
+)]
+pub struct Args {
+    pub manifest: PathBuf,
+    /// Output directory for <name>.tar.zst (or .tar.gz/.tar) and <archive>.sha256.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Archive compression.
+    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+    pub compression: Compression,
+    /// Require the lockfile and refuse to build if upstream no longer matches it.
+    #[arg(long)]
+    pub locked: bool,
+    /// Ship this kbundle executable as the bundle's installer (default: the running one).
+    /// Needed when building on one arch for another.
+    #[arg(long, value_name = "PATH")]
+    pub installer: Option<PathBuf>,
+}
+
+pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
+    let opts = crate::builder::BuildOptions {
+        common: a.fetch.options(quiet),
+        out: a.out,
+        compression: a.compression,
+        locked: a.locked,
+        installer: a.installer,
+    };
+    let b = crate::builder::build(&a.manifest, &opts)?;
+    if b.lock_written && !quiet {
+        eprintln!("wrote lockfile {}", b.lock_path.display());
+    }
+    println!("{}", b.archive.display());
+    if !quiet {
+        eprintln!(
+            "built {} ({} entries, {} bytes, sha256 {}); {} file(s) downloaded, the rest from cache",
+            b.archive.display(),
+            b.bundle.entries.len(),
+            b.size,
+            b.sha256,
+            b.downloaded
+        );
+    }
+    Ok(0)
+}

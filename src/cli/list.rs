@@ -1,0 +1,63 @@
+use crate::catalog;
+use crate::manifest::Manifest;
+use std::path::PathBuf;
+
+/// Print every file (with its upstream URL) and image a bundle of MANIFEST will contain.
+/// Uses no network.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'"
+)]
+pub struct Args {
+    /// The manifest (manifests/*.toml).
+    pub manifest: PathBuf,
+    /// Print JSON: {"files":[{"name","url","path",...}],"images":[{"ref",...}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let m = Manifest::load(&a.manifest)?;
+    let files = catalog::manifest_files(&m);
+    let pins = crate::resolve::pins_by_path(&m, &files)?;
+    let images = catalog::images::manifest_images(&m)?;
+    if a.json {
+        let files: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                let mut v = serde_json::to_value(f).unwrap_or_default();
+                if let Some(p) = pins.get(&f.path) {
+                    v["sha256"] = serde_json::Value::String(p.sha256.hex());
+                }
+                v
+            })
+            .collect();
+        let out = serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": images });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    println!(
+        "bundle {} (Kubernetes {}, {})",
+        m.name,
+        m.kubernetes.with_v(),
+        m.arches
+            .iter()
+            .map(|a| a.platform())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("\nfiles ({}):", files.len());
+    for f in &files {
+        let check = match (&pins.get(&f.path), &f.checksum) {
+            (Some(_), _) => "sha256 pinned in manifest".to_string(),
+            (None, Some(c)) => format!("checksum: {}", c.url),
+            (None, None) => "no upstream checksum (locked on first download)".to_string(),
+        };
+        println!("  {}\n    {}\n    {check}", f.path, f.url);
+    }
+    println!("\nimages ({}):", images.len());
+    for i in &images {
+        println!("  {}", i.reference);
+    }
+    Ok(0)
+}

@@ -1,0 +1,91 @@
+//! Command-line interface: clap types here, one small file per subcommand.
+
+mod build;
+mod inspect;
+mod list;
+mod lock;
+mod unpack;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit code for "ran fine, but found problems" (verify) and for errors.
+pub const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kbundle",
+    version,
+    about = "Pinned versions in, one verifiable offline Kubernetes bundle out, for air-gapped Rocky Linux nodes.",
+    long_about = "kbundle turns a short manifest of pinned versions (manifests/*.toml) into one immutable, \
+reproducible bundle archive holding every file a Rocky Linux node needs to run Kubernetes, \
+each byte checked against a pinned sha256.\n\n\
+Connected side:   kbundle lock manifests/kubernetes-v1.34.3.toml\n                  \
+kbundle build manifests/kubernetes-v1.34.3.toml --out bundles/ --locked\n\
+Air-gapped side:  kbundle verify kubernetes-v1.34.3.tar.zst",
+    after_help = "Run `kbundle <command> --help` for each command's options and examples."
+)]
+pub struct Cli {
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    List(list::Args),
+    Lock(lock::Args),
+    Build(build::Args),
+    Verify(verify::Args),
+    Inspect(inspect::Args),
+    Unpack(unpack::Args),
+}
+
+/// Options shared by commands that download.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Download cache (content-addressed; a warm cache downloads nothing again).
+    /// Default: $XDG_CACHE_HOME/kbundle, else ~/.cache/kbundle.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Rewrite a URL prefix to fetch through a mirror; repeatable. The bundle still records
+    /// upstream URLs. Example: --mirror https://github.com=http://mirror.internal/github.com
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_mirror)]
+    pub mirror: Vec<crate::manifest::MirrorRule>,
+    /// Parallel downloads.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+fn parse_mirror(s: &str) -> Result<crate::manifest::MirrorRule, String> {
+    crate::fetch::mirror::parse_arg(s).map_err(|e| e.to_string())
+}
+
+impl FetchArgs {
+    pub fn options(&self, quiet: bool) -> crate::builder::Options {
+        crate::builder::Options {
+            cache_dir: self
+                .cache
+                .clone()
+                .unwrap_or_else(crate::fetch::Cache::default_root),
+            mirrors: self.mirror.clone(),
+            jobs: self.jobs as usize,
+            quiet,
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::List(a) => list::run(a),
+        Command::Lock(a) => lock::run(a, cli.quiet),
+        Command::Build(a) => build::run(a, cli.quiet),
+        Command::Verify(a) => verify::run(a, cli.quiet),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Unpack(a) => unpack::run(a, cli.quiet),
+    }
+}

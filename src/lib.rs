@@ -1,0 +1,23 @@
+//! kbundle: pinned manifests → verified, reproducible offline Kubernetes bundles for
+//! air-gapped Rocky Linux nodes.
+//!
+//! Flow: [`manifest`] → [`catalog`] (what upstream looks like) → [`resolve`] ([`lock`]) →
+//! [`fetch`] (cache) → [`bundle`] (pack, verify). The CLI in [`cli`] is a thin layer.
+
+// Errors carry their context (paths, URLs, expected and actual digests) by value; they are
+// created once per failure, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod builder;
+pub mod bundle;
+pub mod catalog;
+pub mod cli;
+pub mod digest;
+pub mod fetch;
+pub mod fsutil;
+pub mod image_ref;
+pub mod lock;
+pub mod manifest;
+pub mod progress;
+pub mod resolve;
+pub mod version;

@@ -1,0 +1,129 @@
+//! The lockfile: every file (and later image) of a bundle pinned by URL, size and sha256.
+//! Sorted and stable, so it diffs cleanly and two resolutions of the same upstream match.
+
+use crate::digest::Sha256;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const LOCK_SCHEMA: u32 = 1;
+
+/// Where a locked digest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DigestSource {
+    /// Upstream's published checksum file.
+    ChecksumFile,
+    /// A `[sha256]` pin in the manifest.
+    ManifestPin,
+    /// Upstream publishes no checksum: the digest of the first download (trust on first use).
+    FirstDownload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedFile {
+    pub path: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub source: DigestSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub schema: u32,
+    pub name: String,
+    pub kubernetes: String,
+    #[serde(default, rename = "file")]
+    pub files: Vec<LockedFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lockfile {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot write lockfile {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Lock {
+    pub fn load(path: &Path) -> Result<Lock, LockError> {
+        let src = std::fs::read_to_string(path).map_err(|source| LockError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &src)
+    }
+
+    pub fn parse(path: &Path, src: &str) -> Result<Lock, LockError> {
+        let invalid = |offset: usize, message: String| {
+            let (line, column) = crate::manifest::line_col(src, offset);
+            LockError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let lock: Lock = toml::from_str(src).map_err(|e| {
+            invalid(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim().to_string(),
+            )
+        })?;
+        if lock.schema != LOCK_SCHEMA {
+            return Err(invalid(
+                0,
+                format!(
+                    "unsupported lockfile schema {}: this kbundle reads {LOCK_SCHEMA}",
+                    lock.schema
+                ),
+            ));
+        }
+        for f in &lock.files {
+            crate::bundle::meta::check_rel_path(&f.path)
+                .map_err(|r| invalid(0, format!("unsafe path {:?} in lockfile: {r}", f.path)))?;
+        }
+        Ok(lock)
+    }
+
+    /// Canonical text: a header comment, then entries sorted by path.
+    pub fn render(&self) -> String {
+        let mut l = self.clone();
+        l.files.sort_by(|a, b| a.path.cmp(&b.path));
+        let body = toml::to_string(&l).unwrap_or_default();
+        format!(
+            "# kbundle lockfile for {}: every file pinned by URL, size and sha256.\n# Written by `kbundle lock`; `kbundle build --locked` refuses to build if upstream no longer matches.\n\n{body}",
+            self.name
+        )
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), LockError> {
+        crate::fsutil::write_atomic(path, self.render().as_bytes()).map_err(|source| {
+            LockError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    pub fn file(&self, path: &str) -> Option<&LockedFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+}

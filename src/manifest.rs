@@ -1,0 +1,380 @@
+//! The manifest: a short TOML file of pinned versions (`manifests/*.toml`).
+//!
+//! Parsing is strict: unknown keys, bad versions and bad digests are errors that name the
+//! file, line and column. See `manifests/README.md` for the format.
+
+use crate::digest::Sha256;
+use crate::image_ref::ImageRef;
+use crate::version::Version;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// The manifest schema this build of kbundle reads.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// A CPU architecture kbundle can target.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+    /// `linux/amd64`
+    pub fn platform(&self) -> String {
+        format!("linux/{}", self.as_str())
+    }
+    /// The arch of the machine running kbundle, if it is one we target.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    schema: Spanned<u32>,
+    name: Option<Spanned<String>>,
+    arches: Option<Spanned<Vec<Arch>>>,
+    kubernetes: RawKubernetes,
+    components: Components,
+    #[serde(default)]
+    addons: Addons,
+    #[serde(default)]
+    images: RawImages,
+    #[serde(default)]
+    sha256: BTreeMap<String, Spanned<Sha256>>,
+    #[serde(default)]
+    mirrors: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    version: Version,
+}
+
+/// Pinned versions of the node runtime components.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Components {
+    pub containerd: Version,
+    pub runc: Version,
+    pub cni_plugins: Version,
+    pub crictl: Version,
+    pub etcd: Version,
+}
+
+/// Pinned add-on versions; an absent add-on is not bundled.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Addons {
+    pub flannel: Option<Version>,
+    pub metrics_server: Option<Version>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    pause: Option<Spanned<String>>,
+    etcd: Option<Spanned<String>>,
+    coredns: Option<Spanned<String>>,
+    #[serde(default)]
+    extra: Vec<ImageRef>,
+}
+
+/// Overrides of kubeadm's image tags, and extra images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageOverrides {
+    pub pause: Option<String>,
+    pub etcd: Option<String>,
+    pub coredns: Option<String>,
+    pub extra: Vec<ImageRef>,
+}
+
+/// A sha256 pinned in the manifest for one file, keyed by upstream URL or bundle path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub key: String,
+    pub sha256: Sha256,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A URL-prefix rewrite `from = to` declared in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRule {
+    pub from: String,
+    pub to: String,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub name: String,
+    pub arches: Vec<Arch>,
+    pub kubernetes: Version,
+    pub components: Components,
+    pub addons: Addons,
+    pub images: ImageOverrides,
+    pub pins: Vec<Pin>,
+    pub mirrors: Vec<MirrorRule>,
+}
+
+/// Turns a byte offset into 1-based (line, column).
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Is `name` safe as a file and directory name (bundle names, node names)?
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn valid_image_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &src)
+    }
+
+    pub fn parse(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
+        let invalid = |offset: usize, message: String| {
+            let (line, column) = line_col(src, offset);
+            ManifestError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: Raw = toml::from_str(src).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            invalid(offset, e.message().trim().to_string())
+        })?;
+
+        if *raw.schema.get_ref() != SCHEMA {
+            return Err(invalid(
+                raw.schema.span().start,
+                format!(
+                    "unsupported manifest schema {}: this kbundle reads schema {SCHEMA}",
+                    raw.schema.get_ref()
+                ),
+            ));
+        }
+        let name = match raw.name {
+            Some(n) => {
+                if !valid_name(n.get_ref()) {
+                    return Err(invalid(
+                        n.span().start,
+                        format!(
+                            "invalid name {:?}: use letters, digits, '.', '_' and '-' (it names the bundle archive)",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+                n.into_inner()
+            }
+            None => format!("kubernetes-{}", raw.kubernetes.version.with_v()),
+        };
+        let arches = match raw.arches {
+            Some(a) => {
+                let span = a.span();
+                let mut v = a.into_inner();
+                if v.is_empty() {
+                    return Err(invalid(
+                        span.start,
+                        "arches must name at least one of amd64, arm64".into(),
+                    ));
+                }
+                v.sort();
+                v.dedup();
+                v
+            }
+            None => vec![Arch::Amd64],
+        };
+        let mut images = ImageOverrides {
+            extra: raw.images.extra,
+            ..Default::default()
+        };
+        for (slot, value, what) in [
+            (&mut images.pause, raw.images.pause, "pause"),
+            (&mut images.etcd, raw.images.etcd, "etcd"),
+            (&mut images.coredns, raw.images.coredns, "coredns"),
+        ] {
+            if let Some(v) = value {
+                if !valid_image_tag(v.get_ref()) {
+                    return Err(invalid(
+                        v.span().start,
+                        format!("invalid {what} image tag {:?}", v.get_ref()),
+                    ));
+                }
+                *slot = Some(v.into_inner());
+            }
+        }
+        let pins = raw
+            .sha256
+            .into_iter()
+            .map(|(key, v)| {
+                let (line, column) = line_col(src, v.span().start);
+                Pin {
+                    key,
+                    sha256: v.into_inner(),
+                    line,
+                    column,
+                }
+            })
+            .collect();
+        let mut mirrors = Vec::new();
+        for (from, to) in raw.mirrors {
+            let span = to.span();
+            let rule = crate::fetch::mirror::parse_rule(&from, to.get_ref())
+                .map_err(|e| invalid(span.start, e.to_string()))?;
+            mirrors.push(rule);
+        }
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            name,
+            arches,
+            kubernetes: raw.kubernetes.version,
+            components: raw.components,
+            addons: raw.addons,
+            images,
+            pins,
+            mirrors,
+        })
+    }
+
+    /// Where `kbundle lock` writes this manifest's lockfile: beside it, `.lock` for `.toml`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+schema = 1
+[kubernetes]
+version = "v1.34.3"
+[components]
+containerd = "2.1.5"
+runc = "1.3.4"
+cni-plugins = "1.8.0"
+crictl = "1.34.0"
+etcd = "3.5.25"
+"#;
+
+    fn parse(src: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("m.toml"), src)
+    }
+
+    #[test]
+    fn minimal_defaults() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.name, "kubernetes-v1.34.3");
+        assert_eq!(m.arches, vec![Arch::Amd64]);
+        assert_eq!(m.addons, Addons::default());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let src = GOOD.replace("runc = \"1.3.4\"", "runc = \"1.3.4\"\nrunk = \"1\"");
+        let e = parse(&src).unwrap_err().to_string();
+        assert!(e.starts_with("m.toml:8:1:"), "{e}");
+        assert!(e.contains("runk"), "{e}");
+    }
+
+    #[test]
+    fn bad_version_names_line_and_column() {
+        let src = GOOD.replace("\"2.1.5\"", "\"2.1\"");
+        let e = parse(&src).unwrap_err().to_string();
+        assert!(e.starts_with("m.toml:6:14:"), "{e}");
+        assert!(e.contains("2.1"), "{e}");
+    }
+
+    #[test]
+    fn wrong_schema() {
+        let e = parse(&GOOD.replace("schema = 1", "schema = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schema 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_arch() {
+        let e = parse(&format!("arches = [\"s390x\"]\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn bad_pin() {
+        let e = parse(&format!("{GOOD}[sha256]\n\"files/x\" = \"abc\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.toml:12:13:"), "{e}");
+    }
+}

@@ -1,0 +1,305 @@
+//! Manifest → lock: find each file's upstream digest (manifest pin, checksum file, or the
+//! first download), fetch it into the cache verified, and record URL, size and sha256.
+//! `--locked` re-resolves and refuses any difference.
+
+use crate::catalog::checksum::{self, ChecksumError};
+use crate::catalog::FileArtifact;
+use crate::digest::Sha256;
+use crate::fetch::{Cache, FetchError, Fetcher, Request};
+use crate::lock::{DigestSource, Lock, LockedFile, LOCK_SCHEMA};
+use crate::manifest::{Manifest, Pin};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// Checksum files are tiny; anything bigger is not one.
+const CHECKSUM_LIMIT: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{path}:{line}:{column}: sha256 pin for {key:?} matches no file of this bundle (keys are upstream URLs or bundle paths, as `kbundle list` prints them)")]
+    UnusedPin {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+    },
+    #[error("{name}: checksum file {url}: {source}")]
+    Checksum {
+        name: String,
+        url: String,
+        #[source]
+        source: ChecksumError,
+    },
+    #[error("{name}: {source}")]
+    Fetch {
+        name: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error("lockfile {path} does not match the manifest (run `kbundle lock` to update it):\n  {}", details.join("\n  "))]
+    Stale { path: PathBuf, details: Vec<String> },
+    #[error("upstream no longer matches the lockfile {path}:\n  {}", changes.join("\n  "))]
+    Drift { path: PathBuf, changes: Vec<String> },
+}
+
+/// Maps each pin to the file it names; a pin that names nothing is an error.
+pub fn pins_by_path(
+    m: &Manifest,
+    files: &[FileArtifact],
+) -> Result<HashMap<String, Pin>, ResolveError> {
+    let mut out = HashMap::new();
+    for pin in &m.pins {
+        let f = files.iter().find(|f| f.url == pin.key || f.path == pin.key);
+        match f {
+            Some(f) => {
+                out.insert(f.path.clone(), pin.clone());
+            }
+            None => {
+                return Err(ResolveError::UnusedPin {
+                    path: m.path.clone(),
+                    line: pin.line,
+                    column: pin.column,
+                    key: pin.key.clone(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The digest upstream (or the manifest) vouches for, per file; `None` where nobody does.
+pub async fn upstream_digests(
+    fetcher: &Fetcher,
+    m: &Manifest,
+    files: &[FileArtifact],
+    jobs: usize,
+) -> Result<Vec<Option<(Sha256, DigestSource)>>, ResolveError> {
+    let pins = pins_by_path(m, files)?;
+    // Fetch each checksum file once (runc and etcd publish one file for every arch).
+    let mut urls: Vec<(&str, &str)> = files
+        .iter()
+        .filter(|f| !pins.contains_key(&f.path))
+        .filter_map(|f| {
+            f.checksum
+                .as_ref()
+                .map(|c| (c.url.as_str(), f.name.as_str()))
+        })
+        .collect();
+    urls.sort();
+    urls.dedup_by(|a, b| a.0 == b.0);
+    let bodies: BTreeMap<&str, Vec<u8>> = futures::stream::iter(urls)
+        .map(|(url, name)| async move {
+            fetcher
+                .get_small(url, CHECKSUM_LIMIT)
+                .await
+                .map(|b| (url, b))
+                .map_err(|source| ResolveError::Fetch {
+                    name: format!("checksum for {name}"),
+                    source,
+                })
+        })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    files
+        .iter()
+        .map(|f| {
+            if let Some(p) = pins.get(&f.path) {
+                return Ok(Some((p.sha256, DigestSource::ManifestPin)));
+            }
+            let Some(c) = &f.checksum else {
+                return Ok(None);
+            };
+            let body = bodies
+                .get(c.url.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            checksum::parse(c.format, body, &f.name)
+                .map(|d| Some((d, DigestSource::ChecksumFile)))
+                .map_err(|source| ResolveError::Checksum {
+                    name: f.name.clone(),
+                    url: c.url.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Fetches every file into the cache, verified against `digests` (and `sizes`, when known).
+/// Returns one result per file, in order.
+pub async fn fetch_all(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    files: &[FileArtifact],
+    digests: &[Option<Sha256>],
+    sizes: &[Option<u64>],
+    jobs: usize,
+) -> Result<Vec<crate::fetch::Fetched>, ResolveError> {
+    let mut out: Vec<(usize, crate::fetch::Fetched)> =
+        futures::stream::iter(files.iter().enumerate())
+            .map(|(i, f)| async move {
+                let req = Request {
+                    url: &f.url,
+                    label: &f.name,
+                    sha256: digests[i],
+                    size: sizes[i],
+                };
+                fetcher
+                    .fetch(cache, &req)
+                    .await
+                    .map(|r| (i, r))
+                    .map_err(|source| ResolveError::Fetch {
+                        name: format!("{} {} ({})", f.component, f.version, f.name),
+                        source,
+                    })
+            })
+            .buffer_unordered(jobs.max(1))
+            .try_collect()
+            .await?;
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Resolves a manifest into a fresh lock, filling the cache on the way.
+pub async fn lock(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    m: &Manifest,
+    files: &[FileArtifact],
+    jobs: usize,
+) -> Result<Lock, ResolveError> {
+    let digests = upstream_digests(fetcher, m, files, jobs).await?;
+    for (f, d) in files.iter().zip(&digests) {
+        if d.is_none() {
+            fetcher.progress().warn(&format!(
+                "{} publishes no checksum for {}; locking the sha256 of this download (pin it under [sha256] in {} to be sure)",
+                f.component,
+                f.url,
+                m.path.display()
+            ));
+        }
+    }
+    let want: Vec<Option<Sha256>> = digests.iter().map(|d| d.map(|x| x.0)).collect();
+    let fetched = fetch_all(fetcher, cache, files, &want, &vec![None; files.len()], jobs).await?;
+    let mut locked: Vec<LockedFile> = files
+        .iter()
+        .zip(digests)
+        .zip(fetched)
+        .map(|((f, d), r)| LockedFile {
+            path: f.path.clone(),
+            url: f.url.clone(),
+            size: r.size,
+            sha256: r.sha256,
+            source: d.map_or(DigestSource::FirstDownload, |x| x.1),
+        })
+        .collect();
+    locked.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Lock {
+        schema: LOCK_SCHEMA,
+        name: m.name.clone(),
+        kubernetes: m.kubernetes.with_v(),
+        files: locked,
+    })
+}
+
+/// Does the lock describe exactly this manifest's files and pins? Lists every difference.
+pub fn stale_details(
+    lock: &Lock,
+    m: &Manifest,
+    files: &[FileArtifact],
+) -> Result<Vec<String>, ResolveError> {
+    let pins = pins_by_path(m, files)?;
+    let mut d = Vec::new();
+    if lock.name != m.name {
+        d.push(format!(
+            "name: lock has {:?}, manifest has {:?}",
+            lock.name, m.name
+        ));
+    }
+    for f in files {
+        match lock.file(&f.path) {
+            None => d.push(format!("{}: not in the lockfile", f.path)),
+            Some(l) if l.url != f.url => d.push(format!(
+                "{}: lock has URL {}, manifest needs {}",
+                f.path, l.url, f.url
+            )),
+            Some(l) => {
+                if let Some(p) = pins.get(&f.path) {
+                    if p.sha256 != l.sha256 {
+                        d.push(format!(
+                            "{}: manifest pins sha256 {} (line {}), lock has {}",
+                            f.path, p.sha256, p.line, l.sha256
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for l in &lock.files {
+        if !files.iter().any(|f| f.path == l.path) {
+            d.push(format!(
+                "{}: in the lockfile but no longer in the manifest",
+                l.path
+            ));
+        }
+    }
+    Ok(d)
+}
+
+/// `--locked`: re-resolves upstream and lists every file whose digest differs from the lock.
+pub async fn check_upstream(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    lock: &Lock,
+    lock_path: &std::path::Path,
+    m: &Manifest,
+    files: &[FileArtifact],
+    jobs: usize,
+) -> Result<(), ResolveError> {
+    let digests = upstream_digests(fetcher, m, files, jobs).await?;
+    // Files without a published checksum: download again and compare what arrives.
+    let tofu: Vec<FileArtifact> = files
+        .iter()
+        .zip(&digests)
+        .filter(|(_, d)| d.is_none())
+        .map(|(f, _)| f.clone())
+        .collect();
+    let tofu_fetched = fetch_all(
+        fetcher,
+        cache,
+        &tofu,
+        &vec![None; tofu.len()],
+        &vec![None; tofu.len()],
+        jobs,
+    )
+    .await?;
+    let mut changes = Vec::new();
+    let mut tofu_iter = tofu_fetched.iter();
+    for (f, d) in files.iter().zip(&digests) {
+        let Some(l) = lock.file(&f.path) else {
+            continue;
+        };
+        let now = match d {
+            Some((s, _)) => *s,
+            None => match tofu_iter.next() {
+                Some(r) => r.sha256,
+                None => continue,
+            },
+        };
+        if now != l.sha256 {
+            changes.push(format!(
+                "{} ({}): lock has sha256 {}, upstream now {}",
+                f.name, f.url, l.sha256, now
+            ));
+        }
+    }
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(ResolveError::Drift {
+            path: lock_path.to_path_buf(),
+            changes,
+        })
+    }
+}

@@ -1,0 +1,10 @@
+#![allow(dead_code)]
+//! Test-support code shared by the integration tests.
+//!
+//! * [`mirror`]: a loopback HTTP/1.1 file server with fault injection that
+//!   stands in for dl.k8s.io / github.com.
+//! * [`upstream`]: builds a fake upstream tree with upstream's real URL layout
+//!   and checksum-file formats, to be served by the mirror.
+
+pub mod mirror;
+pub mod upstream;
