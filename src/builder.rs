@@ -6,6 +6,9 @@ use crate::bundle::{meta_entry, Contents};
 use crate::catalog::{self, FileArtifact};
 use crate::digest::Sha256;
 use crate::fetch::{Cache, Fetcher, Mirrors, Retry};
+use crate::images::auth::Credentials;
+use crate::images::pull::Puller;
+use crate::images::LockedImage;
 use crate::lock::Lock;
 use crate::manifest::{Manifest, MirrorRule};
 use crate::progress::Progress;
@@ -88,13 +91,25 @@ fn fetcher(m: &Manifest, o: &Options) -> Result<Fetcher, BuildError> {
     )?)
 }
 
+fn puller(m: &Manifest, o: &Options) -> Result<Puller, BuildError> {
+    let creds = Credentials::load_default().map_err(|e| BuildError::Resolve(ResolveError::Image(e.into())))?;
+    Ok(Puller::new(
+        Mirrors::new(&o.mirrors, &m.mirrors),
+        Retry::default(),
+        Progress::new(o.quiet),
+        creds,
+    ))
+}
+
 /// `kbundle lock`: resolve and write the lockfile beside the manifest.
 pub fn lock(manifest: &Path, o: &Options) -> Result<(Lock, PathBuf), BuildError> {
     let m = Manifest::load(manifest)?;
     let files = catalog::manifest_files(&m);
+    let images = catalog::images::manifest_images(&m)?;
     let cache = Cache::open(&o.cache_dir)?;
     let f = fetcher(&m, o)?;
-    let lock = runtime()?.block_on(resolve::lock(&f, &cache, &m, &files, o.jobs))?;
+    let p = puller(&m, o)?;
+    let lock = runtime()?.block_on(resolve::lock(&f, &p, &cache, &m, &files, &images, o.jobs))?;
     let path = m.lock_path();
     lock.write(&path)?;
     Ok((lock, path))
@@ -105,7 +120,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let m = Manifest::load(manifest)?;
     let files = catalog::manifest_files(&m);
     // Validate everything that needs no network before touching it.
-    catalog::images::manifest_images(&m)?;
+    let images = catalog::images::manifest_images(&m)?;
     resolve::pins_by_path(&m, &files)?;
     let installer = match &o.installer {
         Some(p) => p.clone(),
@@ -114,12 +129,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
             source,
         })?,
     };
-    if o.installer.is_none()
-        && !m
-            .arches
-            .iter()
-            .any(|a| Some(*a) == crate::manifest::Arch::host())
-    {
+    if o.installer.is_none() && !m.arches.iter().any(|a| Some(*a) == crate::manifest::Arch::host()) {
         Progress::new(o.common.quiet).warn(&format!(
             "this kbundle runs on {}, but the bundle targets {}: pass --installer with a kbundle built for the target",
             std::env::consts::ARCH,
@@ -128,6 +138,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     }
     let cache = Cache::open(&o.common.cache_dir)?;
     let f = fetcher(&m, &o.common)?;
+    let p = puller(&m, &o.common)?;
     let lock_path = m.lock_path();
     let rt = runtime()?;
 
@@ -144,7 +155,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
             })
         }
         Some(l) if o.locked => {
-            let stale = resolve::stale_details(&l, &m, &files)?;
+            let stale = resolve::stale_details(&l, &m, &files, &images)?;
             if !stale.is_empty() {
                 return Err(ResolveError::Stale {
                     path: lock_path,
@@ -163,49 +174,47 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
             ))?;
             (l, false)
         }
-        Some(l) if resolve::stale_details(&l, &m, &files)?.is_empty() => (l, false),
+        Some(l) if resolve::stale_details(&l, &m, &files, &images)?.is_empty() => (l, false),
         _ => {
-            let l = rt.block_on(resolve::lock(&f, &cache, &m, &files, o.common.jobs))?;
+            let l = rt.block_on(resolve::lock(&f, &p, &cache, &m, &files, &images, o.common.jobs))?;
             l.write(&lock_path)?;
             (l, true)
         }
     };
 
     // Every file, verified against the lock (cache hits cost no network).
-    let digests: Vec<Option<Sha256>> = files
-        .iter()
-        .map(|a| lock.file(&a.path).map(|l| l.sha256))
-        .collect();
-    let sizes: Vec<Option<u64>> = files
-        .iter()
-        .map(|a| lock.file(&a.path).map(|l| l.size))
-        .collect();
-    let fetched = rt.block_on(resolve::fetch_all(
-        &f,
+    let digests: Vec<Option<Sha256>> = files.iter().map(|a| lock.file(&a.path).map(|l| l.sha256)).collect();
+    let sizes: Vec<Option<u64>> = files.iter().map(|a| lock.file(&a.path).map(|l| l.size)).collect();
+    let fetched = rt.block_on(resolve::fetch_all(&f, &cache, &files, &digests, &sizes, o.common.jobs))?;
+    // Images by their locked digests (`--locked` also checks that tags have not moved).
+    let resolved = rt.block_on(resolve::resolve_images(
+        &p,
         &cache,
-        &files,
-        &digests,
-        &sizes,
+        &m,
+        &images,
+        Some(&lock),
+        o.locked,
         o.common.jobs,
     ))?;
+    let (blobs, _) = rt.block_on(resolve::fetch_images(&p, &cache, &images, &resolved, o.common.jobs))?;
     drop(rt);
-    let downloaded = fetched.iter().filter(|r| r.downloaded).count();
+    let downloaded = f.downloads() + p.downloads();
+    let locked_images: Vec<LockedImage> = resolved.into_iter().map(|r| r.locked).collect();
 
     let mut contents = Contents {
-        bundle: bundle_json(&m, &files),
+        bundle: bundle_json(&m, &files, &locked_images),
         sources: Vec::new(),
     };
-    for (a, r) in files.iter().zip(&fetched) {
-        contents.push(
-            file_entry(a, r.sha256, r.size),
-            Source::File(r.path.clone()),
-        );
+    for (e, s) in crate::images::layout::entries(&locked_images, &blobs) {
+        contents.push(e, s);
     }
-    let (inst_digest, inst_size) =
-        crate::digest::hash_file(&installer).map_err(|source| BuildError::Installer {
-            path: installer.clone(),
-            source,
-        })?;
+    for (a, r) in files.iter().zip(&fetched) {
+        contents.push(file_entry(a, r.sha256, r.size), Source::File(r.path.clone()));
+    }
+    let (inst_digest, inst_size) = crate::digest::hash_file(&installer).map_err(|source| BuildError::Installer {
+        path: installer.clone(),
+        source,
+    })?;
     contents.push(
         Entry {
             executable: true,
@@ -266,7 +275,7 @@ fn file_entry(a: &FileArtifact, sha256: Sha256, size: u64) -> Entry {
     }
 }
 
-fn bundle_json(m: &Manifest, files: &[FileArtifact]) -> BundleJson {
+fn bundle_json(m: &Manifest, files: &[FileArtifact], images: &[LockedImage]) -> BundleJson {
     let c = &m.components;
     let mut components = BTreeMap::new();
     components.insert("kubernetes".to_string(), m.kubernetes.to_string());
@@ -291,8 +300,9 @@ fn bundle_json(m: &Manifest, files: &[FileArtifact]) -> BundleJson {
         hops: vec![Hop {
             kubernetes: m.kubernetes.with_v(),
             files: files.iter().map(|f| f.path.clone()).collect(),
-            images: Vec::new(),
+            images: images.iter().map(|i| i.reference.clone()).collect(),
         }],
+        images: images.to_vec(),
         entries: Vec::new(),
     }
 }

@@ -75,7 +75,22 @@ impl serde::Serialize for Sha256 {
 impl<'de> serde::Deserialize<'de> for Sha256 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        Sha256::parse_any(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `#[serde(with = "crate::digest::oci_form")]`: writes `sha256:<hex>`, reads either form.
+pub mod oci_form {
+    use super::Sha256;
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(d: &Sha256, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.oci())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sha256, D::Error> {
+        let s = String::deserialize(d)?;
+        Sha256::parse_any(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -53,9 +53,8 @@ impl fmt::Display for ImageRef {
 fn valid_component(c: &str) -> bool {
     // distribution's path-component grammar: [a-z0-9]+ separated by . _ __ or -+
     !c.is_empty()
-        && c.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
-        })
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
@@ -76,10 +75,7 @@ impl FromStr for ImageRef {
             input: input.to_string(),
             reason: reason.to_string(),
         };
-        if input.is_empty()
-            || input.len() > 512
-            || input.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if input.is_empty() || input.len() > 512 || input.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err("empty, too long, or contains whitespace"));
         }
         let (rest, digest) = match input.split_once('@') {
@@ -97,16 +93,12 @@ impl FromStr for ImageRef {
         // A tag is after the last ':' that follows the last '/'.
         let last_slash = rest.rfind('/');
         let (name, tag) = match rest.rfind(':') {
-            Some(i) if last_slash.is_none_or(|s| i > s) => {
-                (&rest[..i], Some(rest[i + 1..].to_string()))
-            }
+            Some(i) if last_slash.is_none_or(|s| i > s) => (&rest[..i], Some(rest[i + 1..].to_string())),
             _ => (rest, None),
         };
         if let Some(t) = &tag {
             if !valid_tag(t) {
-                return Err(err(
-                    "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
-                ));
+                return Err(err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
             }
         }
         if tag.is_none() && digest.is_none() {
@@ -115,9 +107,7 @@ impl FromStr for ImageRef {
             ));
         }
         let (registry, repo) = match name.split_once('/') {
-            Some((first, r))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
+            Some((first, r)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_string(), r.to_string())
             }
             _ => ("docker.io".to_string(), name.to_string()),
@@ -173,14 +163,10 @@ mod tests {
     #[test]
     fn tag_and_digest_forms() {
         let d = Sha256::of(b"x");
-        let a: ImageRef = format!("registry.k8s.io/pause@{}", d.oci())
-            .parse()
-            .unwrap();
+        let a: ImageRef = format!("registry.k8s.io/pause@{}", d.oci()).parse().unwrap();
         assert_eq!(a.tag, None);
         assert_eq!(a.digest, Some(d));
-        let b: ImageRef = format!("127.0.0.1:5000/x/y:v1@{}", d.oci())
-            .parse()
-            .unwrap();
+        let b: ImageRef = format!("127.0.0.1:5000/x/y:v1@{}", d.oci()).parse().unwrap();
         assert_eq!(b.registry, "127.0.0.1:5000");
         assert_eq!(b.repository, "x/y");
         assert_eq!(b.tag.as_deref(), Some("v1"));
@@ -190,15 +176,7 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in [
-            "",
-            "busybox",
-            "Busybox:1",
-            "a b:1",
-            "x:@",
-            "x@md5:abc",
-            "x:-bad",
-        ] {
+        for bad in ["", "busybox", "Busybox:1", "a b:1", "x:@", "x@md5:abc", "x:-bad"] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }
     }

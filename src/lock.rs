@@ -37,6 +37,8 @@ pub struct Lock {
     pub kubernetes: String,
     #[serde(default, rename = "file")]
     pub files: Vec<LockedFile>,
+    #[serde(default, rename = "image")]
+    pub images: Vec<crate::images::LockedImage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +83,8 @@ impl Lock {
                 message,
             }
         };
-        let lock: Lock = toml::from_str(src).map_err(|e| {
-            invalid(
-                e.span().map_or(0, |s| s.start),
-                e.message().trim().to_string(),
-            )
-        })?;
+        let lock: Lock = toml::from_str(src)
+            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), e.message().trim().to_string()))?;
         if lock.schema != LOCK_SCHEMA {
             return Err(invalid(
                 0,
@@ -107,23 +105,26 @@ impl Lock {
     pub fn render(&self) -> String {
         let mut l = self.clone();
         l.files.sort_by(|a, b| a.path.cmp(&b.path));
+        l.images.sort_by(|a, b| a.reference.cmp(&b.reference));
         let body = toml::to_string(&l).unwrap_or_default();
         format!(
-            "# kbundle lockfile for {}: every file pinned by URL, size and sha256.\n# Written by `kbundle lock`; `kbundle build --locked` refuses to build if upstream no longer matches.\n\n{body}",
+            "# kbundle lockfile for {}: every file pinned by URL, size and sha256, every image by digest.\n# Written by `kbundle lock`; `kbundle build --locked` refuses to build if upstream no longer matches.\n\n{body}",
             self.name
         )
     }
 
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        crate::fsutil::write_atomic(path, self.render().as_bytes()).map_err(|source| {
-            LockError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
+        crate::fsutil::write_atomic(path, self.render().as_bytes()).map_err(|source| LockError::Write {
+            path: path.to_path_buf(),
+            source,
         })
     }
 
     pub fn file(&self, path: &str) -> Option<&LockedFile> {
         self.files.iter().find(|f| f.path == path)
+    }
+
+    pub fn image(&self, reference: &str) -> Option<&crate::images::LockedImage> {
+        self.images.iter().find(|i| i.reference == reference)
     }
 }

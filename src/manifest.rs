@@ -33,9 +33,7 @@ pub enum ManifestError {
 }
 
 /// A CPU architecture kbundle can target.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Amd64,
@@ -364,9 +362,7 @@ etcd = "3.5.25"
 
     #[test]
     fn bad_arch() {
-        let e = parse(&format!("arches = [\"s390x\"]\n{GOOD}"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!("arches = [\"s390x\"]\n{GOOD}")).unwrap_err().to_string();
         assert!(e.starts_with("m.toml:1:"), "{e}");
     }
 

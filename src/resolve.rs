@@ -3,9 +3,11 @@
 //! `--locked` re-resolves and refuses any difference.
 
 use crate::catalog::checksum::{self, ChecksumError};
+use crate::catalog::images::CatalogImage;
 use crate::catalog::FileArtifact;
 use crate::digest::Sha256;
 use crate::fetch::{Cache, FetchError, Fetcher, Request};
+use crate::images::pull::{Puller, Resolved};
 use crate::lock::{DigestSource, Lock, LockedFile, LOCK_SCHEMA};
 use crate::manifest::{Manifest, Pin};
 use futures::{StreamExt, TryStreamExt};
@@ -41,13 +43,12 @@ pub enum ResolveError {
     Stale { path: PathBuf, details: Vec<String> },
     #[error("upstream no longer matches the lockfile {path}:\n  {}", changes.join("\n  "))]
     Drift { path: PathBuf, changes: Vec<String> },
+    #[error(transparent)]
+    Image(#[from] crate::images::pull::ImageError),
 }
 
 /// Maps each pin to the file it names; a pin that names nothing is an error.
-pub fn pins_by_path(
-    m: &Manifest,
-    files: &[FileArtifact],
-) -> Result<HashMap<String, Pin>, ResolveError> {
+pub fn pins_by_path(m: &Manifest, files: &[FileArtifact]) -> Result<HashMap<String, Pin>, ResolveError> {
     let mut out = HashMap::new();
     for pin in &m.pins {
         let f = files.iter().find(|f| f.url == pin.key || f.path == pin.key);
@@ -80,11 +81,7 @@ pub async fn upstream_digests(
     let mut urls: Vec<(&str, &str)> = files
         .iter()
         .filter(|f| !pins.contains_key(&f.path))
-        .filter_map(|f| {
-            f.checksum
-                .as_ref()
-                .map(|c| (c.url.as_str(), f.name.as_str()))
-        })
+        .filter_map(|f| f.checksum.as_ref().map(|c| (c.url.as_str(), f.name.as_str())))
         .collect();
     urls.sort();
     urls.dedup_by(|a, b| a.0 == b.0);
@@ -111,10 +108,7 @@ pub async fn upstream_digests(
             let Some(c) = &f.checksum else {
                 return Ok(None);
             };
-            let body = bodies
-                .get(c.url.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let body = bodies.get(c.url.as_str()).map(Vec::as_slice).unwrap_or_default();
             checksum::parse(c.format, body, &f.name)
                 .map(|d| Some((d, DigestSource::ChecksumFile)))
                 .map_err(|source| ResolveError::Checksum {
@@ -136,37 +130,91 @@ pub async fn fetch_all(
     sizes: &[Option<u64>],
     jobs: usize,
 ) -> Result<Vec<crate::fetch::Fetched>, ResolveError> {
-    let mut out: Vec<(usize, crate::fetch::Fetched)> =
-        futures::stream::iter(files.iter().enumerate())
-            .map(|(i, f)| async move {
-                let req = Request {
-                    url: &f.url,
-                    label: &f.name,
-                    sha256: digests[i],
-                    size: sizes[i],
-                };
-                fetcher
-                    .fetch(cache, &req)
-                    .await
-                    .map(|r| (i, r))
-                    .map_err(|source| ResolveError::Fetch {
-                        name: format!("{} {} ({})", f.component, f.version, f.name),
-                        source,
-                    })
-            })
-            .buffer_unordered(jobs.max(1))
-            .try_collect()
-            .await?;
+    let mut out: Vec<(usize, crate::fetch::Fetched)> = futures::stream::iter(files.iter().enumerate())
+        .map(|(i, f)| async move {
+            let req = Request {
+                url: &f.url,
+                label: &f.name,
+                sha256: digests[i],
+                size: sizes[i],
+            };
+            fetcher
+                .fetch(cache, &req)
+                .await
+                .map(|r| (i, r))
+                .map_err(|source| ResolveError::Fetch {
+                    name: format!("{} {} ({})", f.component, f.version, f.name),
+                    source,
+                })
+        })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
     out.sort_by_key(|(i, _)| *i);
     Ok(out.into_iter().map(|(_, r)| r).collect())
 }
 
+/// Resolves every image to its upstream digests (manifests are cached; blobs are not
+/// fetched). With a lock, images are taken by their locked digests, and `check_tags` also
+/// refuses tags that moved.
+pub async fn resolve_images(
+    puller: &Puller,
+    cache: &Cache,
+    m: &Manifest,
+    images: &[CatalogImage],
+    lock: Option<&Lock>,
+    check_tags: bool,
+    jobs: usize,
+) -> Result<Vec<Resolved>, ResolveError> {
+    let out: Vec<Resolved> = futures::stream::iter(images)
+        .map(|img| async move {
+            let pinned = lock.and_then(|l| l.image(&img.reference.to_string()));
+            puller
+                .resolve(cache, &img.reference, &m.arches, pinned, check_tags)
+                .await
+                .map_err(ResolveError::from)
+        })
+        .buffered(jobs.max(1))
+        .try_collect()
+        .await?;
+    Ok(out)
+}
+
+/// Pulls every distinct blob of the resolved images into the cache (each once, in parallel).
+pub async fn fetch_images(
+    puller: &Puller,
+    cache: &Cache,
+    images: &[CatalogImage],
+    resolved: &[Resolved],
+    jobs: usize,
+) -> Result<(BTreeMap<Sha256, (u64, PathBuf)>, usize), ResolveError> {
+    let mut wanted: BTreeMap<Sha256, (u64, &crate::image_ref::ImageRef)> = BTreeMap::new();
+    for (img, r) in images.iter().zip(resolved) {
+        for (d, size) in &r.blobs {
+            wanted.entry(*d).or_insert((*size, &img.reference));
+        }
+    }
+    let fetched: Vec<crate::fetch::Fetched> = futures::stream::iter(wanted)
+        .map(|(d, (size, r))| async move { puller.fetch_blob(cache, r, d, size).await.map_err(ResolveError::from) })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    let downloaded = fetched.iter().filter(|f| f.downloaded).count();
+    Ok((
+        fetched.into_iter().map(|f| (f.sha256, (f.size, f.path))).collect(),
+        downloaded,
+    ))
+}
+
 /// Resolves a manifest into a fresh lock, filling the cache on the way.
+#[allow(clippy::too_many_arguments)]
 pub async fn lock(
     fetcher: &Fetcher,
+    puller: &Puller,
     cache: &Cache,
     m: &Manifest,
     files: &[FileArtifact],
+    images: &[CatalogImage],
     jobs: usize,
 ) -> Result<Lock, ResolveError> {
     let digests = upstream_digests(fetcher, m, files, jobs).await?;
@@ -195,11 +243,15 @@ pub async fn lock(
         })
         .collect();
     locked.sort_by(|a, b| a.path.cmp(&b.path));
+    let resolved = resolve_images(puller, cache, m, images, None, false, jobs).await?;
+    let mut images: Vec<_> = resolved.into_iter().map(|r| r.locked).collect();
+    images.sort_by(|a, b| a.reference.cmp(&b.reference));
     Ok(Lock {
         schema: LOCK_SCHEMA,
         name: m.name.clone(),
         kubernetes: m.kubernetes.with_v(),
         files: locked,
+        images,
     })
 }
 
@@ -208,22 +260,19 @@ pub fn stale_details(
     lock: &Lock,
     m: &Manifest,
     files: &[FileArtifact],
+    images: &[CatalogImage],
 ) -> Result<Vec<String>, ResolveError> {
     let pins = pins_by_path(m, files)?;
     let mut d = Vec::new();
     if lock.name != m.name {
-        d.push(format!(
-            "name: lock has {:?}, manifest has {:?}",
-            lock.name, m.name
-        ));
+        d.push(format!("name: lock has {:?}, manifest has {:?}", lock.name, m.name));
     }
     for f in files {
         match lock.file(&f.path) {
             None => d.push(format!("{}: not in the lockfile", f.path)),
-            Some(l) if l.url != f.url => d.push(format!(
-                "{}: lock has URL {}, manifest needs {}",
-                f.path, l.url, f.url
-            )),
+            Some(l) if l.url != f.url => {
+                d.push(format!("{}: lock has URL {}, manifest needs {}", f.path, l.url, f.url))
+            }
             Some(l) => {
                 if let Some(p) = pins.get(&f.path) {
                     if p.sha256 != l.sha256 {
@@ -238,9 +287,36 @@ pub fn stale_details(
     }
     for l in &lock.files {
         if !files.iter().any(|f| f.path == l.path) {
+            d.push(format!("{}: in the lockfile but no longer in the manifest", l.path));
+        }
+    }
+    for i in images {
+        let r = i.reference.to_string();
+        match lock.image(&r) {
+            None => d.push(format!("image {r}: not in the lockfile")),
+            Some(l) => {
+                if let Some(pin) = i.reference.digest {
+                    if pin != l.digest {
+                        d.push(format!("image {r}: lock has {}", l.digest.oci()));
+                    }
+                }
+                let have: Vec<&str> = l.platforms.iter().map(|p| p.platform.as_str()).collect();
+                let want: Vec<String> = m.arches.iter().map(|a| a.platform()).collect();
+                if !l.platforms.is_empty() && have != want {
+                    d.push(format!(
+                        "image {r}: locked for {}, manifest targets {}",
+                        have.join(","),
+                        want.join(",")
+                    ));
+                }
+            }
+        }
+    }
+    for l in &lock.images {
+        if !images.iter().any(|i| i.reference.to_string() == l.reference) {
             d.push(format!(
-                "{}: in the lockfile but no longer in the manifest",
-                l.path
+                "image {}: in the lockfile but no longer in the manifest",
+                l.reference
             ));
         }
     }

@@ -15,18 +15,16 @@ pub struct Version {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid version {input:?}: expected MAJOR.MINOR.PATCH such as v1.34.3 or 2.1.5 (no pre-release or build suffix)")]
+#[error(
+    "invalid version {input:?}: expected MAJOR.MINOR.PATCH such as v1.34.3 or 2.1.5 (no pre-release or build suffix)"
+)]
 pub struct VersionError {
     pub input: String,
 }
 
 impl Version {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Version {
-            major,
-            minor,
-            patch,
-        }
+        Version { major, minor, patch }
     }
 
     /// `v1.34.3`
@@ -51,18 +49,13 @@ impl FromStr for Version {
     type Err = VersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || VersionError {
-            input: s.to_string(),
-        };
+        let err = || VersionError { input: s.to_string() };
         let body = s.strip_prefix('v').unwrap_or(s);
         let mut parts = body.split('.');
         let mut next = || -> Result<u32, VersionError> {
             let p = parts.next().ok_or_else(err)?;
             // Digits only; no leading zeros except "0" itself; no sign, no whitespace.
-            if p.is_empty()
-                || !p.bytes().all(|b| b.is_ascii_digit())
-                || (p.len() > 1 && p.starts_with('0'))
-            {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
                 return Err(err());
             }
             p.parse::<u32>().map_err(|_| err())
@@ -94,10 +87,7 @@ mod tests {
 
     #[test]
     fn parses_both_forms() {
-        assert_eq!(
-            "v1.34.3".parse::<Version>().unwrap(),
-            Version::new(1, 34, 3)
-        );
+        assert_eq!("v1.34.3".parse::<Version>().unwrap(), Version::new(1, 34, 3));
         assert_eq!("2.1.5".parse::<Version>().unwrap(), Version::new(2, 1, 5));
         assert_eq!(Version::new(1, 34, 3).with_v(), "v1.34.3");
     }
@@ -116,10 +106,7 @@ mod tests {
             "+1.2.3",
             "vv1.2.3",
         ] {
-            assert!(
-                bad.parse::<Version>().is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(bad.parse::<Version>().is_err(), "{bad:?} should be rejected");
         }
     }
 

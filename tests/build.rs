@@ -5,7 +5,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::mirror::{Fault, Mirror};
+use support::harness::Upstream;
+use support::mirror::Fault;
 use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -29,9 +30,7 @@ fn text(o: &Output) -> String {
 
 /// A copy of a shipped manifest in its own directory (the lockfile is written beside it).
 fn manifest_copy(dir: &Path, name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests")
-        .join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").join(name);
     let dst = dir.join(name);
     std::fs::copy(&src, &dst).expect("copy manifest");
     dst
@@ -51,23 +50,18 @@ fn small_installer(dir: &Path) -> PathBuf {
 
 struct Env {
     tmp: tempfile::TempDir,
-    mirror: Mirror,
+    up: Upstream,
     manifest: PathBuf,
 }
 
 impl Env {
     fn new(spec: &UpstreamSpec, manifest: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
-        let root = upstream::shared_tree(spec);
-        let mirror = Mirror::start(root);
         let mdir = tmp.path().join("m");
         std::fs::create_dir_all(&mdir).unwrap();
         let manifest = manifest_copy(&mdir, manifest);
-        Env {
-            tmp,
-            mirror,
-            manifest,
-        }
+        let up = Upstream::start(spec, &manifest);
+        Env { tmp, up, manifest }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -84,7 +78,7 @@ impl Env {
             "--cache".into(),
             self.path(cache).display().to_string(),
         ];
-        args.extend(upstream::mirror_args(&self.mirror.url()));
+        args.extend(self.up.mirror_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         kbundle(&refs)
@@ -115,10 +109,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
     assert!(archive.is_file(), "{}", text(&o));
     assert_eq!(
         dir_files(&env.path("out")),
-        [
-            "kubernetes-v1.34.3.tar.zst",
-            "kubernetes-v1.34.3.tar.zst.sha256"
-        ]
+        ["kubernetes-v1.34.3.tar.zst", "kubernetes-v1.34.3.tar.zst.sha256"]
     );
     // The sidecar is sha256sum -c compatible.
     let c = Command::new("sha256sum")
@@ -158,14 +149,15 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
     // bundle.json records upstream URLs (never the mirror's) and the real bytes.
     let bj = read_json(&dir.join("bundle.json"));
     let entries = bj["entries"].as_array().unwrap();
-    let mirror = env.mirror.url();
+    let mirror = env.up.mirror.url();
+    let registry = env.up.registry.url();
     for e in entries {
         if let Some(u) = e["url"].as_str() {
             assert!(
                 u.starts_with("https://dl.k8s.io/") || u.starts_with("https://github.com/"),
                 "{u}"
             );
-            assert!(!u.contains(&mirror));
+            assert!(!u.contains(&mirror) && !u.contains(&registry));
         }
     }
     let kubectl = dir.join("files/kubectl/1.34.3/linux-amd64/kubectl");
@@ -174,10 +166,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
         std::fs::read("/usr/bin/kubectl").unwrap()
     );
     let installer = dir.join("kbundle");
-    assert_eq!(
-        std::fs::read(&installer).unwrap(),
-        std::fs::read(KBUNDLE).unwrap()
-    );
+    assert_eq!(std::fs::read(&installer).unwrap(), std::fs::read(KBUNDLE).unwrap());
     let out = Command::new(&installer).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("kbundle "));
     for want in [
@@ -187,10 +176,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
         "files/etcd/3.5.25/linux-amd64/etcd-v3.5.25-linux-amd64.tar.gz",
         "files/flannel/0.27.3/kube-flannel.yml",
     ] {
-        assert!(
-            entries.iter().any(|e| e["path"] == want),
-            "bundle.json lacks {want}"
-        );
+        assert!(entries.iter().any(|e| e["path"] == want), "bundle.json lacks {want}");
     }
     assert_eq!(bj["kubernetes"], "v1.34.3");
     assert_eq!(bj["platforms"], serde_json::json!(["linux/amd64"]));
@@ -215,9 +201,7 @@ fn two_cold_builds_are_byte_identical_in_every_format() {
                 &["--compression", comp, "--installer", inst.to_str().unwrap()],
             );
             assert!(o.status.success(), "{}", text(&o));
-            let bytes =
-                std::fs::read(env.path(&format!("out-{comp}-{run}/kubernetes-v1.34.3.{ext}")))
-                    .unwrap();
+            let bytes = std::fs::read(env.path(&format!("out-{comp}-{run}/kubernetes-v1.34.3.{ext}"))).unwrap();
             digests.push(bytes);
         }
         assert!(digests[0] == digests[1], "{comp}: two cold builds differ");
@@ -231,16 +215,16 @@ fn warm_cache_downloads_nothing() {
     let i = ["--installer", inst.to_str().unwrap()];
     let o = env.build("cache", "out1", &i);
     assert!(o.status.success(), "{}", text(&o));
-    let first = env.mirror.total_gets();
+    let first = env.up.mirror.total_gets();
     assert!(first >= 10, "cold build fetched {first} URLs");
-    env.mirror.reset_counters();
+    env.up.mirror.reset_counters();
     let o = env.build("cache", "out2", &i);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
-        env.mirror.total_gets(),
+        env.up.mirror.total_gets(),
         0,
         "warm build requested {:?}",
-        env.mirror.requests()
+        env.up.mirror.requests()
     );
     // Same bytes either way.
     assert_eq!(
@@ -250,10 +234,7 @@ fn warm_cache_downloads_nothing() {
 }
 
 fn kubeadm_path(spec: &UpstreamSpec) -> String {
-    format!(
-        "/dl.k8s.io/release/v{}/bin/linux/amd64/kubeadm",
-        spec.kubernetes
-    )
+    format!("/dl.k8s.io/release/v{}/bin/linux/amd64/kubeadm", spec.kubernetes)
 }
 
 #[test]
@@ -266,21 +247,14 @@ fn transient_500_and_reset_are_retried() {
         "/github.com/opencontainers/runc/releases/download/v{}/runc.amd64",
         spec.runc
     );
-    env.mirror.set_fault(&kubeadm, Fault::Fail500Once);
-    env.mirror.set_fault(&runc, Fault::ResetOnce);
+    env.up.mirror.set_fault(&kubeadm, Fault::Fail500Once);
+    env.up.mirror.set_fault(&runc, Fault::ResetOnce);
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(env.mirror.hits(&kubeadm), 2);
-    assert_eq!(env.mirror.hits(&runc), 2);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("HTTP 500"),
-        "{}",
-        text(&o)
-    );
-    let v = kbundle(&[
-        "verify",
-        env.path("out/kubernetes-v1.34.3.tar.zst").to_str().unwrap(),
-    ]);
+    assert_eq!(env.up.mirror.hits(&kubeadm), 2);
+    assert_eq!(env.up.mirror.hits(&runc), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 500"), "{}", text(&o));
+    let v = kbundle(&["verify", env.path("out/kubernetes-v1.34.3.tar.zst").to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
 }
 
@@ -290,10 +264,11 @@ fn truncated_body_is_resumed_with_range() {
     let env = Env::new(&spec, "kubernetes-v1.34.3.toml");
     let inst = small_installer(env.tmp.path());
     let kubeadm = kubeadm_path(&spec);
-    env.mirror.set_fault(&kubeadm, Fault::TruncateOnce);
+    env.up.mirror.set_fault(&kubeadm, Fault::TruncateOnce);
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let reqs: Vec<_> = env
+        .up
         .mirror
         .requests()
         .into_iter()
@@ -306,10 +281,7 @@ fn truncated_body_is_resumed_with_range() {
         "second request should resume: {reqs:?}"
     );
     assert_eq!(reqs[1].status, 206);
-    let v = kbundle(&[
-        "verify",
-        env.path("out/kubernetes-v1.34.3.tar.zst").to_str().unwrap(),
-    ]);
+    let v = kbundle(&["verify", env.path("out/kubernetes-v1.34.3.tar.zst").to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
 }
 
@@ -331,13 +303,14 @@ fn corrupt_body_fails_naming_url_and_digests_and_leaves_nothing() {
     let env = Env::new(&spec, "kubernetes-v1.34.3.toml");
     let inst = small_installer(env.tmp.path());
     let kubeadm = kubeadm_path(&spec);
-    env.mirror.set_fault(&kubeadm, Fault::Corrupt);
+    env.up.mirror.set_fault(&kubeadm, Fault::Corrupt);
     std::fs::create_dir_all(env.path("out")).unwrap();
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let expected = std::fs::read_to_string(
-        env.mirror
+        env.up
+            .mirror
             .root()
             .join(kubeadm.trim_start_matches('/').to_string() + ".sha256"),
     )
@@ -347,10 +320,7 @@ fn corrupt_body_fails_naming_url_and_digests_and_leaves_nothing() {
         "{err}"
     );
     assert!(err.contains("sha256 mismatch"), "{err}");
-    assert!(
-        err.contains(expected.trim()),
-        "expected digest not named: {err}"
-    );
+    assert!(err.contains(expected.trim()), "expected digest not named: {err}");
     assert!(err.contains("kubeadm"), "{err}");
     no_leftovers(&env, "cache", "out");
     // The corrupt bytes never entered the cache.
@@ -367,8 +337,11 @@ fn not_found_fails_at_once_naming_the_url() {
     let spec = UpstreamSpec::v1_34_3().tiny();
     let env = Env::new(&spec, "kubernetes-v1.34.3.toml");
     let inst = small_installer(env.tmp.path());
-    let path = format!("/github.com/containerd/containerd/releases/download/v{0}/containerd-{0}-linux-amd64.tar.gz", spec.containerd);
-    env.mirror.set_fault(&path, Fault::NotFound);
+    let path = format!(
+        "/github.com/containerd/containerd/releases/download/v{0}/containerd-{0}-linux-amd64.tar.gz",
+        spec.containerd
+    );
+    env.up.mirror.set_fault(&path, Fault::NotFound);
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -376,7 +349,7 @@ fn not_found_fails_at_once_naming_the_url() {
         err.contains("containerd-2.1.5-linux-amd64.tar.gz") && err.contains("404"),
         "{err}"
     );
-    assert_eq!(env.mirror.hits(&path), 1, "a 404 is not retried");
+    assert_eq!(env.up.mirror.hits(&path), 1, "a 404 is not retried");
     no_leftovers(&env, "cache", "out");
 }
 
@@ -385,7 +358,7 @@ fn persistent_500_gives_up_with_a_clear_error() {
     let spec = UpstreamSpec::v1_34_3().tiny();
     let env = Env::new(&spec, "kubernetes-v1.34.3.toml");
     let path = format!("{}.sha256", kubeadm_path(&spec));
-    env.mirror.set_fault(&path, Fault::Fail500Always);
+    env.up.mirror.set_fault(&path, Fault::Fail500Always);
     let o = env.build("cache", "out", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -402,16 +375,13 @@ fn locked_build_refuses_upstream_drift_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("upstream");
     upstream::build_tree(&root, &spec).unwrap();
-    let mirror = Mirror::start(&root);
     let mdir = tmp.path().join("m");
     std::fs::create_dir_all(&mdir).unwrap();
     let manifest = manifest_copy(&mdir, "kubernetes-v1.34.3.toml");
+    let up = Upstream::start_at(&root, &manifest);
     let inst = small_installer(tmp.path());
-    let mut base: Vec<String> = vec![
-        "--cache".into(),
-        tmp.path().join("cache").display().to_string(),
-    ];
-    base.extend(upstream::mirror_args(&mirror.url()));
+    let mut base: Vec<String> = vec!["--cache".into(), tmp.path().join("cache").display().to_string()];
+    base.extend(up.mirror_args());
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v = base.clone();
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -442,10 +412,7 @@ fn locked_build_refuses_upstream_drift_naming_the_file() {
     let lock1 = std::fs::read_to_string(manifest.with_extension("lock")).unwrap();
     // Locking again gives the same text (sorted, stable).
     assert!(run(l).status.success());
-    assert_eq!(
-        lock1,
-        std::fs::read_to_string(manifest.with_extension("lock")).unwrap()
-    );
+    assert_eq!(lock1, std::fs::read_to_string(manifest.with_extension("lock")).unwrap());
     let o = run(a.clone());
     assert!(o.status.success(), "{}", text(&o));
 
@@ -555,7 +522,7 @@ fn manifest_pin_wins_and_a_wrong_pin_fails() {
     let spec = UpstreamSpec::v1_34_3().tiny();
     let env = Env::new(&spec, "kubernetes-v1.34.3.toml");
     let inst = small_installer(env.tmp.path());
-    let flannel = env.mirror.root().join(format!(
+    let flannel = env.up.mirror.root().join(format!(
         "github.com/flannel-io/flannel/releases/download/v{}/kube-flannel.yml",
         spec.flannel
     ));
@@ -563,11 +530,7 @@ fn manifest_pin_wins_and_a_wrong_pin_fails() {
     let wrong = kbundle::digest::Sha256::of(b"not flannel");
     let base = std::fs::read_to_string(&env.manifest).unwrap();
     let url = "https://github.com/flannel-io/flannel/releases/download/v0.27.3/kube-flannel.yml";
-    std::fs::write(
-        &env.manifest,
-        format!("{base}\n[sha256]\n\"{url}\" = \"{wrong}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&env.manifest, format!("{base}\n[sha256]\n\"{url}\" = \"{wrong}\"\n")).unwrap();
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -575,11 +538,7 @@ fn manifest_pin_wins_and_a_wrong_pin_fails() {
         err.contains(&wrong.hex()) && err.contains(&good.hex()) && err.contains("kube-flannel.yml"),
         "{err}"
     );
-    std::fs::write(
-        &env.manifest,
-        format!("{base}\n[sha256]\n\"{url}\" = \"{good}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&env.manifest, format!("{base}\n[sha256]\n\"{url}\" = \"{good}\"\n")).unwrap();
     let o = env.build("cache", "out", &["--installer", inst.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let lock = std::fs::read_to_string(env.manifest.with_extension("lock")).unwrap();

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use support::mirror::{Fault, Mirror, Request};
 use support::upstream::{
-    self, artifact_paths, artifacts, build_tree, checksum_paths, mirror_args, shared_tree, Payload,
-    UpstreamSpec,
+    self, artifact_paths, artifacts, build_tree, checksum_paths, mirror_args, shared_tree, Payload, UpstreamSpec,
 };
 
 // ---------------------------------------------------------------------------
@@ -64,14 +63,8 @@ fn parse_runc_sums(text: &str) -> BTreeMap<String, String> {
     let (sums, sig) = body
         .split_once("-----BEGIN PGP SIGNATURE-----\n")
         .expect("signature block");
-    assert!(
-        sig.ends_with("-----END PGP SIGNATURE-----\n"),
-        "signature end"
-    );
-    assert!(
-        sig.lines().any(|l| l.starts_with('=')),
-        "armor checksum line"
-    );
+    assert!(sig.ends_with("-----END PGP SIGNATURE-----\n"), "signature end");
+    assert!(sig.lines().any(|l| l.starts_with('=')), "armor checksum line");
     parse_sha256sum_lines(sums)
 }
 
@@ -141,8 +134,7 @@ impl Resp {
 /// Sends one raw request and reads until the server closes the connection.
 fn send_raw(mirror: &Mirror, raw: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(mirror.addr()).expect("connect to mirror");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("set timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("set timeout");
     s.write_all(raw.as_bytes()).expect("send request");
     let mut out = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -214,9 +206,7 @@ fn kubeadm_path(spec: &UpstreamSpec) -> String {
 
 #[test]
 fn tiny_tree_has_every_artifact_and_correct_checksums() {
-    let spec = UpstreamSpec::v1_34_3()
-        .tiny()
-        .with_arches(&["amd64", "arm64"]);
+    let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
     let dir = tiny_tree(&spec);
     let root = dir.path();
 
@@ -250,10 +240,7 @@ fn tiny_tree_has_every_artifact_and_correct_checksums() {
         let ctext = read_text(&upstream::local_path(root, cpath));
         match a.component {
             "kubeadm" | "kubelet" | "kubectl" => {
-                assert!(
-                    is_hex64(&ctext),
-                    "{cpath}: {ctext:?} must be bare hex, no newline"
-                );
+                assert!(is_hex64(&ctext), "{cpath}: {ctext:?} must be bare hex, no newline");
                 assert_eq!(ctext, digest, "{cpath}");
             }
             "containerd" | "cni-plugins" => {
@@ -305,9 +292,7 @@ fn tiny_tree_has_every_artifact_and_correct_checksums() {
 
 #[test]
 fn tiny_tree_tarball_contents() {
-    let spec = UpstreamSpec::v1_34_3()
-        .tiny()
-        .with_arches(&["amd64", "arm64"]);
+    let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
     let dir = tiny_tree(&spec);
     let root = dir.path();
     let lp = |p: String| upstream::local_path(root, &p);
@@ -320,10 +305,7 @@ fn tiny_tree_tarball_contents() {
         ));
         let entries = tar_entries(&containerd);
         let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(
-            names,
-            ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]
-        );
+        assert_eq!(names, ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]);
         for (name, mode, _, data) in &entries {
             assert_eq!(*mode, 0o755, "{name}");
             let text = String::from_utf8(data.clone()).expect("tiny script is text");
@@ -355,10 +337,7 @@ fn tiny_tree_tarball_contents() {
         let names = tar_names(&etcd);
         let top = format!("etcd-v3.5.25-linux-{arch}");
         for want in ["etcd", "etcdctl", "etcdutl", "README.md"] {
-            assert!(
-                names.contains(&format!("{top}/{want}")),
-                "{want} in {names:?}"
-            );
+            assert!(names.contains(&format!("{top}/{want}")), "{want} in {names:?}");
         }
 
         let crictl = lp(format!(
@@ -373,24 +352,13 @@ fn tiny_tree_tarball_contents() {
     }
 
     // Bytes differ per arch.
-    let a = fs::read(lp(format!(
-        "{}/kubeadm",
-        upstream::kube_dir(&spec, "amd64")
-    )))
-    .expect("read");
-    let b = fs::read(lp(format!(
-        "{}/kubeadm",
-        upstream::kube_dir(&spec, "arm64")
-    )))
-    .expect("read");
+    let a = fs::read(lp(format!("{}/kubeadm", upstream::kube_dir(&spec, "amd64")))).expect("read");
+    let b = fs::read(lp(format!("{}/kubeadm", upstream::kube_dir(&spec, "arm64")))).expect("read");
     assert_ne!(a, b);
     assert!(a.len() < 1024, "tiny scripts are small");
 
     // Manifests.
-    let flannel = read_text(&lp(format!(
-        "{}/kube-flannel.yml",
-        upstream::flannel_dir(&spec)
-    )));
+    let flannel = read_text(&lp(format!("{}/kube-flannel.yml", upstream::flannel_dir(&spec))));
     for want in [
         "name: kube-flannel",
         "kind: DaemonSet",
@@ -402,19 +370,14 @@ fn tiny_tree_tarball_contents() {
     ] {
         assert!(flannel.contains(want), "flannel manifest lacks {want}");
     }
-    let ms = read_text(&lp(format!(
-        "{}/components.yaml",
-        upstream::metrics_server_dir(&spec)
-    )));
+    let ms = read_text(&lp(format!("{}/components.yaml", upstream::metrics_server_dir(&spec))));
     assert!(ms.contains("image: registry.k8s.io/metrics-server/metrics-server:v0.8.0"));
     assert!(ms.contains("kind: Deployment"));
 }
 
 #[test]
 fn tiny_tree_build_is_deterministic() {
-    let spec = UpstreamSpec::v1_33_7()
-        .tiny()
-        .with_arches(&["amd64", "arm64"]);
+    let spec = UpstreamSpec::v1_33_7().tiny().with_arches(&["amd64", "arm64"]);
     let a = tiny_tree(&spec);
     let b = tiny_tree(&spec);
     let (wa, wb) = (walk(a.path()), walk(b.path()));
@@ -427,9 +390,7 @@ fn tiny_tree_build_is_deterministic() {
     assert!(artifact_paths(&spec)
         .iter()
         .any(|p| p.ends_with("/v1.33.0/crictl-v1.33.0-linux-arm64.tar.gz")));
-    assert!(wa.contains_key(Path::new(
-        "dl.k8s.io/release/v1.33.7/bin/linux/amd64/kubeadm.sha256"
-    )));
+    assert!(wa.contains_key(Path::new("dl.k8s.io/release/v1.33.7/bin/linux/amd64/kubeadm.sha256")));
 }
 
 #[test]
@@ -445,10 +406,7 @@ fn tiny_scripts_and_stand_ins_run() {
         .output()
         .expect("run tiny kubeadm");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v1.34.3\n");
-    let kubelet = upstream::local_path(
-        dir.path(),
-        &format!("{}/kubelet", upstream::kube_dir(&spec, "amd64")),
-    );
+    let kubelet = upstream::local_path(dir.path(), &format!("{}/kubelet", upstream::kube_dir(&spec, "amd64")));
     let out = Command::new("sh")
         .arg(&kubelet)
         .arg("--version")
@@ -465,20 +423,12 @@ fn tiny_scripts_and_stand_ins_run() {
             Some(v) => c.env("KBUNDLE_STANDIN_VERSION", v),
             None => c.env_remove("KBUNDLE_STANDIN_VERSION"),
         };
-        let out = c
-            .output()
-            .unwrap_or_else(|e| panic!("run stand-in {name}: {e}"));
+        let out = c.output().unwrap_or_else(|e| panic!("run stand-in {name}: {e}"));
         assert!(out.status.success(), "{name} failed");
         String::from_utf8(out.stdout).expect("utf8 output")
     };
-    assert_eq!(
-        run("kubeadm", &["version", "-o", "short"], None),
-        "v1.34.3\n"
-    );
-    assert_eq!(
-        run("kubeadm", &["version", "-o", "short"], Some("1.33.7")),
-        "v1.33.7\n"
-    );
+    assert_eq!(run("kubeadm", &["version", "-o", "short"], None), "v1.34.3\n");
+    assert_eq!(run("kubeadm", &["version", "-o", "short"], Some("1.33.7")), "v1.33.7\n");
     assert_eq!(run("kubeadm", &["config", "images", "list"], None), "");
     assert_eq!(run("kubelet", &["--version"], None), "Kubernetes v1.34.3\n");
     assert_eq!(
@@ -579,10 +529,7 @@ fn mirror_range_requests() {
     let r = request(&mirror, "GET", &p, &[("Range", "bytes=10-19")]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &full[10..20]);
-    assert_eq!(
-        r.header("content-range"),
-        Some(format!("bytes 10-19/{len}").as_str())
-    );
+    assert_eq!(r.header("content-range"), Some(format!("bytes 10-19/{len}").as_str()));
 
     // End beyond EOF is clamped.
     let r = request(&mirror, "GET", &p, &[("Range", "bytes=5-999999")]);
@@ -600,17 +547,10 @@ fn mirror_range_requests() {
     assert_eq!(r.content_length(), (len - 1) as u64);
     assert!(r.body.is_empty());
 
-    for bad in [
-        format!("bytes={len}-"),
-        "bytes=999999-".into(),
-        "bytes=9-3".into(),
-    ] {
+    for bad in [format!("bytes={len}-"), "bytes=999999-".into(), "bytes=9-3".into()] {
         let r = request(&mirror, "GET", &p, &[("Range", &bad)]);
         assert_eq!(r.status, 416, "{bad}");
-        assert_eq!(
-            r.header("content-range"),
-            Some(format!("bytes */{len}").as_str())
-        );
+        assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
     }
 
     let ranges: Vec<Option<String>> = mirror.requests().into_iter().map(|r| r.range).collect();
@@ -625,35 +565,19 @@ fn mirror_404_400_405() {
     let mirror = Mirror::start(dir.path());
 
     for (method, path, want) in [
-        (
-            "GET",
-            "/dl.k8s.io/release/v9.9.9/bin/linux/amd64/kubeadm",
-            404,
-        ),
-        (
-            "HEAD",
-            "/dl.k8s.io/release/v9.9.9/bin/linux/amd64/kubeadm",
-            404,
-        ),
+        ("GET", "/dl.k8s.io/release/v9.9.9/bin/linux/amd64/kubeadm", 404),
+        ("HEAD", "/dl.k8s.io/release/v9.9.9/bin/linux/amd64/kubeadm", 404),
         ("GET", "/dl.k8s.io/release/v1.34.3/bin/linux/amd64", 404),
         ("GET", "/dl.k8s.io/release/v1.34.3/bin/linux/amd64/", 404),
         ("GET", "/", 404),
-        (
-            "GET",
-            "//dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm",
-            404,
-        ),
+        ("GET", "//dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm", 404),
         (
             "GET",
             "/dl.k8s.io/../dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm",
             400,
         ),
         ("GET", "/dl.k8s.io/%2e%2e/%2e%2e/etc/passwd", 400),
-        (
-            "POST",
-            "/dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm",
-            405,
-        ),
+        ("POST", "/dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm", 405),
     ] {
         let r = request(&mirror, method, path, &[]);
         assert_eq!(r.status, want, "{method} {path}");
@@ -675,11 +599,7 @@ fn fault_fail500_once_and_always() {
     let p = kubeadm_path(&spec);
 
     mirror.set_fault(&p, Fault::Fail500Once);
-    assert_eq!(
-        request(&mirror, "HEAD", &p, &[]).status,
-        200,
-        "HEAD does not consume"
-    );
+    assert_eq!(request(&mirror, "HEAD", &p, &[]).status, 200, "HEAD does not consume");
     assert_eq!(get(&mirror, &p).status, 500);
     assert_eq!(get(&mirror, &p).status, 200);
     assert_eq!(get(&mirror, &p).status, 200);
@@ -808,9 +728,7 @@ fn hits_requests_and_reset_counters() {
 
 #[test]
 fn mirror_handles_many_concurrent_connections() {
-    let spec = UpstreamSpec::v1_34_3()
-        .tiny()
-        .with_arches(&["amd64", "arm64"]);
+    let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
     let dir = tiny_tree(&spec);
     let mirror = Mirror::start(dir.path());
     let paths = artifact_paths(&spec);
@@ -844,11 +762,7 @@ fn mirror_drop_does_not_hang() {
     let _idle = TcpStream::connect(addr).expect("connect");
     let t = Instant::now();
     drop(mirror);
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "drop took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(5), "drop took {:?}", t.elapsed());
     assert!(
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
         "listener closed after drop"
@@ -859,9 +773,7 @@ fn mirror_drop_does_not_hang() {
 /// for it, including how faults surface.
 #[test]
 fn mirror_works_with_reqwest() {
-    let spec = UpstreamSpec::v1_34_3()
-        .tiny()
-        .with_arches(&["amd64", "arm64"]);
+    let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
     let dir = tiny_tree(&spec);
     let mirror = Mirror::start(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -946,10 +858,7 @@ fn real_tree_via_shared_tree() {
     let kubectl = upstream::local_path(&root, &format!("{kd}/kubectl"));
     let digest = sha256_file(&kubectl);
     assert_eq!(
-        read_text(&upstream::local_path(
-            &root,
-            &format!("{kd}/kubectl.sha256")
-        )),
+        read_text(&upstream::local_path(&root, &format!("{kd}/kubectl.sha256"))),
         digest
     );
     assert_eq!(digest, sha256_file(Path::new("/usr/bin/kubectl")));

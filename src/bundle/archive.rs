@@ -91,13 +91,15 @@ pub fn open_stream(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
     })?;
     let f = BufReader::with_capacity(1 << 20, f);
     Ok(match kind {
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(
-            |source| ArchiveError::Corrupt {
-                archive: path.to_path_buf(),
-                at: String::new(),
-                source,
-            },
-        )?),
+        Compression::Zstd => {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(f).map_err(|source| ArchiveError::Corrupt {
+                    archive: path.to_path_buf(),
+                    at: String::new(),
+                    source,
+                })?,
+            )
+        }
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(f)),
         Compression::None => Box::new(f),
     })
@@ -147,8 +149,7 @@ pub fn walk(
     for entry in ar.entries().map_err(|e| corrupt("", e))? {
         let mut entry = entry.map_err(|e| corrupt(&last, e))?;
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8(raw)
-            .map_err(|_| unsafe_entry("<non-UTF-8 name>", "path is not UTF-8"))?;
+        let name = String::from_utf8(raw).map_err(|_| unsafe_entry("<non-UTF-8 name>", "path is not UTF-8"))?;
         last = name.clone();
         if seen.len() >= MAX_ENTRIES {
             return Err(unsafe_entry(&name, "too many entries"));
@@ -172,10 +173,7 @@ pub fn walk(
             None => (clean, ""),
         };
         if !crate::manifest::valid_name(first) {
-            return Err(unsafe_entry(
-                &name,
-                "top directory name is not a plain name",
-            ));
+            return Err(unsafe_entry(&name, "top directory name is not a plain name"));
         }
         match &top {
             None => top = Some(first.to_string()),
@@ -198,9 +196,7 @@ pub fn walk(
             let reason = if link_leaves(rest, &target) {
                 format!("symbolic link to {target:?} leaves the bundle")
             } else {
-                format!(
-                    "symbolic link to {target:?}: bundles hold only regular files and directories"
-                )
+                format!("symbolic link to {target:?}: bundles hold only regular files and directories")
             };
             return Err(unsafe_entry(&name, &reason));
         }
@@ -221,16 +217,10 @@ pub fn walk(
         }
         let is_dir = kind.is_dir();
         if !is_dir && !kind.is_file() {
-            return Err(unsafe_entry(
-                &name,
-                &format!("unsupported entry type {:?}", kind),
-            ));
+            return Err(unsafe_entry(&name, &format!("unsupported entry type {:?}", kind)));
         }
         if !is_dir && rest.is_empty() {
-            return Err(unsafe_entry(
-                &name,
-                "a file where the top directory belongs",
-            ));
+            return Err(unsafe_entry(&name, "a file where the top directory belongs"));
         }
         if !seen.insert(rest.to_string()) {
             return Err(unsafe_entry(&name, "duplicate entry"));
@@ -301,20 +291,16 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
             opts.mode(if e.executable() { 0o755 } else { 0o644 });
         }
         let mut f = opts.open(&target).map_err(|err| wr(&target, err))?;
-        let n =
-            io::copy(&mut content.take(e.size), &mut f).map_err(|err| ArchiveError::Corrupt {
-                archive: archive.to_path_buf(),
-                at: format!(" at {:?}", e.rel),
-                source: err,
-            })?;
+        let n = io::copy(&mut content.take(e.size), &mut f).map_err(|err| ArchiveError::Corrupt {
+            archive: archive.to_path_buf(),
+            at: format!(" at {:?}", e.rel),
+            source: err,
+        })?;
         if n != e.size {
             return Err(ArchiveError::Corrupt {
                 archive: archive.to_path_buf(),
                 at: format!(" at {:?}", e.rel),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "entry shorter than its header says",
-                ),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "entry shorter than its header says"),
             });
         }
         Ok(())
@@ -332,8 +318,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| wr(&root, e))?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).map_err(|e| wr(&root, e))?;
     }
     std::fs::rename(&root, &final_dir).map_err(|e| wr(&final_dir, e))?;
     let _ = tmp.keep();

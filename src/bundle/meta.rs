@@ -68,6 +68,9 @@ pub struct BundleJson {
     pub platforms: Vec<String>,
     pub components: BTreeMap<String, String>,
     pub hops: Vec<Hop>,
+    /// Images in `images/` (an OCI layout), pinned to upstream digests.
+    #[serde(default)]
+    pub images: Vec<crate::images::LockedImage>,
     pub entries: Vec<Entry>,
 }
 
@@ -107,13 +110,11 @@ impl BundleJson {
         struct SchemaOnly {
             schema: u32,
         }
-        let s: SchemaOnly =
-            serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
+        let s: SchemaOnly = serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
         if s.schema != BUNDLE_SCHEMA {
             return Err(MetaError::Schema { found: s.schema });
         }
-        let b: BundleJson =
-            serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
+        let b: BundleJson = serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
         let mut prev: Option<&str> = None;
         for e in &b.entries {
             check_rel_path(&e.path).map_err(|reason| MetaError::UnsafePath {
@@ -127,9 +128,7 @@ impl BundleJson {
                 });
             }
             if prev.is_some_and(|p| p >= e.path.as_str()) {
-                return Err(MetaError::Unsorted {
-                    path: e.path.clone(),
-                });
+                return Err(MetaError::Unsorted { path: e.path.clone() });
             }
             prev = Some(&e.path);
         }
@@ -169,10 +168,7 @@ pub fn check_rel_path(p: &str) -> Result<(), &'static str> {
 /// `SHA256SUMS`, checkable with `sha256sum -c` from inside the bundle directory. It covers
 /// every entry and `bundle.json` itself, sorted by path.
 pub fn render_sums(bundle_json: &Sha256, entries: &[Entry]) -> Vec<u8> {
-    let mut lines: Vec<(&str, String)> = entries
-        .iter()
-        .map(|e| (e.path.as_str(), e.sha256.hex()))
-        .collect();
+    let mut lines: Vec<(&str, String)> = entries.iter().map(|e| (e.path.as_str(), e.sha256.hex())).collect();
     lines.push((BUNDLE_JSON, bundle_json.hex()));
     lines.sort();
     let mut out = String::new();
@@ -227,24 +223,10 @@ mod tests {
 
     #[test]
     fn rel_paths() {
-        for ok in [
-            "a",
-            "files/x/1.2.3/linux-amd64/kubeadm",
-            "images/blobs/sha256/ab",
-        ] {
+        for ok in ["a", "files/x/1.2.3/linux-amd64/kubeadm", "images/blobs/sha256/ab"] {
             assert!(check_rel_path(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../b",
-            "a//b",
-            "a/",
-            "./a",
-            "a\\b",
-            "a\0b",
-        ] {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/", "./a", "a\\b", "a\0b"] {
             assert!(check_rel_path(bad).is_err(), "{bad:?}");
         }
     }

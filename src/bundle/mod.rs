@@ -29,12 +29,7 @@ impl Contents {
 
     /// Sorts entries, renders bundle.json and SHA256SUMS, and returns the pack list.
     pub fn finish(mut self) -> Result<(BundleJson, Vec<PackEntry>), String> {
-        let mut pairs: Vec<(Entry, Source)> = self
-            .bundle
-            .entries
-            .drain(..)
-            .zip(self.sources.drain(..))
-            .collect();
+        let mut pairs: Vec<(Entry, Source)> = self.bundle.entries.drain(..).zip(self.sources.drain(..)).collect();
         pairs.sort_by(|a, b| a.0.path.cmp(&b.0.path));
         for w in pairs.windows(2) {
             if w[0].0.path == w[1].0.path {
@@ -103,15 +98,13 @@ pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
         let r = archive::walk(path, |e, content| {
             if e.rel == meta::BUNDLE_JSON && found.is_none() {
                 let mut buf = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(content, meta::MAX_META_BYTES),
-                    &mut buf,
-                )
-                .map_err(|source| archive::ArchiveError::Corrupt {
-                    archive: path.to_path_buf(),
-                    at: " at bundle.json".into(),
-                    source,
-                })?;
+                std::io::Read::read_to_end(&mut std::io::Read::take(content, meta::MAX_META_BYTES), &mut buf).map_err(
+                    |source| archive::ArchiveError::Corrupt {
+                        archive: path.to_path_buf(),
+                        at: " at bundle.json".into(),
+                        source,
+                    },
+                )?;
                 found = Some(buf);
             }
             Ok(())

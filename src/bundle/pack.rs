@@ -80,9 +80,7 @@ pub fn source_date_epoch() -> u64 {
 /// Number of zstd worker threads. zstd's multi-threaded output does not depend on the worker
 /// count (for any count >= 1), so archives stay byte-identical across machines.
 fn zstd_workers() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8) as u32
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) as u32
 }
 
 /// A reader that hashes what passes through it.
@@ -132,16 +130,14 @@ pub fn write_tar<W: Write>(
         }
     }
     // One sorted list of (path, Some(entry) | None for directories).
-    let mut items: Vec<(String, Option<&PackEntry>)> =
-        dirs.into_iter().map(|d| (format!("{d}/"), None)).collect();
+    let mut items: Vec<(String, Option<&PackEntry>)> = dirs.into_iter().map(|d| (format!("{d}/"), None)).collect();
     items.extend(entries.iter().map(|e| (e.path.clone(), Some(e))));
     items.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
-    tar.append_data(&mut h, format!("{top}/"), io::empty())
-        .map_err(wr)?;
+    tar.append_data(&mut h, format!("{top}/"), io::empty()).map_err(wr)?;
     for (path, entry) in items {
         let full = format!("{top}/{path}");
         match entry {
@@ -181,9 +177,7 @@ pub fn write_tar<W: Write>(
                                 source_path: p.display().to_string(),
                                 expected: e.sha256,
                                 expected_size: e.size,
-                                actual: crate::digest::hash_file(p)
-                                    .map(|x| x.0)
-                                    .unwrap_or(e.sha256),
+                                actual: crate::digest::hash_file(p).map(|x| x.0).unwrap_or(e.sha256),
                                 actual_size: len,
                             });
                         }
@@ -259,13 +253,11 @@ pub fn write_archive(
     drop(file);
     tmp.persist(&final_path).map_err(|e| wr(e.error))?;
     let sidecar = out_dir.join(format!("{file_name}.sha256"));
-    crate::fsutil::write_atomic(
-        &sidecar,
-        format!("{}  {file_name}\n", digest.hex()).as_bytes(),
-    )
-    .map_err(|source| PackError::Write {
-        path: sidecar.clone(),
-        source,
+    crate::fsutil::write_atomic(&sidecar, format!("{}  {file_name}\n", digest.hex()).as_bytes()).map_err(|source| {
+        PackError::Write {
+            path: sidecar.clone(),
+            source,
+        }
     })?;
     Ok((final_path, digest, size))
 }
@@ -299,24 +291,11 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().mode().unwrap(),
-                )
+                (e.path().unwrap().display().to_string(), e.header().mode().unwrap())
             })
             .collect();
         let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "top/",
-                "top/a",
-                "top/b/",
-                "top/b/c/",
-                "top/b/c/y",
-                "top/b/x"
-            ]
-        );
+        assert_eq!(names, ["top/", "top/a", "top/b/", "top/b/c/", "top/b/c/y", "top/b/x"]);
         assert_eq!(got[1].1, 0o755);
         assert_eq!(got[5].1, 0o644);
     }

@@ -55,25 +55,11 @@ impl fmt::Display for Problem {
                 write!(f, "missing: {path} (expected sha256 {expected})")
             }
             Problem::Extra { path } => write!(f, "extra: {path} is not listed in bundle.json"),
-            Problem::Changed {
-                path,
-                expected,
-                actual,
-            } => {
-                write!(
-                    f,
-                    "changed: {path}: expected sha256 {expected}, actual {actual}"
-                )
+            Problem::Changed { path, expected, actual } => {
+                write!(f, "changed: {path}: expected sha256 {expected}, actual {actual}")
             }
-            Problem::Size {
-                path,
-                expected,
-                actual,
-            } => {
-                write!(
-                    f,
-                    "changed: {path}: expected {expected} bytes, actual {actual} bytes"
-                )
+            Problem::Size { path, expected, actual } => {
+                write!(f, "changed: {path}: expected {expected} bytes, actual {actual} bytes")
             }
             Problem::NotExecutable { path } => write!(f, "mode: {path} should be executable"),
             Problem::Sums { path, detail } => write!(f, "SHA256SUMS: {path}: {detail}"),
@@ -124,9 +110,7 @@ fn judge(
     let bundle = match BundleJson::parse(&bj) {
         Ok(b) => b,
         Err(e) => {
-            problems.push(Problem::Meta {
-                detail: e.to_string(),
-            });
+            problems.push(Problem::Meta { detail: e.to_string() });
             report.problems = problems;
             return report;
         }
@@ -156,9 +140,7 @@ fn judge(
                     });
                 }
                 if e.executable && !s.executable {
-                    problems.push(Problem::NotExecutable {
-                        path: e.path.clone(),
-                    });
+                    problems.push(Problem::NotExecutable { path: e.path.clone() });
                 }
             }
         }
@@ -173,9 +155,7 @@ fn judge(
             detail: "SHA256SUMS is missing".into(),
         }),
         Some(s) => match meta::parse_sums(&s) {
-            Err(e) => problems.push(Problem::Meta {
-                detail: e.to_string(),
-            }),
+            Err(e) => problems.push(Problem::Meta { detail: e.to_string() }),
             Ok(sums) => {
                 for (path, d) in &sums {
                     let expected = if path == BUNDLE_JSON {
@@ -250,11 +230,7 @@ pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match crate::catalog::checksum::parse(
-            crate::catalog::ChecksumFormat::Sha256Sum,
-            text.as_bytes(),
-            &file_name,
-        ) {
+        match crate::catalog::checksum::parse(crate::catalog::ChecksumFormat::Sha256Sum, text.as_bytes(), &file_name) {
             Err(e) => problems.push(Problem::Archive {
                 detail: format!("{}: {e}", sidecar.display()),
             }),
@@ -303,13 +279,11 @@ pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
         }
         let mut h = Hashing::new();
         loop {
-            let n = content
-                .read(&mut buf)
-                .map_err(|source| ArchiveError::Corrupt {
-                    archive: path.to_path_buf(),
-                    at: format!(" at {:?}", e.rel),
-                    source,
-                })?;
+            let n = content.read(&mut buf).map_err(|source| ArchiveError::Corrupt {
+                archive: path.to_path_buf(),
+                at: format!(" at {:?}", e.rel),
+                source,
+            })?;
             if n == 0 {
                 break;
             }
@@ -329,19 +303,14 @@ pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
     match res {
         Ok(_) => {}
         Err(ArchiveError::Unsafe { entry, reason, .. }) => {
-            problems.push(Problem::Unsafe {
-                path: entry,
-                reason,
-            });
+            problems.push(Problem::Unsafe { path: entry, reason });
             return Ok(Report {
                 problems,
                 ..Default::default()
             });
         }
         Err(e @ ArchiveError::Corrupt { .. }) | Err(e @ ArchiveError::Empty { .. }) => {
-            problems.push(Problem::Archive {
-                detail: e.to_string(),
-            });
+            problems.push(Problem::Archive { detail: e.to_string() });
             return Ok(Report {
                 problems,
                 ..Default::default()
@@ -380,8 +349,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
             if ft.is_symlink() {
                 problems.push(Problem::Unsafe {
                     path: r,
-                    reason: "symbolic link (bundles hold only regular files and directories)"
-                        .into(),
+                    reason: "symbolic link (bundles hold only regular files and directories)".into(),
                 });
             } else if ft.is_dir() {
                 stack.push((r, ent.path()));
@@ -419,9 +387,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
 
 fn hash_all(files: &[(String, PathBuf)], problems: &mut Vec<Problem>) -> BTreeMap<String, Seen> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
     std::thread::scope(|s| {
         for _ in 0..threads {

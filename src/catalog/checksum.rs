@@ -58,10 +58,7 @@ fn parse_digest_only(text: &str) -> Result<Sha256, ChecksumError> {
 
 /// Parses `sha256sum` lines (text or binary mode marker `*`), blank lines allowed, and
 /// returns the digest of `name`. Every non-blank line must be well-formed.
-fn find_in_sum_lines<'a>(
-    lines: impl Iterator<Item = (usize, &'a str)>,
-    name: &str,
-) -> Result<Sha256, ChecksumError> {
+fn find_in_sum_lines<'a>(lines: impl Iterator<Item = (usize, &'a str)>, name: &str) -> Result<Sha256, ChecksumError> {
     let mut found: Vec<Sha256> = Vec::new();
     let mut listed: Vec<String> = Vec::new();
     for (i, raw) in lines {
@@ -120,9 +117,7 @@ fn find_in_sum_lines<'a>(
 /// proof of origin.
 fn clear_signed_body(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, ChecksumError> {
     let lines: Vec<(usize, &str)> = text.lines().enumerate().collect();
-    let mut it = lines
-        .iter()
-        .map(|(i, l)| (*i, l.strip_suffix('\r').unwrap_or(l)));
+    let mut it = lines.iter().map(|(i, l)| (*i, l.strip_suffix('\r').unwrap_or(l)));
     match it.next() {
         Some((_, "-----BEGIN PGP SIGNED MESSAGE-----")) => {}
         _ => {
@@ -182,26 +177,13 @@ mod tests {
     #[test]
     fn digest_only_with_and_without_newline() {
         let h = d("a").hex();
-        assert_eq!(
-            parse(ChecksumFormat::DigestOnly, h.as_bytes(), "x").unwrap(),
-            d("a")
-        );
+        assert_eq!(parse(ChecksumFormat::DigestOnly, h.as_bytes(), "x").unwrap(), d("a"));
         assert_eq!(
             parse(ChecksumFormat::DigestOnly, format!("{h}\n").as_bytes(), "x").unwrap(),
             d("a")
         );
-        assert!(parse(
-            ChecksumFormat::DigestOnly,
-            format!("{h}  kubeadm\n").as_bytes(),
-            "x"
-        )
-        .is_err());
-        assert!(parse(
-            ChecksumFormat::DigestOnly,
-            format!("{h}\n\n").as_bytes(),
-            "x"
-        )
-        .is_err());
+        assert!(parse(ChecksumFormat::DigestOnly, format!("{h}  kubeadm\n").as_bytes(), "x").is_err());
+        assert!(parse(ChecksumFormat::DigestOnly, format!("{h}\n\n").as_bytes(), "x").is_err());
         assert!(parse(ChecksumFormat::DigestOnly, b"<html>not found</html>", "x").is_err());
     }
 

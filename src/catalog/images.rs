@@ -70,9 +70,7 @@ pub fn kubeadm_tags(k8s: Version) -> Option<KubeadmTags> {
 fn image(s: String, source: ImageSource) -> CatalogImage {
     // Every string here is built from validated versions and tags, so it always parses;
     // the fallback only guards against a catalog typo.
-    let reference = s
-        .parse()
-        .unwrap_or_else(|e| panic!("catalog image {s}: {e}"));
+    let reference = s.parse().unwrap_or_else(|e| panic!("catalog image {s}: {e}"));
     CatalogImage { reference, source }
 }
 
@@ -84,16 +82,13 @@ pub fn kubeadm_images(
     coredns: Option<&str>,
 ) -> Result<Vec<CatalogImage>, UnknownKubernetes> {
     let known = kubeadm_tags(k8s);
-    let pick =
-        |o: Option<&str>, f: fn(&KubeadmTags) -> &String| -> Result<String, UnknownKubernetes> {
-            match (o, &known) {
-                (Some(v), _) => Ok(v.to_string()),
-                (None, Some(k)) => Ok(f(k).clone()),
-                (None, None) => Err(UnknownKubernetes {
-                    version: k8s.with_v(),
-                }),
-            }
-        };
+    let pick = |o: Option<&str>, f: fn(&KubeadmTags) -> &String| -> Result<String, UnknownKubernetes> {
+        match (o, &known) {
+            (Some(v), _) => Ok(v.to_string()),
+            (None, Some(k)) => Ok(f(k).clone()),
+            (None, None) => Err(UnknownKubernetes { version: k8s.with_v() }),
+        }
+    };
     let tags = KubeadmTags {
         coredns: pick(coredns, |k| &k.coredns)?,
         etcd: pick(etcd, |k| &k.etcd)?,
@@ -136,14 +131,8 @@ pub fn flannel_images(flannel: Version) -> Vec<CatalogImage> {
         ("ghcr.io/flannel-io", "v1.9.1-flannel3")
     };
     vec![
-        image(
-            format!("{registry}/flannel:{}", flannel.with_v()),
-            ImageSource::Flannel,
-        ),
-        image(
-            format!("{registry}/flannel-cni-plugin:{cni_tag}"),
-            ImageSource::Flannel,
-        ),
+        image(format!("{registry}/flannel:{}", flannel.with_v()), ImageSource::Flannel),
+        image(format!("{registry}/flannel-cni-plugin:{cni_tag}"), ImageSource::Flannel),
     ]
 }
 
@@ -160,10 +149,7 @@ pub fn manifest_images(m: &Manifest) -> Result<Vec<CatalogImage>, UnknownKuberne
     }
     if let Some(ms) = m.addons.metrics_server {
         out.push(image(
-            format!(
-                "registry.k8s.io/metrics-server/metrics-server:{}",
-                ms.with_v()
-            ),
+            format!("registry.k8s.io/metrics-server/metrics-server:{}", ms.with_v()),
             ImageSource::MetricsServer,
         ));
     }

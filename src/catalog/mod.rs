@@ -9,9 +9,7 @@ use crate::version::Version;
 pub use checksum::ChecksumFormat;
 
 /// A component kbundle knows how to fetch.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Component {
     Kubeadm,
@@ -113,14 +111,7 @@ pub fn kubernetes_binaries(k8s: Version, arch: Arch) -> Vec<FileArtifact> {
         .map(|c| {
             let url = format!("{DL_K8S}/release/{}/bin/linux/{arch}/{c}", k8s.with_v());
             let sum = format!("{url}.sha256");
-            artifact(
-                c,
-                k8s,
-                Some(arch),
-                url,
-                true,
-                sums(sum, ChecksumFormat::DigestOnly),
-            )
+            artifact(c, k8s, Some(arch), url, true, sums(sum, ChecksumFormat::DigestOnly))
         })
         .collect()
 }
@@ -146,20 +137,14 @@ pub fn runtime_files(m: &Manifest, arch: Arch) -> Vec<FileArtifact> {
     ));
 
     let v = c.runc;
-    let base = format!(
-        "{GITHUB}/opencontainers/runc/releases/download/{}",
-        v.with_v()
-    );
+    let base = format!("{GITHUB}/opencontainers/runc/releases/download/{}", v.with_v());
     out.push(artifact(
         Component::Runc,
         v,
         Some(arch),
         format!("{base}/runc.{arch}"),
         true,
-        sums(
-            format!("{base}/runc.sha256sum"),
-            ChecksumFormat::ClearSigned,
-        ),
+        sums(format!("{base}/runc.sha256sum"), ChecksumFormat::ClearSigned),
     ));
 
     let v = c.cni_plugins;
@@ -220,14 +205,7 @@ pub fn addon_files(m: &Manifest) -> Vec<FileArtifact> {
             "{GITHUB}/kubernetes-sigs/metrics-server/releases/download/{}/components.yaml",
             v.with_v()
         );
-        out.push(artifact(
-            Component::MetricsServer,
-            v,
-            None,
-            url,
-            false,
-            None,
-        ));
+        out.push(artifact(Component::MetricsServer, v, None, url, false, None));
     }
     out
 }

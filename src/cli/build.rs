@@ -46,7 +46,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     println!("{}", b.archive.display());
     if !quiet {
         eprintln!(
-            "built {} ({} entries, {} bytes, sha256 {}); {} file(s) downloaded, the rest from cache",
+            "built {} ({} entries, {} bytes, sha256 {}); {} download(s), the rest from cache",
             b.archive.display(),
             b.bundle.entries.len(),
             b.size,

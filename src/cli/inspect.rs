@@ -36,9 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     );
     let mut by_kind: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     for e in &b.entries {
-        let k = by_kind
-            .entry(format!("{:?}", e.kind).to_lowercase())
-            .or_default();
+        let k = by_kind.entry(format!("{:?}", e.kind).to_lowercase()).or_default();
         k.0 += 1;
         k.1 += e.size;
     }

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 /// Print every file (with its upstream URL) and image a bundle of MANIFEST will contain.
 /// Uses no network.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'"
-)]
+#[command(after_help = "Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'")]
 pub struct Args {
     /// The manifest (manifests/*.toml).
     pub manifest: PathBuf,
@@ -40,11 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         "bundle {} (Kubernetes {}, {})",
         m.name,
         m.kubernetes.with_v(),
-        m.arches
-            .iter()
-            .map(|a| a.platform())
-            .collect::<Vec<_>>()
-            .join(", ")
+        m.arches.iter().map(|a| a.platform()).collect::<Vec<_>>().join(", ")
     );
     println!("\nfiles ({}):", files.len());
     for f in &files {

@@ -1,7 +1,9 @@
 //! Command-line interface: clap types here, one small file per subcommand.
 
 mod build;
+mod example_config;
 mod inspect;
+mod install;
 mod list;
 mod lock;
 mod unpack;
@@ -42,6 +44,8 @@ pub enum Command {
     Verify(verify::Args),
     Inspect(inspect::Args),
     Unpack(unpack::Args),
+    ExampleConfig(example_config::Args),
+    Install(install::Args),
 }
 
 /// Options shared by commands that download.
@@ -67,10 +71,7 @@ fn parse_mirror(s: &str) -> Result<crate::manifest::MirrorRule, String> {
 impl FetchArgs {
     pub fn options(&self, quiet: bool) -> crate::builder::Options {
         crate::builder::Options {
-            cache_dir: self
-                .cache
-                .clone()
-                .unwrap_or_else(crate::fetch::Cache::default_root),
+            cache_dir: self.cache.clone().unwrap_or_else(crate::fetch::Cache::default_root),
             mirrors: self.mirror.clone(),
             jobs: self.jobs as usize,
             quiet,
@@ -87,5 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => verify::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Unpack(a) => unpack::run(a, cli.quiet),
+        Command::ExampleConfig(a) => example_config::run(a),
+        Command::Install(a) => install::run(a),
     }
 }

@@ -32,12 +32,9 @@ pub fn parse_rule(from: &str, to: &str) -> Result<MirrorRule, MirrorError> {
         return Err(err("FROM is empty or has whitespace"));
     }
     if from.contains("://") && !(from.starts_with("https://") || from.starts_with("http://")) {
-        return Err(err(
-            "FROM must be an http(s):// URL prefix or a registry host",
-        ));
+        return Err(err("FROM must be an http(s):// URL prefix or a registry host"));
     }
-    let parsed =
-        url::Url::parse(to).map_err(|_| err("TO must be an absolute http:// or https:// URL"))?;
+    let parsed = url::Url::parse(to).map_err(|_| err("TO must be an absolute http:// or https:// URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(err("TO must be an absolute http:// or https:// URL"));
     }
@@ -85,6 +82,22 @@ impl Mirrors {
         url.to_string()
     }
 
+    /// Registry mirror hosts (`host:port`) reached over plain HTTP (`http://` rules).
+    pub fn http_registry_hosts(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| !r.from.contains("://") && r.to.starts_with("http://"))
+            .filter_map(|r| url::Url::parse(&r.to).ok())
+            .filter_map(|u| {
+                let h = u.host_str()?.to_string();
+                Some(match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                })
+            })
+            .collect()
+    }
+
     /// The mirror base URL for a registry host, if one is set (`registry.k8s.io` →
     /// `http://127.0.0.1:5000/registry.k8s.io`).
     pub fn registry(&self, host: &str) -> Option<&str> {
@@ -109,10 +122,7 @@ mod tests {
             &[],
         );
         assert_eq!(m.rewrite_url("https://github.com/a/b"), "http://m/gh/a/b");
-        assert_eq!(
-            m.rewrite_url("https://github.com/etcd-io/etcd"),
-            "http://m/etcd/etcd"
-        );
+        assert_eq!(m.rewrite_url("https://github.com/etcd-io/etcd"), "http://m/etcd/etcd");
         assert_eq!(
             m.rewrite_url("https://github.company.com/x"),
             "https://github.company.com/x"

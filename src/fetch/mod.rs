@@ -27,9 +27,7 @@ pub enum FetchError {
         message: String,
         attempts: u32,
     },
-    #[error(
-        "GET {url}: sha256 mismatch: expected {expected}, got {actual} ({size} bytes received)"
-    )]
+    #[error("GET {url}: sha256 mismatch: expected {expected}, got {actual} ({size} bytes received)")]
     Mismatch {
         url: String,
         expected: Sha256,
@@ -37,11 +35,7 @@ pub enum FetchError {
         size: u64,
     },
     #[error("GET {url}: size mismatch: expected {expected} bytes, server sends {actual}")]
-    Size {
-        url: String,
-        expected: u64,
-        actual: u64,
-    },
+    Size { url: String, expected: u64, actual: u64 },
     #[error("GET {url}: body exceeds the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
     #[error("writing download of {url} to {path}: {source}")]
@@ -76,10 +70,8 @@ impl Default for Retry {
 }
 
 impl Retry {
-    fn delay(&self, attempt: u32) -> Duration {
-        let d = self
-            .base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let d = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         d.min(self.max)
     }
 }
@@ -111,6 +103,7 @@ pub struct Fetcher {
     mirrors: Mirrors,
     retry: Retry,
     progress: Progress,
+    downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where downloaded bytes go: a temp file (blobs) or memory (small checksum files).
@@ -160,7 +153,13 @@ impl Fetcher {
             mirrors,
             retry,
             progress,
+            downloads: Default::default(),
         })
+    }
+
+    /// Files downloaded (not found in the cache) by this fetcher so far.
+    pub fn downloads(&self) -> usize {
+        self.downloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn mirrors(&self) -> &Mirrors {
@@ -266,6 +265,7 @@ impl Fetcher {
                 }
             }
             let path = cache.commit(tmp, &actual)?;
+            self.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             bar.finish("fetched", size);
             return Ok(Fetched {
                 sha256: actual,
@@ -299,17 +299,7 @@ impl Fetcher {
         loop {
             attempt += 1;
             let outcome = self
-                .attempt(
-                    url,
-                    shown,
-                    limit,
-                    expected_size,
-                    sink,
-                    hash,
-                    resume,
-                    bar,
-                    attempt,
-                )
+                .attempt(url, shown, limit, expected_size, sink, hash, resume, bar, attempt)
                 .await?;
             match outcome {
                 Attempt::Done => return Ok(()),
@@ -465,10 +455,7 @@ impl Fetcher {
         }
         if let Some(t) = total {
             if hash.len() < t {
-                return Ok(Attempt::Retry(format!(
-                    "body truncated at {} of {t} bytes",
-                    hash.len()
-                )));
+                return Ok(Attempt::Retry(format!("body truncated at {} of {t} bytes", hash.len())));
             }
         }
         if let Some(e) = expected_size {

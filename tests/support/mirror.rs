@@ -64,10 +64,7 @@ pub enum Fault {
 
 impl Fault {
     fn is_once(self) -> bool {
-        matches!(
-            self,
-            Fault::Fail500Once | Fault::TruncateOnce | Fault::ResetOnce
-        )
+        matches!(self, Fault::Fail500Once | Fault::TruncateOnce | Fault::ResetOnce)
     }
 }
 
@@ -117,9 +114,7 @@ impl Mirror {
     pub fn start(root: impl Into<PathBuf>) -> Mirror {
         let root: PathBuf = root.into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("mirror: bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("mirror: local_addr of bound listener");
+        let addr = listener.local_addr().expect("mirror: local_addr of bound listener");
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
@@ -159,13 +154,7 @@ impl Mirror {
     /// Installs (or replaces, re-arming a "Once" fault) the fault for
     /// `url_path`, e.g. `/dl.k8s.io/release/v1.34.3/bin/linux/amd64/kubeadm`.
     pub fn set_fault(&self, url_path: &str, fault: Fault) {
-        lock(&self.shared.faults).insert(
-            normalize_key(url_path),
-            FaultState {
-                fault,
-                fired: false,
-            },
-        );
+        lock(&self.shared.faults).insert(normalize_key(url_path), FaultState { fault, fired: false });
     }
 
     pub fn clear_fault(&self, url_path: &str) {
@@ -187,10 +176,7 @@ impl Mirror {
 
     /// Number of GET requests for any path.
     pub fn total_gets(&self) -> usize {
-        lock(&self.shared.requests)
-            .iter()
-            .filter(|r| r.method == "GET")
-            .count()
+        lock(&self.shared.requests).iter().filter(|r| r.method == "GET").count()
     }
 
     /// All requests so far, in arrival order of their (recorded) responses.
@@ -410,10 +396,7 @@ fn parse_range(value: Option<&str>, len: u64) -> RangeSpec {
             start,
             end: e.min(len - 1),
         },
-        None => RangeSpec::Partial {
-            start,
-            end: len - 1,
-        },
+        None => RangeSpec::Partial { start, end: len - 1 },
     }
 }
 

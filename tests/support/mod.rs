@@ -6,5 +6,9 @@
 //! * [`upstream`]: builds a fake upstream tree with upstream's real URL layout
 //!   and checksum-file formats, to be served by the mirror.
 
+pub mod containerd;
+pub mod harness;
+pub mod images;
 pub mod mirror;
+pub mod registry;
 pub mod upstream;

@@ -161,10 +161,7 @@ pub fn containerd_dir(spec: &UpstreamSpec) -> String {
     )
 }
 pub fn runc_dir(spec: &UpstreamSpec) -> String {
-    format!(
-        "/github.com/opencontainers/runc/releases/download/v{}",
-        spec.runc
-    )
+    format!("/github.com/opencontainers/runc/releases/download/v{}", spec.runc)
 }
 pub fn cni_dir(spec: &UpstreamSpec) -> String {
     format!(
@@ -182,10 +179,7 @@ pub fn crictl_dir(spec: &UpstreamSpec) -> String {
     )
 }
 pub fn flannel_dir(spec: &UpstreamSpec) -> String {
-    format!(
-        "/github.com/flannel-io/flannel/releases/download/v{}",
-        spec.flannel
-    )
+    format!("/github.com/flannel-io/flannel/releases/download/v{}", spec.flannel)
 }
 pub fn metrics_server_dir(spec: &UpstreamSpec) -> String {
     format!(
@@ -222,20 +216,10 @@ pub fn artifacts(spec: &UpstreamSpec) -> Vec<Artifact> {
         let a = Some(arch.as_str());
         let kd = kube_dir(spec, arch);
         for bin in ["kubeadm", "kubelet", "kubectl"] {
-            push(
-                bin,
-                a,
-                format!("{kd}/{bin}"),
-                Some(format!("{kd}/{bin}.sha256")),
-            );
+            push(bin, a, format!("{kd}/{bin}"), Some(format!("{kd}/{bin}.sha256")));
         }
         let (d, t) = (containerd_dir(spec), containerd_tarball(spec, arch));
-        push(
-            "containerd",
-            a,
-            format!("{d}/{t}"),
-            Some(format!("{d}/{t}.sha256sum")),
-        );
+        push("containerd", a, format!("{d}/{t}"), Some(format!("{d}/{t}.sha256sum")));
         let d = runc_dir(spec);
         push(
             "runc",
@@ -244,33 +228,13 @@ pub fn artifacts(spec: &UpstreamSpec) -> Vec<Artifact> {
             Some(format!("{d}/runc.sha256sum")),
         );
         let (d, t) = (cni_dir(spec), cni_tarball(spec, arch));
-        push(
-            "cni-plugins",
-            a,
-            format!("{d}/{t}"),
-            Some(format!("{d}/{t}.sha256")),
-        );
+        push("cni-plugins", a, format!("{d}/{t}"), Some(format!("{d}/{t}.sha256")));
         let (d, t) = (etcd_dir(spec), etcd_tarball(spec, arch));
-        push(
-            "etcd",
-            a,
-            format!("{d}/{t}"),
-            Some(format!("{d}/SHA256SUMS")),
-        );
+        push("etcd", a, format!("{d}/{t}"), Some(format!("{d}/SHA256SUMS")));
         let (d, t) = (crictl_dir(spec), crictl_tarball(spec, arch));
-        push(
-            "crictl",
-            a,
-            format!("{d}/{t}"),
-            Some(format!("{d}/{t}.sha256")),
-        );
+        push("crictl", a, format!("{d}/{t}"), Some(format!("{d}/{t}.sha256")));
     }
-    push(
-        "flannel",
-        None,
-        format!("{}/kube-flannel.yml", flannel_dir(spec)),
-        None,
-    );
+    push("flannel", None, format!("{}/kube-flannel.yml", flannel_dir(spec)), None);
     push(
         "metrics-server",
         None,
@@ -287,10 +251,7 @@ pub fn artifact_paths(spec: &UpstreamSpec) -> Vec<String> {
 
 /// URL paths of all checksum files in the tree (deduplicated, sorted).
 pub fn checksum_paths(spec: &UpstreamSpec) -> Vec<String> {
-    let mut v: Vec<String> = artifacts(spec)
-        .into_iter()
-        .filter_map(|a| a.checksum_path)
-        .collect();
+    let mut v: Vec<String> = artifacts(spec).into_iter().filter_map(|a| a.checksum_path).collect();
     v.sort();
     v.dedup();
     v
@@ -416,8 +377,7 @@ fn stand_in_dir() -> PathBuf {
 /// set to `version` (given without `v`).
 fn stand_in(name: &str, version: &str) -> Vec<u8> {
     let path = stand_in_dir().join(name);
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read stand-in script {}: {e}", path.display()));
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read stand-in script {}: {e}", path.display()));
     let mut replaced = 0;
     let mut out = String::with_capacity(text.len() + 16);
     for line in text.lines() {
@@ -478,19 +438,15 @@ fn binary_source(spec: &UpstreamSpec, component: &str, version: &str, arch: &str
     match component {
         "kubeadm" | "kubelet" | "crictl" => Source::Bytes(stand_in(component, version)),
         "kubectl" => Source::Host(host_binary(&["/usr/bin/kubectl"], "kubectl")),
-        "containerd" | "containerd-shim-runc-v2" | "ctr" => Source::Host(host_binary(
-            &[&format!("/usr/bin/{component}")],
-            "containerd",
-        )),
+        "containerd" | "containerd-shim-runc-v2" | "ctr" => {
+            Source::Host(host_binary(&[&format!("/usr/bin/{component}")], "containerd"))
+        }
         "runc" => Source::Host(host_binary(&["/usr/sbin/runc", "/usr/bin/runc"], "runc")),
         "etcd" => Source::Host(host_binary(&["/usr/bin/etcd"], "etcd-server")),
         "etcdctl" => Source::Host(host_binary(&["/usr/bin/etcdctl"], "etcd-client")),
         "etcdutl" => Source::Host(host_binary(&["/usr/bin/etcdutl"], "etcd-client")),
         plugin if CNI_PLUGINS.contains(&plugin) => Source::Host(host_binary(
-            &[
-                &format!("/usr/lib/cni/{plugin}"),
-                &format!("/usr/libexec/cni/{plugin}"),
-            ],
+            &[&format!("/usr/lib/cni/{plugin}"), &format!("/usr/libexec/cni/{plugin}")],
             "containernetworking-plugins",
         )),
         other => panic!("no binary source for {other}"),
@@ -594,10 +550,7 @@ fn write_tar_gz(dest: &Path, mut entries: Vec<TarEntry>) -> io::Result<String> {
     let inner_name = if let Some(s) = file_name.strip_suffix(".tgz") {
         format!("{s}.tar")
     } else {
-        file_name
-            .strip_suffix(".gz")
-            .unwrap_or(file_name)
-            .to_string()
+        file_name.strip_suffix(".gz").unwrap_or(file_name).to_string()
     };
     let out = HashingWriter::new(BufWriter::new(File::create(dest)?));
     let gz = GzBuilder::new()
@@ -616,11 +569,7 @@ fn write_tar_gz(dest: &Path, mut entries: Vec<TarEntry>) -> io::Result<String> {
         {
             let gnu = h.as_gnu_mut().expect("gnu header");
             let bytes = e.name.as_bytes();
-            assert!(
-                bytes.len() < gnu.name.len(),
-                "tar name too long: {}",
-                e.name
-            );
+            assert!(bytes.len() < gnu.name.len(), "tar name too long: {}", e.name);
             gnu.name = [0; 100];
             gnu.name[..bytes.len()].copy_from_slice(bytes);
         }
@@ -1113,10 +1062,7 @@ pub fn metrics_server_manifest(version: &str) -> String {
 /// Panics (naming the Debian package) if a host binary needed by
 /// [`Payload::Real`] is missing.
 pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
-    assert!(
-        !spec.arches.is_empty(),
-        "UpstreamSpec.arches must not be empty"
-    );
+    assert!(!spec.arches.is_empty(), "UpstreamSpec.arches must not be empty");
     let lp = |url_path: &str| local_path(root, url_path);
     let mut runc_sums: BTreeMap<String, String> = BTreeMap::new();
     let mut etcd_sums: BTreeMap<String, String> = BTreeMap::new();
@@ -1145,10 +1091,7 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
             })
             .collect();
         let digest = write_tar_gz(&lp(&format!("{d}/{t}")), entries)?;
-        write_text(
-            &lp(&format!("{d}/{t}.sha256sum")),
-            &sha256sum_line(&digest, &t),
-        )?;
+        write_text(&lp(&format!("{d}/{t}.sha256sum")), &sha256sum_line(&digest, &t))?;
 
         // runc: bare `runc.<arch>`, one clear-signed runc.sha256sum (below).
         let name = format!("runc.{arch}");
@@ -1167,13 +1110,7 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
             ),
             TarEntry::file(
                 "./README.md",
-                Source::Bytes(
-                    format!(
-                        "Some CNI network plugins, v{} (kbundle test fixture)\n",
-                        spec.cni
-                    )
-                    .into_bytes(),
-                ),
+                Source::Bytes(format!("Some CNI network plugins, v{} (kbundle test fixture)\n", spec.cni).into_bytes()),
                 0o644,
             ),
         ];
@@ -1185,10 +1122,7 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
             ));
         }
         let digest = write_tar_gz(&lp(&format!("{d}/{t}")), entries)?;
-        write_text(
-            &lp(&format!("{d}/{t}.sha256")),
-            &sha256sum_line(&digest, &t),
-        )?;
+        write_text(&lp(&format!("{d}/{t}.sha256")), &sha256sum_line(&digest, &t))?;
 
         // etcd: `etcd-v<V>-linux-<arch>/...` tarball, one SHA256SUMS (below).
         let t = etcd_tarball(spec, arch);
@@ -1197,9 +1131,7 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
             TarEntry::dir(format!("{top}/")),
             TarEntry::file(
                 format!("{top}/README.md"),
-                Source::Bytes(
-                    format!("# etcd v{} (kbundle test fixture)\n", spec.etcd).into_bytes(),
-                ),
+                Source::Bytes(format!("# etcd v{} (kbundle test fixture)\n", spec.etcd).into_bytes()),
                 0o644,
             ),
             TarEntry::file(
@@ -1346,14 +1278,12 @@ pub fn shared_tree(spec: &UpstreamSpec) -> PathBuf {
     if dest.is_dir() {
         return dest;
     }
-    fs::create_dir_all(&base)
-        .unwrap_or_else(|e| panic!("create fixture cache dir {}: {e}", base.display()));
+    fs::create_dir_all(&base).unwrap_or_else(|e| panic!("create fixture cache dir {}: {e}", base.display()));
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .tempdir_in(&base)
         .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()));
-    build_tree(tmp.path(), spec)
-        .unwrap_or_else(|e| panic!("build upstream tree for {}: {e}", spec.canonical()));
+    build_tree(tmp.path(), spec).unwrap_or_else(|e| panic!("build upstream tree for {}: {e}", spec.canonical()));
     match fs::rename(tmp.path(), &dest) {
         Ok(()) => {
             // `tmp` now points at nothing; dropping it is a no-op.

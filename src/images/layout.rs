@@ -1,0 +1,94 @@
+//! The bundle's `images/` directory: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/<hex>`), each blob once, every image named by its full upstream reference.
+
+use super::LockedImage;
+use crate::bundle::meta::{Entry, EntryKind};
+use crate::bundle::pack::Source;
+use crate::digest::Sha256;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const LAYOUT_DIR: &str = "images";
+pub const OCI_LAYOUT: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}";
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry<'a> {
+    media_type: &'a str,
+    digest: String,
+    size: u64,
+    annotations: BTreeMap<&'static str, &'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Index<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: Vec<IndexEntry<'a>>,
+}
+
+/// `images/index.json`: one entry per image, sorted by reference, pointing at the upstream
+/// top-level digest (index or manifest) so digest-pinned references keep working.
+pub fn index_json(images: &[LockedImage]) -> Vec<u8> {
+    let mut sorted: Vec<&LockedImage> = images.iter().collect();
+    sorted.sort_by(|a, b| a.reference.cmp(&b.reference));
+    sorted.dedup_by(|a, b| a.reference == b.reference);
+    let manifests = sorted
+        .into_iter()
+        .map(|i| IndexEntry {
+            media_type: &i.media_type,
+            digest: i.digest.oci(),
+            size: i.size,
+            annotations: BTreeMap::from([
+                (CONTAINERD_NAME, i.reference.as_str()),
+                (REF_NAME, i.reference.as_str()),
+            ]),
+        })
+        .collect();
+    let idx = Index {
+        schema_version: 2,
+        media_type: super::OCI_INDEX,
+        manifests,
+    };
+    let mut v = serde_json::to_vec(&idx).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+pub fn blob_path(d: &Sha256) -> String {
+    format!("{LAYOUT_DIR}/blobs/sha256/{}", d.hex())
+}
+
+/// Bundle entries for the layout: the two metadata files and each distinct blob once.
+pub fn entries(images: &[LockedImage], blobs: &BTreeMap<Sha256, (u64, std::path::PathBuf)>) -> Vec<(Entry, Source)> {
+    let mut out = Vec::new();
+    let index = index_json(images);
+    out.push((
+        crate::bundle::meta_entry(&format!("{LAYOUT_DIR}/index.json"), EntryKind::Meta, &index),
+        Source::Bytes(index),
+    ));
+    out.push((
+        crate::bundle::meta_entry(&format!("{LAYOUT_DIR}/oci-layout"), EntryKind::Meta, OCI_LAYOUT),
+        Source::Bytes(OCI_LAYOUT.to_vec()),
+    ));
+    for (d, (size, path)) in blobs {
+        out.push((
+            Entry {
+                path: blob_path(d),
+                size: *size,
+                sha256: *d,
+                kind: EntryKind::Blob,
+                executable: false,
+                component: None,
+                version: None,
+                platform: None,
+                url: None,
+            },
+            Source::File(path.clone()),
+        ));
+    }
+    out
+}

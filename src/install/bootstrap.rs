@@ -1,0 +1,276 @@
+//! Phase `bootstrap` (needs a running systemd): start containerd, `kubeadm init` or
+//! `kubeadm join`, apply flannel and metrics-server from the bundle, wait for Ready, write
+//! the admin kubeconfig, and print the exact `kbundle install` lines for the other nodes.
+//! Without systemd it installs a one-shot unit that runs bootstrap on next boot.
+
+use super::{files, prepare, Ctx, InstallError};
+use crate::cluster::Role;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn step_err(step: &str, message: String) -> InstallError {
+    InstallError::Step {
+        step: step.to_string(),
+        message,
+    }
+}
+
+/// systemd is running on the node: `/run/systemd/system` exists (sd_booted(3)).
+fn systemd_running(c: &Ctx) -> bool {
+    c.host.path("/run/systemd/system").is_dir()
+}
+
+fn bin(c: &Ctx, name: &str) -> Command {
+    Command::new(c.host.path(&format!("/usr/local/bin/{name}")))
+}
+
+fn admin_conf(c: &Ctx) -> String {
+    c.host.path("/etc/kubernetes/admin.conf").display().to_string()
+}
+
+fn bootstrap_command(c: &Ctx, node: &str) -> String {
+    format!(
+        "{} install --bundle {} --config /etc/kbundle/cluster.toml --node {node} --phase bootstrap",
+        c.node_path(&c.kbundle_exe()),
+        c.node_path(&c.bundle.dir)
+    )
+}
+
+pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
+    let node = c.node()?.clone();
+    println!("phase bootstrap (node {}, {})", node.name, c.role.as_str());
+    if c.host.exists("/var/lib/kbundle/bootstrap.done") && !c.host.dry_run() {
+        println!("bootstrap already completed on this node (/var/lib/kbundle/bootstrap.done); nothing to do");
+        return Ok(());
+    }
+    if !systemd_running(c) {
+        // Keep the cluster config where the unit expects it, then defer to first boot.
+        let cfg = std::fs::read(&c.opts.config)
+            .map_err(|e| step_err("first-boot", format!("{}: {e}", c.opts.config.display())))?;
+        c.host.write("/etc/kbundle/cluster.toml", &cfg, 0o600)?;
+        let unit = files::bootstrap_unit(&bootstrap_command(c, &node.name));
+        c.host
+            .write("/etc/systemd/system/kbundle-bootstrap.service", unit.as_bytes(), 0o644)?;
+        c.host.symlink(
+            "/etc/systemd/system/kbundle-bootstrap.service",
+            "/etc/systemd/system/multi-user.target.wants/kbundle-bootstrap.service",
+        )?;
+        println!(
+            "systemd is not running here: installed kbundle-bootstrap.service, which runs bootstrap on the next boot"
+        );
+        return Ok(());
+    }
+    c.step("services", |c| {
+        c.host.run(Command::new("systemctl").arg("daemon-reload"))?;
+        c.host
+            .run(Command::new("systemctl").args(["enable", "--now", "containerd.service"]))?;
+        c.host
+            .run(Command::new("systemctl").args(["enable", "kubelet.service"]))?;
+        Ok(())
+    })?;
+    match c.role {
+        Role::Init => {
+            c.step("kubeadm-init", |c| {
+                let cfg = prepare::write_kubeadm_config(c)?
+                    .ok_or_else(|| step_err("kubeadm-init", "no kubeadm config".into()))?;
+                let mut k = bin(c, "kubeadm");
+                k.args(["init", "--config"])
+                    .arg(c.host.path(&cfg))
+                    .arg("--upload-certs");
+                c.host.run(&mut k)?;
+                Ok(())
+            })?;
+            c.step("admin-kubeconfig", |c| {
+                let admin = c.host.path("/etc/kubernetes/admin.conf");
+                if c.host.dry_run() {
+                    c.host
+                        .say("copy /etc/kubernetes/admin.conf to /root/.kube/config (0600)");
+                    return Ok(());
+                }
+                let data = std::fs::read(&admin)
+                    .map_err(|e| step_err("admin-kubeconfig", format!("{}: {e}", admin.display())))?;
+                c.host.write("/root/.kube/config", &data, 0o600)?;
+                Ok(())
+            })?;
+            c.step("addons", addons)?;
+        }
+        role => {
+            c.step("kubeadm-join", |c| {
+                let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| {
+                    step_err(
+                        "kubeadm-join",
+                        "a join token and CA cert hash are needed: pass --token and --ca-cert-hash (the init node prints them), or set them under [join] in the cluster config".into(),
+                    )
+                })?;
+                if role == Role::ControlPlane && prepare::secrets(c).certificate_key.is_none() {
+                    return Err(step_err(
+                        "kubeadm-join",
+                        "a control plane also needs --certificate-key (printed by the init node)".into(),
+                    ));
+                }
+                let mut k = bin(c, "kubeadm");
+                k.args(["join", "--config"]).arg(c.host.path(&cfg));
+                c.host.run(&mut k)?;
+                Ok(())
+            })?;
+            if role == Role::ControlPlane {
+                c.step("admin-kubeconfig", |c| {
+                    if c.host.dry_run() {
+                        return Ok(());
+                    }
+                    let admin = c.host.path("/etc/kubernetes/admin.conf");
+                    let data = std::fs::read(&admin)
+                        .map_err(|e| step_err("admin-kubeconfig", format!("{}: {e}", admin.display())))?;
+                    c.host.write("/root/.kube/config", &data, 0o600)?;
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    c.step("wait-ready", wait_ready)?;
+    if c.role == Role::Init {
+        print_join_commands(c)?;
+    }
+    c.host.write("/var/lib/kbundle/bootstrap.done", b"done\n", 0o644)?;
+    println!("bootstrap complete: node {} is Ready", node.name);
+    Ok(())
+}
+
+fn addons(c: &mut Ctx) -> Result<(), InstallError> {
+    let entries: Vec<(String, String)> = c
+        .bundle
+        .bundle
+        .entries
+        .iter()
+        .filter(|e| matches!(e.component.as_deref(), Some("flannel") | Some("metrics-server")))
+        .map(|e| (e.component.clone().unwrap_or_default(), e.path.clone()))
+        .collect();
+    for (component, path) in entries {
+        let mut file = c.bundle.file(&path);
+        if component == "flannel" && c.cluster.pod_cidr != "10.244.0.0/16" {
+            // flannel's manifest carries its network; make it the cluster's pod CIDR.
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| step_err("addons", format!("{}: {e}", file.display())))?;
+            let patched = text.replace(
+                "\"Network\": \"10.244.0.0/16\"",
+                &format!("\"Network\": \"{}\"", c.cluster.pod_cidr),
+            );
+            c.host
+                .write("/etc/kbundle/addons/kube-flannel.yml", patched.as_bytes(), 0o644)?;
+            file = c.host.path("/etc/kbundle/addons/kube-flannel.yml");
+        }
+        let mut k = bin(c, "kubectl");
+        k.arg("--kubeconfig")
+            .arg(admin_conf(c))
+            .args(["apply", "-f"])
+            .arg(&file);
+        c.host.run(&mut k)?;
+        println!("    applied {component} ({path})");
+    }
+    Ok(())
+}
+
+fn wait_ready(c: &mut Ctx) -> Result<(), InstallError> {
+    let node = c.node()?.name.clone();
+    let kubeconfig = if c.role.is_control_plane() {
+        admin_conf(c)
+    } else {
+        c.host.path("/etc/kubernetes/kubelet.conf").display().to_string()
+    };
+    if c.host.dry_run() {
+        c.host.say(&format!(
+            "wait until node {node} is Ready (timeout {:?})",
+            c.opts.ready_timeout
+        ));
+        return Ok(());
+    }
+    let deadline = Instant::now() + c.opts.ready_timeout;
+    loop {
+        let out = bin(c, "kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "get",
+                "node",
+                &node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .output();
+        let last = match out {
+            Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True" => return Ok(()),
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(step_err(
+                "wait-ready",
+                format!(
+                    "node {node} not Ready after {:?} (last answer: {last:?})",
+                    c.opts.ready_timeout
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Prints the exact `kbundle install` lines for every other node.
+fn print_join_commands(c: &Ctx) -> Result<(), InstallError> {
+    let mut secrets = prepare::secrets(c);
+    if !c.host.dry_run() && (secrets.token.is_none() || secrets.ca_cert_hash.is_none()) {
+        let out = c
+            .host
+            .run(bin(c, "kubeadm").args(["token", "create", "--print-join-command"]))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+                .map(|s| s.to_string())
+        };
+        secrets.token = secrets.token.or(after("--token"));
+        secrets.ca_cert_hash = secrets.ca_cert_hash.or(after("--discovery-token-ca-cert-hash"));
+    }
+    if !c.host.dry_run()
+        && secrets.certificate_key.is_none()
+        && c.cluster.nodes.iter().any(|n| n.role == Role::ControlPlane)
+    {
+        let mut k = bin(c, "kubeadm");
+        k.args(["init", "phase", "upload-certs", "--upload-certs", "--config"])
+            .arg(c.host.path("/etc/kbundle/kubeadm-init.yaml"));
+        let out = c.host.run(&mut k)?;
+        secrets.certificate_key = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .rfind(|l| crate::cluster::valid_cert_key(l))
+            .map(str::to_string);
+    }
+    let others: Vec<_> = c.cluster.nodes.iter().filter(|n| n.role != Role::Init).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    println!("\nOn each other node, with the same bundle and cluster config, run:");
+    for n in others {
+        let mut line = format!(
+            "  kbundle install --bundle <bundle> --config cluster.toml --node {} --phase all --token {} --ca-cert-hash {}",
+            n.name,
+            secrets.token.as_deref().unwrap_or("<token>"),
+            secrets.ca_cert_hash.as_deref().unwrap_or("<hash>")
+        );
+        if n.role == Role::ControlPlane {
+            line.push_str(&format!(
+                " --certificate-key {}",
+                secrets.certificate_key.as_deref().unwrap_or("<key>")
+            ));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `kbundle install`: turn a Rocky Linux node into a control plane or worker from the bundle
+//! alone. `prepare` (files, binaries, configs, images; no systemd, no network) then
+//! `bootstrap` (services, kubeadm init/join, add-ons, Ready). Every step is journaled under
+//! `/var/lib/kbundle/state/`, so a re-run after a crash finishes the job and a completed
+//! install re-run changes nothing.
+
+pub mod bootstrap;
+pub mod files;
+pub mod kubeadm;
+pub mod preflight;
+pub mod prepare;
+pub mod runtime;
+pub mod source;
+
+use crate::cluster::{Cluster, Node, Role};
+use crate::host::{Host, HostError};
+use source::VerifiedBundle;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("preflight failed ({} check(s)); fix them or skip a check with --skip-preflight NAME:\n  {}", failures.len(), failures.join("\n  "))]
+    Preflight { failures: Vec<String> },
+    #[error("step {step}: {message}")]
+    Step { step: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Prepare,
+    Bootstrap,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bundle: PathBuf,
+    pub config: PathBuf,
+    pub node: Option<String>,
+    pub role: Option<Role>,
+    pub root: PathBuf,
+    pub phase: Phase,
+    pub dry_run: bool,
+    pub skip_preflight: Vec<String>,
+    pub secrets: kubeadm::Secrets,
+    pub ready_timeout: Duration,
+}
+
+/// Everything the steps need.
+pub struct Ctx {
+    pub host: Host,
+    pub bundle: VerifiedBundle,
+    pub cluster: Cluster,
+    pub role: Role,
+    pub node: Option<Node>,
+    pub opts: Options,
+    journal: PathBuf,
+}
+
+impl Ctx {
+    fn done_path(&self, step: &str) -> PathBuf {
+        self.journal.join(format!("{step}.done"))
+    }
+
+    /// Runs `f` unless the journal says `step` completed; records completion.
+    pub fn step(
+        &mut self,
+        step: &str,
+        f: impl FnOnce(&mut Ctx) -> Result<(), InstallError>,
+    ) -> Result<(), InstallError> {
+        if self.done_path(step).exists() {
+            println!("  {step}: done earlier, skipped");
+            return Ok(());
+        }
+        println!("  {step} ...");
+        f(self)?;
+        if !self.host.dry_run() {
+            let p = self.done_path(step);
+            std::fs::create_dir_all(&self.journal).map_err(|source| HostError::Io {
+                action: "creating journal directory",
+                path: self.journal.clone(),
+                source,
+            })?;
+            crate::fsutil::write_atomic(&p, b"done\n").map_err(|source| HostError::Io {
+                action: "recording step in",
+                path: p.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The node's own entry, required for bootstrap.
+    pub fn node(&self) -> Result<&Node, InstallError> {
+        self.node.as_ref().ok_or_else(|| {
+            InstallError::Usage(format!(
+                "this node is not in {}: pass --node NAME (nodes: {})",
+                self.cluster.path.display(),
+                self.cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// The `kbundle` of the bundle, as the node will find it.
+    pub fn kbundle_exe(&self) -> PathBuf {
+        self.bundle.file(crate::bundle::meta::INSTALLER)
+    }
+
+    /// A node path of the installed system, for use in files the node reads later.
+    pub fn node_path(&self, p: &std::path::Path) -> String {
+        match p.strip_prefix(self.host.root()) {
+            Ok(rel) if self.host.root() != std::path::Path::new("/") => format!("/{}", rel.display()),
+            _ => p.display().to_string(),
+        }
+    }
+}
+
+fn hostname(root: &Host) -> Option<String> {
+    root.read("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .map(|h| h.split('.').next().unwrap_or(&h).to_string())
+}
+
+/// Runs an install. Verification happens before anything is written.
+pub fn run(opts: Options) -> Result<(), InstallError> {
+    let cluster = Cluster::load(&opts.config)?;
+    let host = Host::new(&opts.root, opts.dry_run);
+    let node = match &opts.node {
+        Some(n) => Some(cluster.node(n).cloned().ok_or_else(|| {
+            InstallError::Usage(format!(
+                "node {n:?} is not in {} (nodes: {})",
+                cluster.path.display(),
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+        None => hostname(&host).and_then(|h| cluster.node(&h).cloned()),
+    };
+    let role = match (opts.role, &node) {
+        (Some(r), Some(n)) if r != n.role => {
+            return Err(InstallError::Usage(format!(
+                "--role {} contradicts {}, which gives node {} the role {}",
+                r.as_str(),
+                cluster.path.display(),
+                n.name,
+                n.role.as_str()
+            )))
+        }
+        (Some(r), _) => r,
+        (None, Some(n)) => n.role,
+        (None, None) => {
+            return Err(InstallError::Usage(
+                "cannot tell this node's role: pass --role init|control-plane|worker or --node NAME".into(),
+            ))
+        }
+    };
+    println!("kbundle install: verifying {}", opts.bundle.display());
+    let bundle = source::open(&opts.bundle, &host.path("/var/lib/kbundle/bundles"), opts.dry_run)?;
+    println!(
+        "bundle {} (Kubernetes {}) verified: {} entries",
+        bundle.bundle.name,
+        bundle.bundle.kubernetes,
+        bundle.bundle.entries.len()
+    );
+    let journal = host.path(&format!("/var/lib/kbundle/state/{}", &bundle.id.hex()[..16]));
+    let mut ctx = Ctx {
+        host,
+        bundle,
+        cluster,
+        role,
+        node,
+        opts: opts.clone(),
+        journal,
+    };
+    if matches!(opts.phase, Phase::Prepare | Phase::All) {
+        prepare::run(&mut ctx)?;
+    }
+    if matches!(opts.phase, Phase::Bootstrap | Phase::All) {
+        bootstrap::run(&mut ctx)?;
+    }
+    Ok(())
+}

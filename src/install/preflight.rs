@@ -1,0 +1,168 @@
+//! Preflight: every check runs and every failure is reported together, like kubeadm does.
+
+use crate::cluster::Role;
+use crate::host::Host;
+
+/// Names accepted by `--skip-preflight`.
+pub const CHECKS: &[&str] = &["os", "arch", "memory", "cpu", "commands"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub check: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub failures: Vec<Failure>,
+    pub warnings: Vec<String>,
+}
+
+/// `ID` and `VERSION_ID` of `/etc/os-release`.
+pub fn os_release(text: &str) -> (String, String, String) {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+            .unwrap_or_default()
+    };
+    (get("ID"), get("VERSION_ID"), get("PRETTY_NAME"))
+}
+
+fn meminfo_mib(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+}
+
+fn find_command(host: &Host, name: &str) -> bool {
+    [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .any(|d| host.path(&format!("{d}/{name}")).is_file())
+}
+
+pub fn run(host: &Host, role: Role, platforms: &[String], skip: &[String]) -> Outcome {
+    let mut o = Outcome::default();
+    let skipped = |c: &str| skip.iter().any(|s| s == c || s == "all");
+    let mut fail = |check: &'static str, message: String| o.failures.push(Failure { check, message });
+
+    if !skipped("os") {
+        let (id, version, pretty) = os_release(&host.read("/etc/os-release").unwrap_or_default());
+        let major = version.split('.').next().unwrap_or("");
+        let family = matches!(id.as_str(), "rocky" | "rhel" | "almalinux" | "centos");
+        if !(family && matches!(major, "9" | "10")) {
+            let what = if pretty.is_empty() {
+                "an unknown OS (no /etc/os-release)".to_string()
+            } else {
+                pretty
+            };
+            fail("os", format!("{what} is not Rocky Linux/RHEL 9 or 10"));
+        }
+    }
+    if !skipped("arch") {
+        let here = crate::manifest::Arch::host().map(|a| a.platform());
+        match here {
+            Some(p) if platforms.contains(&p) => {}
+            _ => fail(
+                "arch",
+                format!(
+                    "this machine is {} but the bundle carries {}",
+                    std::env::consts::ARCH,
+                    platforms.join(", ")
+                ),
+            ),
+        }
+    }
+    if role.is_control_plane() {
+        if !skipped("memory") {
+            if let Some(mib) = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .as_deref()
+                .and_then(meminfo_mib)
+            {
+                if mib < 1700 {
+                    fail(
+                        "memory",
+                        format!("{mib} MiB of memory; a control plane needs at least 1700 MiB"),
+                    );
+                }
+            }
+        }
+        if !skipped("cpu") {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if cpus < 2 {
+                fail("cpu", format!("{cpus} CPU; a control plane needs at least 2"));
+            }
+        }
+    }
+    if !skipped("commands") {
+        let missing: Vec<&str> = ["mount", "umount", "nsenter", "modprobe"]
+            .into_iter()
+            .filter(|c| !find_command(host, c))
+            .collect();
+        if !missing.is_empty() {
+            fail("commands", format!("missing {} (util-linux, kmod)", missing.join(", ")));
+        }
+        if !find_command(host, "iptables") && !find_command(host, "nft") {
+            fail(
+                "commands",
+                "neither iptables nor nft is installed (iptables-nft or nftables)".into(),
+            );
+        }
+        for opt in ["conntrack", "socat", "ethtool", "tc"] {
+            if !find_command(host, opt) {
+                o.warnings
+                    .push(format!("{opt} is not installed (recommended by kubeadm)"));
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_os_release() {
+        let t =
+            "NAME=\"Rocky Linux\"\nVERSION_ID=\"10.0\"\nID=\"rocky\"\nPRETTY_NAME=\"Rocky Linux 10.0 (Red Quartz)\"\n";
+        let (id, v, p) = os_release(t);
+        assert_eq!((id.as_str(), v.as_str()), ("rocky", "10.0"));
+        assert!(p.starts_with("Rocky"));
+    }
+
+    #[test]
+    fn reports_everything_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/os-release"),
+            "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian 12\"\n",
+        )
+        .unwrap();
+        let host = Host::new(dir.path(), false);
+        let o = run(&host, Role::Init, &["linux/s390x".into()], &[]);
+        let checks: Vec<&str> = o.failures.iter().map(|f| f.check).collect();
+        assert!(
+            checks.contains(&"os") && checks.contains(&"arch") && checks.contains(&"commands"),
+            "{checks:?}"
+        );
+        let o = run(
+            &host,
+            Role::Init,
+            &["linux/s390x".into()],
+            &["os".into(), "arch".into(), "commands".into()],
+        );
+        assert!(o.failures.iter().all(|f| f.check != "os" && f.check != "arch"));
+    }
+}

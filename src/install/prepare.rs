@@ -1,0 +1,386 @@
+//! Phase `prepare`: everything that needs neither systemd nor a network (a kickstart `%post`
+//! chroot, an image build, or a live node): preflight, host files, binaries, units,
+//! containerd config, images, kubeadm config.
+
+use super::files::{self, ContainerdSettings};
+use super::kubeadm::{self, Images, Secrets};
+use super::{preflight, runtime, Ctx, InstallError};
+use crate::cluster::{Firewall, Role};
+use std::io::Read;
+use std::path::Path;
+
+fn step_err(step: &str, message: String) -> InstallError {
+    InstallError::Step {
+        step: step.to_string(),
+        message,
+    }
+}
+
+pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
+    println!(
+        "phase prepare ({} node, root {})",
+        ctx.role.as_str(),
+        ctx.host.root().display()
+    );
+    ctx.step("preflight", |c| {
+        let o = preflight::run(&c.host, c.role, &c.bundle.bundle.platforms, &c.opts.skip_preflight);
+        for w in &o.warnings {
+            println!("    warning: {w}");
+        }
+        if o.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Preflight {
+                failures: o
+                    .failures
+                    .iter()
+                    .map(|f| format!("[{}] {}", f.check, f.message))
+                    .collect(),
+            })
+        }
+    })?;
+    ctx.step("host-files", host_files)?;
+    ctx.step("binaries", binaries)?;
+    ctx.step("units", units)?;
+    ctx.step("containerd-config", containerd_config)?;
+    ctx.step("images", images)?;
+    ctx.step("kubeadm-config", kubeadm_config)?;
+    println!("prepare complete");
+    Ok(())
+}
+
+fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
+    let h = &c.host;
+    h.write(
+        "/etc/modules-load.d/kbundle-kubernetes.conf",
+        files::MODULES.as_bytes(),
+        0o644,
+    )?;
+    h.write(
+        "/etc/sysctl.d/99-kbundle-kubernetes.conf",
+        files::SYSCTL.as_bytes(),
+        0o644,
+    )?;
+    // Swap off, and out of fstab.
+    if let Some(fstab) = h.read("/etc/fstab") {
+        let mut changed = false;
+        let out: Vec<String> = fstab
+            .lines()
+            .map(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                if !l.trim_start().starts_with('#') && fields.len() >= 3 && fields[2] == "swap" {
+                    changed = true;
+                    format!("# disabled by kbundle (Kubernetes needs swap off): {l}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        if changed {
+            h.write("/etc/fstab", (out.join("\n") + "\n").as_bytes(), 0o644)?;
+        }
+    }
+    // SELinux permissive, as kubeadm's install guide does.
+    if let Some(cfg) = h.read("/etc/selinux/config") {
+        let new: Vec<String> = cfg
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("SELINUX=enforcing") {
+                    "SELINUX=permissive".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let new = new.join("\n") + "\n";
+        if new != cfg {
+            h.write("/etc/selinux/config", new.as_bytes(), 0o644)?;
+        }
+    }
+    match c.cluster.firewall {
+        Firewall::OpenPorts => {
+            let svc = format!("kbundle-{}", c.role.as_str());
+            h.write(
+                &format!("/etc/firewalld/services/{svc}.xml"),
+                files::firewalld_service(c.role).as_bytes(),
+                0o644,
+            )?;
+            let offline = h.path("/usr/bin/firewall-offline-cmd");
+            if offline.exists() && !h.is_live() {
+                h.run(
+                    std::process::Command::new("chroot")
+                        .arg(h.root())
+                        .args(["firewall-offline-cmd", &format!("--add-service={svc}")]),
+                )?;
+            } else if h.is_live() && offline.exists() {
+                h.run(std::process::Command::new("firewall-offline-cmd").arg(format!("--add-service={svc}")))?;
+                let _ = h.run(std::process::Command::new("firewall-cmd").arg("--reload"));
+            } else {
+                println!(
+                    "    firewalld is not installed: wrote the kbundle-{} service definition only",
+                    c.role.as_str()
+                );
+            }
+        }
+        Firewall::Disabled => {
+            h.symlink("/dev/null", "/etc/systemd/system/firewalld.service")?;
+        }
+        Firewall::Unchanged => {}
+    }
+    if h.is_live() {
+        // Best effort on a running system; the files above make it permanent.
+        let _ = h.run(std::process::Command::new("modprobe").arg("overlay"));
+        let _ = h.run(std::process::Command::new("modprobe").arg("br_netfilter"));
+        let _ = h.run(std::process::Command::new("sysctl").arg("--system"));
+        let _ = h.run(std::process::Command::new("swapoff").arg("-a"));
+        if Path::new("/usr/sbin/setenforce").exists() {
+            let _ = h.run(std::process::Command::new("setenforce").arg("0"));
+        }
+    }
+    Ok(())
+}
+
+/// Streams chosen regular files out of a (gzip) tarball in the bundle into the node.
+fn extract(c: &Ctx, tarball: &Path, mut dest: impl FnMut(&str) -> Option<String>) -> Result<usize, InstallError> {
+    let err = |m: String| step_err("binaries", format!("{}: {m}", tarball.display()));
+    let f = std::fs::File::open(tarball).map_err(|e| err(e.to_string()))?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
+    let mut n = 0;
+    for entry in ar.entries().map_err(|e| err(e.to_string()))? {
+        let mut entry = entry.map_err(|e| err(e.to_string()))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|e| err(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let Some(base) = path
+            .rsplit('/')
+            .next()
+            .filter(|b| !b.is_empty() && *b != "." && *b != "..")
+        else {
+            continue;
+        };
+        if let Some(target) = dest(base) {
+            let size = entry.header().size().map_err(|e| err(e.to_string()))?;
+            c.host.install_reader(&mut (&mut entry).take(size), &target, 0o755)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
+    let platform = crate::manifest::Arch::host()
+        .map(|a| a.platform())
+        .ok_or_else(|| step_err("binaries", format!("unsupported machine {}", std::env::consts::ARCH)))?;
+    let need = |component: &str| {
+        c.bundle
+            .component_file(component, Some(&platform))
+            .ok_or_else(|| step_err("binaries", format!("the bundle has no {component} for {platform}")))
+    };
+    // kubeadm, kubelet, kubectl: one directory per version, switched by symlinks (upgrades
+    // swap the links atomically and can roll back).
+    let k8s = c.bundle.bundle.kubernetes.clone();
+    for bin in ["kubeadm", "kubelet", "kubectl"] {
+        let src = need(bin)?;
+        let dir = format!("/opt/kbundle/versions/kubernetes-{k8s}");
+        c.host.install_file(&src, &format!("{dir}/{bin}"), 0o755)?;
+        c.host
+            .symlink(&format!("{dir}/{bin}"), &format!("/usr/local/bin/{bin}"))?;
+    }
+    c.host.install_file(&need("runc")?, "/usr/local/sbin/runc", 0o755)?;
+    let n = extract(c, &need("containerd")?, |b| Some(format!("/usr/local/bin/{b}")))?;
+    if n == 0 && !c.host.dry_run() {
+        return Err(step_err("binaries", "the containerd tarball holds no files".into()));
+    }
+    extract(c, &need("cni-plugins")?, |b| {
+        (b != "LICENSE" && !b.ends_with(".md")).then(|| format!("/opt/cni/bin/{b}"))
+    })?;
+    extract(c, &need("crictl")?, |b| {
+        (b == "crictl").then(|| "/usr/local/bin/crictl".to_string())
+    })?;
+    extract(c, &need("etcd")?, |b| {
+        matches!(b, "etcdctl" | "etcdutl").then(|| format!("/usr/local/bin/{b}"))
+    })?;
+    Ok(())
+}
+
+fn units(c: &mut Ctx) -> Result<(), InstallError> {
+    let h = &c.host;
+    h.write(
+        "/etc/systemd/system/containerd.service",
+        files::CONTAINERD_SERVICE.as_bytes(),
+        0o644,
+    )?;
+    h.write(
+        "/etc/systemd/system/kubelet.service",
+        files::KUBELET_SERVICE.as_bytes(),
+        0o644,
+    )?;
+    h.write(
+        "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+        files::KUBEADM_DROPIN.as_bytes(),
+        0o644,
+    )?;
+    h.write("/etc/sysconfig/kubelet", b"KUBELET_EXTRA_ARGS=\n", 0o644)?;
+    // Enabled the way `systemctl enable` does it, so it works in a chroot.
+    for unit in ["containerd.service", "kubelet.service"] {
+        h.symlink(
+            &format!("/etc/systemd/system/{unit}"),
+            &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The bundle's pause image (the sandbox image containerd must use).
+fn sandbox_image(c: &Ctx) -> String {
+    c.bundle
+        .bundle
+        .images
+        .iter()
+        .map(|i| i.reference.as_str())
+        .find(|r| r.starts_with("registry.k8s.io/pause:"))
+        .unwrap_or("registry.k8s.io/pause:3.10.1")
+        .to_string()
+}
+
+fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
+    if c.host.dry_run() && !c.host.path("/usr/local/bin/containerd").exists() {
+        let v = c
+            .bundle
+            .bundle
+            .components
+            .get("containerd")
+            .cloned()
+            .unwrap_or_default();
+        c.host
+            .say(&format!("containerd not installed yet: assuming the bundle's {v}"));
+        return Ok(v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(2));
+    }
+    Ok(runtime::containerd_version(&c.host, &c.host.path("/usr/local/bin/containerd"))?.0)
+}
+
+fn containerd_config(c: &mut Ctx) -> Result<(), InstallError> {
+    let major = containerd_major(c)?;
+    let sandbox = sandbox_image(c);
+    let cfg = files::containerd_config(
+        major,
+        &ContainerdSettings {
+            sandbox_image: &sandbox,
+            root: "/var/lib/containerd",
+            state: "/run/containerd",
+            address: "/run/containerd/containerd.sock",
+        },
+    );
+    c.host.write("/etc/containerd/config.toml", cfg.as_bytes(), 0o644)?;
+    c.host.mkdir("/etc/containerd/certs.d")?;
+    if let Some(m) = c.cluster.registry_mirror.clone() {
+        let mut registries: Vec<String> = c
+            .bundle
+            .bundle
+            .images
+            .iter()
+            .filter_map(|i| i.reference.split('/').next().map(str::to_string))
+            .collect();
+        registries.sort();
+        registries.dedup();
+        for r in registries {
+            c.host.write(
+                &format!("/etc/containerd/certs.d/{r}/hosts.toml"),
+                files::mirror_hosts_toml(&r, &m).as_bytes(),
+                0o644,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn images(c: &mut Ctx) -> Result<(), InstallError> {
+    let expected: Vec<String> = c.bundle.bundle.images.iter().map(|i| i.reference.clone()).collect();
+    if expected.is_empty() {
+        println!("    the bundle carries no images");
+        return Ok(());
+    }
+    let major = containerd_major(c)?;
+    let names = runtime::import_images(
+        &c.host,
+        &c.host.path("/usr/local/bin/containerd"),
+        &c.host.path("/usr/local/bin/ctr"),
+        major,
+        &c.bundle.file("images"),
+        &expected,
+    )?;
+    println!(
+        "    {} images in containerd's k8s.io namespace",
+        names.len().min(expected.len())
+    );
+    Ok(())
+}
+
+fn tag_of(c: &Ctx, prefix: &str) -> Option<String> {
+    c.bundle.bundle.images.iter().find_map(|i| {
+        i.reference
+            .strip_prefix(prefix)
+            .map(|t| t.split('@').next().unwrap_or(t).to_string())
+    })
+}
+
+pub fn secrets(c: &Ctx) -> Secrets {
+    let j = &c.cluster.join;
+    let s = &c.opts.secrets;
+    Secrets {
+        token: s.token.clone().or(j.token.clone()),
+        ca_cert_hash: s.ca_cert_hash.clone().or(j.ca_cert_hash.clone()),
+        certificate_key: s.certificate_key.clone().or(j.certificate_key.clone()),
+    }
+}
+
+/// Writes the kubeadm config this node will use, as far as it is known now. Returns its
+/// node path.
+pub fn write_kubeadm_config(c: &Ctx) -> Result<Option<String>, InstallError> {
+    let Some(node) = c.node.clone() else {
+        println!("    no node entry yet (bootstrap will write the kubeadm config)");
+        return Ok(None);
+    };
+    let images = Images {
+        repository: "registry.k8s.io".into(),
+        etcd_tag: tag_of(c, "registry.k8s.io/etcd:"),
+        coredns_tag: tag_of(c, "registry.k8s.io/coredns/coredns:"),
+    };
+    let secrets = secrets(c);
+    let (path, text) = match c.role {
+        Role::Init => (
+            "/etc/kbundle/kubeadm-init.yaml",
+            Some(kubeadm::init_config(
+                &c.cluster,
+                &node,
+                &c.bundle.bundle.kubernetes,
+                &images,
+                &secrets,
+            )),
+        ),
+        r => (
+            "/etc/kbundle/kubeadm-join.yaml",
+            kubeadm::join_config(&c.cluster, &node, r, &secrets),
+        ),
+    };
+    match text {
+        Some(t) => {
+            // Tokens and keys: root only.
+            c.host.write(path, t.as_bytes(), 0o600)?;
+            Ok(Some(path.to_string()))
+        }
+        None => {
+            println!("    join token/CA hash not known yet: bootstrap takes them from --token/--ca-cert-hash");
+            Ok(None)
+        }
+    }
+}
+
+fn kubeadm_config(c: &mut Ctx) -> Result<(), InstallError> {
+    write_kubeadm_config(c).map(|_| ())
+}

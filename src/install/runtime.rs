@@ -1,0 +1,206 @@
+//! containerd during `prepare`: read the shipped binary's version, and import the bundle's
+//! images through a temporary containerd on a private socket (no systemd needed), leaving
+//! no process behind.
+
+use super::files;
+use super::InstallError;
+use crate::host::{argv_string, Host};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `(major, minor)` of the containerd at `bin`, by running it.
+pub fn containerd_version(host: &Host, bin: &Path) -> Result<(u32, u32), InstallError> {
+    let out = host.query(Command::new(bin).arg("--version"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    files::parse_containerd_version(&text).ok_or_else(|| InstallError::Step {
+        step: "containerd-config".into(),
+        message: format!(
+            "cannot read a version from `{} --version`: {:?}",
+            bin.display(),
+            text.trim()
+        ),
+    })
+}
+
+/// A containerd child that is always stopped (and its mounts released) when dropped.
+struct TempContainerd {
+    child: Child,
+    stopped: bool,
+    state: tempfile::TempDir,
+    address: PathBuf,
+    root: PathBuf,
+}
+
+impl TempContainerd {
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        #[cfg(unix)]
+        unsafe_free_kill(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        // Release anything still mounted under its state or root (shim leftovers).
+        let under = [self.state.path().to_path_buf(), self.root.clone()];
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| under.iter().any(|u| Path::new(p).starts_with(u)))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+/// SIGTERM without libc: `kill` from util-linux/procps.
+#[cfg(unix)]
+fn unsafe_free_kill(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+impl Drop for TempContainerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Imports every image of the bundle's OCI layout into the node's containerd (`k8s.io`
+/// namespace) and returns the image names containerd then lists.
+pub fn import_images(
+    host: &Host,
+    containerd: &Path,
+    ctr: &Path,
+    major: u32,
+    layout: &Path,
+    expected: &[String],
+) -> Result<Vec<String>, InstallError> {
+    let step = |message: String| InstallError::Step {
+        step: "images".into(),
+        message,
+    };
+    let root = host.path("/var/lib/containerd");
+    if host.dry_run() {
+        host.say(&format!(
+            "start {} on a private socket (root {}), `ctr -n k8s.io images import` {} images from {}, stop it",
+            containerd.display(),
+            root.display(),
+            expected.len(),
+            layout.display()
+        ));
+        return Ok(expected.to_vec());
+    }
+    std::fs::create_dir_all(&root).map_err(|e| step(format!("creating {}: {e}", root.display())))?;
+    let state = tempfile::Builder::new()
+        .prefix("kbundle-containerd-")
+        .tempdir()
+        .map_err(|e| step(format!("temp dir: {e}")))?;
+    let address = state.path().join("containerd.sock");
+    let config = state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        files::import_config(
+            major,
+            &root.display().to_string(),
+            &state.path().join("state").display().to_string(),
+            &address.display().to_string(),
+        ),
+    )
+    .map_err(|e| step(format!("writing {}: {e}", config.display())))?;
+    let log = std::fs::File::create(state.path().join("containerd.log")).map_err(|e| step(e.to_string()))?;
+    let mut cmd = Command::new(containerd);
+    cmd.arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let argv = argv_string(&cmd);
+    let child = cmd.spawn().map_err(|e| step(format!("cannot start `{argv}`: {e}")))?;
+    let mut tc = TempContainerd {
+        child,
+        stopped: false,
+        state,
+        address: address.clone(),
+        root: root.clone(),
+    };
+    let ctr_cmd = |args: &[&str]| {
+        let mut c = Command::new(ctr);
+        c.arg("--address").arg(&tc.address).args(args);
+        c
+    };
+    // Wait for the socket to answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = tc.child.try_wait() {
+            let log = std::fs::read_to_string(tc.state.path().join("containerd.log")).unwrap_or_default();
+            return Err(step(format!("temporary containerd exited ({status}): {}", log.trim())));
+        }
+        if ctr_cmd(&["version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(step("temporary containerd did not answer within 30 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stream a tar of the layout into `ctr images import -`.
+    let mut import = ctr_cmd(&["-n", "k8s.io", "images", "import", "-"]);
+    import
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let argv = argv_string(&import);
+    let mut child = import.spawn().map_err(|e| step(format!("cannot run `{argv}`: {e}")))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| step("no stdin for ctr".into()))?;
+    let layout_dir = layout.to_path_buf();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut b = tar::Builder::new(&mut stdin);
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &layout_dir)?;
+        b.into_inner()?.flush()
+    });
+    let out = child.wait_with_output().map_err(|e| step(format!("`{argv}`: {e}")))?;
+    let wrote = writer.join().map_err(|_| step("tar writer panicked".into()))?;
+    if !out.status.success() {
+        return Err(step(format!(
+            "`{argv}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    wrote.map_err(|e| step(format!("streaming {} to ctr: {e}", layout.display())))?;
+    let ls = ctr_cmd(&["-n", "k8s.io", "images", "ls", "-q"])
+        .output()
+        .map_err(|e| step(format!("ctr images ls: {e}")))?;
+    let names: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&String> = expected.iter().filter(|e| !names.contains(e)).collect();
+    tc.stop();
+    if !missing.is_empty() {
+        return Err(step(format!("containerd does not list {:?} after the import", missing)));
+    }
+    Ok(names)
+}

@@ -1,0 +1,141 @@
+//! The bundle an install works from: verified in full before anything is written, then
+//! (for archives) unpacked under `/var/lib/kbundle/bundles/<sha256>/`.
+
+use crate::bundle::archive;
+use crate::bundle::meta::BundleJson;
+use crate::bundle::verify::{self, Report};
+use crate::digest::Sha256;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("bundle {path} failed verification; nothing was changed on this node:\n  {}", problems.join("\n  "))]
+    Unverified { path: PathBuf, problems: Vec<String> },
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error("no bundle given and none next to this kbundle ({exe}): pass --bundle PATH")]
+    NoDefault { exe: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bundle whose every entry was hashed and matched `bundle.json`. Only [`open`] makes one.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle {
+    /// The unpacked bundle directory (holds bundle.json).
+    pub dir: PathBuf,
+    pub bundle: BundleJson,
+    /// sha256 of bundle.json: names this bundle's install journal.
+    pub id: Sha256,
+}
+
+impl VerifiedBundle {
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The bundle path of the first entry with this component (and platform, if given).
+    pub fn component_file(&self, component: &str, platform: Option<&str>) -> Option<PathBuf> {
+        self.bundle
+            .entries
+            .iter()
+            .find(|e| {
+                e.component.as_deref() == Some(component) && (platform.is_none() || e.platform.as_deref() == platform)
+            })
+            .map(|e| self.file(&e.path))
+    }
+}
+
+fn check(report: Report, path: &Path) -> Result<BundleJson, SourceError> {
+    if report.ok() {
+        if let Some(b) = report.bundle {
+            return Ok(b);
+        }
+    }
+    Err(SourceError::Unverified {
+        path: path.to_path_buf(),
+        problems: report.problems.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+/// The bundle next to the running executable (a kbundle inside an unpacked bundle).
+pub fn default_bundle() -> Result<PathBuf, SourceError> {
+    let exe = std::env::current_exe().map_err(|source| SourceError::Io {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    match exe.parent() {
+        Some(d) if d.join(crate::bundle::meta::BUNDLE_JSON).is_file() => Ok(d.to_path_buf()),
+        _ => Err(SourceError::NoDefault { exe }),
+    }
+}
+
+/// Verifies `path` (archive or directory) completely; an archive is then unpacked under
+/// `store` (normally `<root>/var/lib/kbundle/bundles`) unless `dry_run`. Nothing is written
+/// before verification passes.
+pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, SourceError> {
+    if path.is_dir() {
+        let bundle = check(verify::verify_dir(path)?, path)?;
+        let id = bundle_id(path)?;
+        return Ok(VerifiedBundle {
+            dir: path.to_path_buf(),
+            bundle,
+            id,
+        });
+    }
+    let bundle = check(verify::verify_archive(path)?, path)?;
+    let (archive_digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dest = store.join(archive_digest.hex());
+    let dir = dest.join(&bundle.name);
+    if dry_run {
+        println!("[dry-run] unpack {} -> {}", path.display(), dir.display());
+        let id = bundle_json_digest_from_archive(path)?;
+        return Ok(VerifiedBundle { dir, bundle, id });
+    }
+    if dir.is_dir() {
+        // Unpacked by an earlier run: check it again rather than trust it.
+        if let Ok(b) = check(verify::verify_dir(&dir)?, &dir) {
+            let id = bundle_id(&dir)?;
+            return Ok(VerifiedBundle { dir, bundle: b, id });
+        }
+        std::fs::remove_dir_all(&dir).map_err(|source| SourceError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let out = archive::unpack(path, &dest)?;
+    let bundle = match check(verify::verify_dir(&out)?, &out) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&out);
+            return Err(e);
+        }
+    };
+    let id = bundle_id(&out)?;
+    Ok(VerifiedBundle { dir: out, bundle, id })
+}
+
+fn bundle_id(dir: &Path) -> Result<Sha256, SourceError> {
+    let p = dir.join(crate::bundle::meta::BUNDLE_JSON);
+    crate::digest::hash_file(&p)
+        .map(|(d, _)| d)
+        .map_err(|source| SourceError::Io { path: p, source })
+}
+
+fn bundle_json_digest_from_archive(path: &Path) -> Result<Sha256, SourceError> {
+    let mut id = None;
+    archive::walk(path, |e, r| {
+        if e.rel == crate::bundle::meta::BUNDLE_JSON {
+            id = crate::digest::hash_reader(r).ok().map(|x| x.0);
+        }
+        Ok(())
+    })?;
+    Ok(id.unwrap_or_else(|| Sha256::of(b"")))
+}
