@@ -29,8 +29,12 @@ pub fn manifest_image_refs(manifest: &Path) -> Vec<String> {
 impl Upstream {
     /// Serves `root` (an upstream tree) and a registry with the images of `manifest`.
     pub fn start_at(root: &Path, manifest: &Path) -> Upstream {
+        Self::start_with(root, manifest, Registry::start())
+    }
+
+    /// Like [`Upstream::start_at`], with a registry of the caller's (e.g. one with auth).
+    pub fn start_with(root: &Path, manifest: &Path, registry: Registry) -> Upstream {
         let mirror = Mirror::start(root);
-        let registry = Registry::start();
         let refs = manifest_image_refs(manifest);
         let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
         let k8s = kbundle::manifest::Manifest::load(manifest).unwrap().kubernetes.with_v();
