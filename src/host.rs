@@ -86,6 +86,24 @@ impl Host {
         }
     }
 
+    /// The real path of node path `abs`, following symlinks inside the root (absolute link
+    /// targets are node paths, so they are re-rooted).
+    pub fn resolve(&self, abs: &str) -> PathBuf {
+        let mut cur = abs.to_string();
+        for _ in 0..16 {
+            let p = self.path(&cur);
+            match std::fs::read_link(&p) {
+                Ok(t) if t.is_absolute() => cur = t.display().to_string(),
+                Ok(t) => {
+                    let parent = Path::new(&cur).parent().unwrap_or(Path::new("/"));
+                    cur = parent.join(t).display().to_string();
+                }
+                Err(_) => return p,
+            }
+        }
+        self.path(&cur)
+    }
+
     pub fn exists(&self, abs: &str) -> bool {
         self.path(abs).exists()
     }

@@ -21,7 +21,7 @@ fn systemd_running(c: &Ctx) -> bool {
 }
 
 fn bin(c: &Ctx, name: &str) -> Command {
-    Command::new(c.host.path(&format!("/usr/local/bin/{name}")))
+    Command::new(c.host.resolve(&format!("/usr/local/bin/{name}")))
 }
 
 fn admin_conf(c: &Ctx) -> String {

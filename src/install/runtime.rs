@@ -106,6 +106,21 @@ pub fn import_images(
         ));
         return Ok(expected.to_vec());
     }
+    // On a running node whose containerd is up, import through it: a second containerd must
+    // never open the same root.
+    let live_sock = Path::new("/run/containerd/containerd.sock");
+    if host.is_live() && live_sock.exists() {
+        let up = Command::new(ctr)
+            .arg("--address")
+            .arg(live_sock)
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if up.is_ok_and(|s| s.success()) {
+            return import_with(ctr, live_sock, layout, expected);
+        }
+    }
     std::fs::create_dir_all(&root).map_err(|e| step(format!("creating {}: {e}", root.display())))?;
     let state = tempfile::Builder::new()
         .prefix("kbundle-containerd-")
@@ -164,6 +179,23 @@ pub fn import_images(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let names = import_with(ctr, &tc.address.clone(), layout, expected);
+    tc.stop();
+    names
+}
+
+/// Streams a tar of the layout into `ctr images import -` on `address` and checks that
+/// every expected name is then listed.
+fn import_with(ctr: &Path, address: &Path, layout: &Path, expected: &[String]) -> Result<Vec<String>, InstallError> {
+    let step = |message: String| InstallError::Step {
+        step: "images".into(),
+        message,
+    };
+    let ctr_cmd = |args: &[&str]| {
+        let mut c = Command::new(ctr);
+        c.arg("--address").arg(address).args(args);
+        c
+    };
     // Stream a tar of the layout into `ctr images import -`.
     let mut import = ctr_cmd(&["-n", "k8s.io", "images", "import", "-"]);
     import
@@ -198,7 +230,6 @@ pub fn import_images(
         .map(str::to_string)
         .collect();
     let missing: Vec<&String> = expected.iter().filter(|e| !names.contains(e)).collect();
-    tc.stop();
     if !missing.is_empty() {
         return Err(step(format!("containerd does not list {:?} after the import", missing)));
     }

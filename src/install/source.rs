@@ -31,6 +31,8 @@ pub struct VerifiedBundle {
     pub bundle: BundleJson,
     /// sha256 of bundle.json: names this bundle's install journal.
     pub id: Sha256,
+    /// For `--dry-run` of an archive: a scratch unpack outside the node, removed on drop.
+    _scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl VerifiedBundle {
@@ -85,6 +87,7 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
             dir: path.to_path_buf(),
             bundle,
             id,
+            _scratch: None,
         });
     }
     let bundle = check(verify::verify_archive(path)?, path)?;
@@ -96,14 +99,33 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
     let dir = dest.join(&bundle.name);
     if dry_run {
         println!("[dry-run] unpack {} -> {}", path.display(), dir.display());
-        let id = bundle_json_digest_from_archive(path)?;
-        return Ok(VerifiedBundle { dir, bundle, id });
+        // Steps still need to read the bundle: unpack into a scratch dir off the node.
+        let scratch = tempfile::Builder::new()
+            .prefix("kbundle-dry-run-")
+            .tempdir()
+            .map_err(|source| SourceError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let out = archive::unpack(path, scratch.path())?;
+        let id = bundle_id(&out)?;
+        return Ok(VerifiedBundle {
+            dir: out,
+            bundle,
+            id,
+            _scratch: Some(std::sync::Arc::new(scratch)),
+        });
     }
     if dir.is_dir() {
         // Unpacked by an earlier run: check it again rather than trust it.
         if let Ok(b) = check(verify::verify_dir(&dir)?, &dir) {
             let id = bundle_id(&dir)?;
-            return Ok(VerifiedBundle { dir, bundle: b, id });
+            return Ok(VerifiedBundle {
+                dir,
+                bundle: b,
+                id,
+                _scratch: None,
+            });
         }
         std::fs::remove_dir_all(&dir).map_err(|source| SourceError::Io {
             path: dir.clone(),
@@ -119,7 +141,12 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
         }
     };
     let id = bundle_id(&out)?;
-    Ok(VerifiedBundle { dir: out, bundle, id })
+    Ok(VerifiedBundle {
+        dir: out,
+        bundle,
+        id,
+        _scratch: None,
+    })
 }
 
 fn bundle_id(dir: &Path) -> Result<Sha256, SourceError> {
@@ -127,15 +154,4 @@ fn bundle_id(dir: &Path) -> Result<Sha256, SourceError> {
     crate::digest::hash_file(&p)
         .map(|(d, _)| d)
         .map_err(|source| SourceError::Io { path: p, source })
-}
-
-fn bundle_json_digest_from_archive(path: &Path) -> Result<Sha256, SourceError> {
-    let mut id = None;
-    archive::walk(path, |e, r| {
-        if e.rel == crate::bundle::meta::BUNDLE_JSON {
-            id = crate::digest::hash_reader(r).ok().map(|x| x.0);
-        }
-        Ok(())
-    })?;
-    Ok(id.unwrap_or_else(|| Sha256::of(b"")))
 }

@@ -1,0 +1,541 @@
+//! `kbundle install` into scratch node roots, from a bundle built from the loopback mirror
+//! and registry. Real containerd (Debian's, shipped in the fixture tarball) parses the
+//! generated config and really imports the images; kubeadm, kubectl-against-a-cluster and
+//! systemctl are test stand-ins under tests/stand-ins.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use support::harness::Upstream;
+use support::upstream::UpstreamSpec;
+
+const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stand_in(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
+}
+
+/// A bundle (real Debian binaries + registry images) and a cluster config, in a temp dir.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    archive: PathBuf,
+    config: PathBuf,
+    images: Vec<(String, String)>,
+}
+
+fn fixture(join_secrets: bool) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml"),
+        &manifest,
+    )
+    .unwrap();
+    let up = Upstream::start(&UpstreamSpec::v1_34_3(), &manifest);
+    let installer = tmp.path().join("installer");
+    std::fs::write(&installer, "#!/bin/sh\necho installer\n").unwrap();
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        manifest.display().to_string(),
+        "--out".into(),
+        tmp.path().join("out").display().to_string(),
+        "--cache".into(),
+        tmp.path().join("cache").display().to_string(),
+        "--installer".into(),
+        installer.display().to_string(),
+        "--quiet".into(),
+    ];
+    args.extend(up.mirror_args());
+    let o = Command::new(KBUNDLE).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut cfg = String::from_utf8(Command::new(KBUNDLE).arg("example-config").output().unwrap().stdout).unwrap();
+    if join_secrets {
+        cfg = cfg.replace(
+            "# [join]\n# token = \"abcdef.0123456789abcdef\"\n# ca-cert-hash = \"sha256:<64 hex>\"\n# certificate-key = \"<64 hex>\"",
+            &format!("[join]\ntoken = \"abcdef.0123456789abcdef\"\nca-cert-hash = \"sha256:{}\"", "b".repeat(64)),
+        );
+        assert!(cfg.contains("[join]\ntoken"), "example config changed shape");
+    }
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(&config, cfg).unwrap();
+    Fixture {
+        archive: tmp.path().join("out/kubernetes-v1.34.3.tar.zst"),
+        config,
+        images: up.images.clone(),
+        tmp,
+    }
+}
+
+/// A scratch node root that looks like Rocky Linux 10 with swap and SELinux on.
+fn node_root(f: &Fixture, name: &str) -> PathBuf {
+    let r = f.tmp.path().join(name);
+    for d in ["etc/selinux", "usr/bin", "usr/sbin"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::write(
+        r.join("etc/os-release"),
+        "NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"10.0\"\nPRETTY_NAME=\"Rocky Linux 10.0 (Red Quartz)\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/fstab"),
+        "/dev/vda1 / xfs defaults 0 0\n/dev/vda2 none swap defaults 0 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/selinux/config"),
+        "SELINUX=enforcing\nSELINUXTYPE=targeted\n",
+    )
+    .unwrap();
+    for c in ["mount", "umount", "nsenter", "iptables"] {
+        std::fs::write(r.join("usr/bin").join(c), "").unwrap();
+    }
+    std::fs::write(r.join("usr/sbin/modprobe"), "").unwrap();
+    r
+}
+
+fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(KBUNDLE);
+    c.args(["install", "--bundle"])
+        .arg(&f.archive)
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--root")
+        .arg(root)
+        .args(extra);
+    c.output().unwrap()
+}
+
+/// Every file under `dir` with its size and mtime, to prove nothing changed.
+fn snapshot(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path().display().to_string(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && cmd.contains("containerd") {
+            out.push(format!("{name}: {cmd}"));
+        }
+    }
+    out
+}
+
+/// Starts the node's own containerd (from the root) on a private socket and lists images.
+fn images_in_root(root: &Path) -> Vec<(String, String)> {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("c.sock");
+    let cfg = state.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+            root.join("var/lib/containerd").display(),
+            state.path().join("s").display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(root.join("usr/local/bin/containerd"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctr = root.join("usr/local/bin/ctr");
+    let mut ok = false;
+    for _ in 0..100 {
+        if Command::new(&ctr)
+            .arg("--address")
+            .arg(&sock)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok, "node containerd did not start");
+    let o = Command::new(&ctr)
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "images", "ls"])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn prepare_installs_everything_and_imports_images_with_real_containerd() {
+    let f = fixture(false);
+    let root = node_root(&f, "worker1");
+    let o = install(&f, &root, &["--node", "worker1", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = |p: &str| root.join(p.trim_start_matches('/'));
+
+    // Binaries: kubeadm/kubelet/kubectl by version, switched by links.
+    let link = std::fs::read_link(r("/usr/local/bin/kubectl")).unwrap();
+    assert_eq!(link, Path::new("/opt/kbundle/versions/kubernetes-v1.34.3/kubectl"));
+    assert_eq!(
+        std::fs::read(r("/opt/kbundle/versions/kubernetes-v1.34.3/kubectl")).unwrap(),
+        std::fs::read("/usr/bin/kubectl").unwrap()
+    );
+    for b in [
+        "/usr/local/bin/containerd",
+        "/usr/local/bin/ctr",
+        "/usr/local/bin/containerd-shim-runc-v2",
+        "/usr/local/sbin/runc",
+        "/opt/cni/bin/bridge",
+        "/opt/cni/bin/host-local",
+        "/usr/local/bin/crictl",
+        "/usr/local/bin/etcdctl",
+    ] {
+        assert!(r(b).is_file(), "{b} missing");
+    }
+    // Host files.
+    assert!(
+        std::fs::read_to_string(r("/etc/modules-load.d/kbundle-kubernetes.conf"))
+            .unwrap()
+            .contains("br_netfilter")
+    );
+    assert!(std::fs::read_to_string(r("/etc/sysctl.d/99-kbundle-kubernetes.conf"))
+        .unwrap()
+        .contains("net.ipv4.ip_forward = 1"));
+    let fstab = std::fs::read_to_string(r("/etc/fstab")).unwrap();
+    assert!(
+        fstab.contains("# disabled by kbundle") && fstab.contains("/dev/vda1 / xfs"),
+        "{fstab}"
+    );
+    assert!(std::fs::read_to_string(r("/etc/selinux/config"))
+        .unwrap()
+        .contains("SELINUX=permissive"));
+    assert!(std::fs::read_to_string(r("/etc/firewalld/services/kbundle-worker.xml"))
+        .unwrap()
+        .contains("port=\"10250\""));
+    // Units, enabled by symlink.
+    assert_eq!(
+        std::fs::read_link(r("/etc/systemd/system/multi-user.target.wants/kubelet.service")).unwrap(),
+        Path::new("/etc/systemd/system/kubelet.service")
+    );
+    assert!(r("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf").is_file());
+    // containerd config for the containerd actually shipped (Debian's 1.6: version 2), and
+    // the real containerd parses it.
+    let cfg = std::fs::read_to_string(r("/etc/containerd/config.toml")).unwrap();
+    assert!(
+        cfg.contains("version = 2")
+            && cfg.contains("SystemdCgroup = true")
+            && cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10.1\""),
+        "{cfg}"
+    );
+    let dump = Command::new(r("/usr/local/bin/containerd"))
+        .arg("--config")
+        .arg(r("/etc/containerd/config.toml"))
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", text(&dump));
+    assert!(String::from_utf8_lossy(&dump.stdout).contains("SystemdCgroup = true"));
+    // Images: all there, under upstream names and digests; no containerd left running.
+    assert!(
+        processes_mentioning(root.to_str().unwrap()).is_empty(),
+        "{:?}",
+        processes_mentioning(root.to_str().unwrap())
+    );
+    let listed = images_in_root(&root);
+    for (name, digest) in &f.images {
+        assert!(
+            listed.contains(&(name.clone(), digest.clone())),
+            "{name}@{digest} not imported: {listed:?}"
+        );
+    }
+    // No join secrets known yet: no join config; preflight warnings do not fail.
+    assert!(!r("/etc/kbundle/kubeadm-join.yaml").exists());
+    // systemd-analyze verify, where available, accepts the units.
+    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        let o = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .args([
+                "/etc/systemd/system/containerd.service",
+                "/etc/systemd/system/kubelet.service",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("Unknown") && !err.contains("bad-setting"), "{err}");
+    }
+    // A second run changes nothing.
+    let before = snapshot(&root);
+    let o = install(&f, &root, &["--node", "worker1", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("images: done earlier, skipped"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(before, snapshot(&root), "a re-run changed the node");
+}
+
+#[test]
+fn tampered_bundle_is_refused_before_any_write() {
+    let f = fixture(false);
+    let root = node_root(&f, "n");
+    let before = snapshot(&root);
+    let bad = f.tmp.path().join("bad.tar.zst");
+    let mut b = std::fs::read(&f.archive).unwrap();
+    let i = b.len() / 3;
+    b[i] ^= 0x01;
+    std::fs::write(&bad, b).unwrap();
+    let o = Command::new(KBUNDLE)
+        .args(["install", "--bundle"])
+        .arg(&bad)
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--root")
+        .arg(&root)
+        .args(["--role", "worker", "--phase", "prepare"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(before, snapshot(&root), "a tampered bundle changed the node");
+}
+
+#[test]
+fn preflight_reports_every_failure_together() {
+    let f = fixture(false);
+    let root = node_root(&f, "n");
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12\"\n",
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("usr/bin/nsenter")).unwrap();
+    let o = install(&f, &root, &["--role", "worker", "--phase", "prepare"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[os] Debian GNU/Linux 12 is not Rocky Linux/RHEL 9 or 10")
+            && err.contains("[commands] missing nsenter"),
+        "{err}"
+    );
+    assert!(
+        !root.join("usr/local/bin").exists(),
+        "preflight failure must stop before host changes"
+    );
+    let o = install(
+        &f,
+        &root,
+        &[
+            "--role",
+            "worker",
+            "--phase",
+            "prepare",
+            "--skip-preflight",
+            "os,commands",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn killed_prepare_resumes_and_completes() {
+    let f = fixture(false);
+    let root = node_root(&f, "n");
+    // Kill the install at several points; every re-run must finish the job.
+    for delay_ms in [150u64, 400, 900] {
+        let mut child = Command::new(KBUNDLE)
+            .args(["install", "--bundle"])
+            .arg(&f.archive)
+            .arg("--config")
+            .arg(&f.config)
+            .arg("--root")
+            .arg(&root)
+            .args(["--role", "worker", "--phase", "prepare"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The kernel stops the temporary containerd with its parent.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        processes_mentioning(root.to_str().unwrap()).is_empty(),
+        "{:?}",
+        processes_mentioning(root.to_str().unwrap())
+    );
+    let o = install(&f, &root, &["--role", "worker", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = images_in_root(&root);
+    for (name, digest) in &f.images {
+        assert!(
+            listed.contains(&(name.clone(), digest.clone())),
+            "{name} missing after resume"
+        );
+    }
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let f = fixture(false);
+    let root = node_root(&f, "n");
+    let before = snapshot(&root);
+    let o = install(&f, &root, &["--node", "cp1", "--phase", "all", "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("[dry-run] write /etc/containerd/config.toml") && out.contains("[dry-run] install"),
+        "{out}"
+    );
+    assert_eq!(before, snapshot(&root));
+}
+
+#[test]
+fn bootstrap_without_systemd_installs_a_first_boot_unit() {
+    let f = fixture(true);
+    let root = node_root(&f, "n");
+    let o = install(&f, &root, &["--node", "worker1", "--phase", "all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/kbundle-bootstrap.service")).unwrap();
+    assert!(
+        unit.contains("--phase bootstrap") && unit.contains("--node worker1"),
+        "{unit}"
+    );
+    assert!(root
+        .join("etc/systemd/system/multi-user.target.wants/kbundle-bootstrap.service")
+        .is_symlink());
+    // Join secrets came from the config: the join config exists and only root can read it.
+    let join = root.join("etc/kbundle/kubeadm-join.yaml");
+    let text = std::fs::read_to_string(&join).unwrap();
+    assert!(text.contains("kind: JoinConfiguration") && text.contains("abcdef.0123456789abcdef"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&join).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
+    let f = fixture(false);
+    let root = node_root(&f, "cp1");
+    let o = install(&f, &root, &["--node", "cp1", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Pretend systemd runs, and answer cluster calls with stand-ins.
+    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+    let kubectl = root.join("usr/local/bin/kubectl");
+    std::fs::remove_file(&kubectl).unwrap();
+    std::fs::copy(stand_in("kubectl-cluster"), &kubectl).unwrap();
+    let bin = f.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(stand_in("systemctl"), bin.join("systemctl")).unwrap();
+    let log = f.tmp.path().join("calls.log");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new(KBUNDLE)
+        .args(["install", "--bundle"])
+        .arg(&f.archive)
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--root")
+        .arg(&root)
+        .args(["--node", "cp1", "--phase", "bootstrap"])
+        .env("PATH", path)
+        .env("KBUNDLE_STANDIN_LOG", &log)
+        .env("KBUNDLE_STANDIN_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let calls: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let pos = |needle: &str| {
+        calls
+            .iter()
+            .position(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no call with {needle:?}: {calls:#?}"))
+    };
+    assert!(pos("systemctl daemon-reload") < pos("systemctl enable --now containerd.service"));
+    assert!(pos("enable --now containerd") < pos("kubeadm init --config"));
+    assert!(pos("kubeadm init --config") < pos("apply -f"));
+    assert!(calls
+        .iter()
+        .any(|c| c.contains("apply -f") && c.contains("kube-flannel.yml")));
+    assert!(calls
+        .iter()
+        .any(|c| c.contains("apply -f") && c.contains("components.yaml")));
+    assert!(pos("apply -f") < pos("get node cp1"));
+    assert!(calls[pos("kubeadm init --config")].contains("--upload-certs"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("--node worker1")
+            && out.contains("--token abcdef.0123456789abcdef")
+            && out.contains("--ca-cert-hash sha256:"),
+        "{out}"
+    );
+    assert!(root.join("var/lib/kbundle/bootstrap.done").exists());
+    assert!(root.join("root/.kube/config").exists());
+    let init = std::fs::read_to_string(root.join("etc/kbundle/kubeadm-init.yaml")).unwrap();
+    assert!(
+        init.contains("kubernetesVersion: v1.34.3")
+            && init.contains("imagePullPolicy: Never")
+            && init.contains("imageTag: \"3.6.5-0\""),
+        "{init}"
+    );
+    // Re-running a completed bootstrap does nothing.
+    let n = calls.len();
+    let o = install(&f, &root, &["--node", "cp1", "--phase", "bootstrap"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), n);
+}
