@@ -3,7 +3,7 @@
 use crate::bundle::meta::{BundleJson, Entry, EntryKind, Hop, BUNDLE_SCHEMA, INSTALLER, LOCKFILE};
 use crate::bundle::pack::{self, Compression, Source};
 use crate::bundle::{meta_entry, Contents};
-use crate::catalog::{self, FileArtifact};
+use crate::catalog::{self, Component, FileArtifact};
 use crate::digest::Sha256;
 use crate::fetch::{Cache, Fetcher, Mirrors, Retry};
 use crate::images::auth::Credentials;
@@ -13,6 +13,7 @@ use crate::lock::Lock;
 use crate::manifest::{Manifest, MirrorRule};
 use crate::progress::Progress;
 use crate::resolve::{self, ResolveError};
+use crate::version::Version;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,10 @@ pub enum BuildError {
     Runtime(std::io::Error),
     #[error("bundle layout: {0}")]
     Layout(String),
+    #[error("upgrade bundle: {0}")]
+    Upgrade(String),
+    #[error("--base: {0}")]
+    Base(String),
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +67,10 @@ pub struct BuildOptions {
     pub locked: bool,
     /// The executable shipped as the bundle's installer; default: this program.
     pub installer: Option<PathBuf>,
+    /// Build an upgrade bundle from this cluster version (every minor hop to the target).
+    pub upgrade_from: Option<Version>,
+    /// Build a delta bundle that leaves out everything this earlier bundle holds.
+    pub base: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,11 +110,71 @@ fn puller(m: &Manifest, o: &Options) -> Result<Puller, BuildError> {
     ))
 }
 
+/// What one bundle carries: its files, its images, and its hops in upgrade order.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub files: Vec<FileArtifact>,
+    pub images: Vec<catalog::images::CatalogImage>,
+    /// Kubernetes versions in order; an install bundle has one.
+    pub hops: Vec<Version>,
+    pub upgrade_from: Option<Version>,
+}
+
+/// Kubernetes versions pinned by the manifests beside `manifest` (e.g. `manifests/`), for
+/// the intermediate hops of upgrade bundles. Unreadable files are skipped.
+pub fn sibling_pins(manifest: &Path) -> Vec<Version> {
+    let dir = manifest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut out: Vec<Version> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| Manifest::load(&p).ok().map(|m| m.kubernetes))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Files, images and hops of a bundle of `m`, optionally upgrading from `from`.
+pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
+    let mut files = catalog::manifest_files(m);
+    let mut images = catalog::images::manifest_images(m)?;
+    let hops = match from {
+        None => vec![m.kubernetes],
+        Some(f) => {
+            let mut pins = sibling_pins(&m.path);
+            pins.extend_from_slice(catalog::KUBERNETES_PINS);
+            crate::upgrade::plan::hop_chain(f, m.kubernetes, &pins).map_err(|e| BuildError::Upgrade(e.to_string()))?
+        }
+    };
+    for &h in hops.iter().filter(|h| **h != m.kubernetes) {
+        for &arch in &m.arches {
+            files.extend(catalog::kubernetes_binaries(h, arch));
+        }
+        images.extend(catalog::images::kubeadm_images(h, None, None, None)?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    images.sort_by_key(|i| i.reference.to_string());
+    images.dedup_by(|a, b| a.reference == b.reference);
+    Ok(Scope {
+        files,
+        images,
+        hops,
+        upgrade_from: from,
+    })
+}
+
 /// `kbundle lock`: resolve and write the lockfile beside the manifest.
-pub fn lock(manifest: &Path, o: &Options) -> Result<(Lock, PathBuf), BuildError> {
+pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Result<(Lock, PathBuf), BuildError> {
     let m = Manifest::load(manifest)?;
-    let files = catalog::manifest_files(&m);
-    let images = catalog::images::manifest_images(&m)?;
+    let Scope { files, images, .. } = scope(&m, upgrade_from)?;
     let cache = Cache::open(&o.cache_dir)?;
     let f = fetcher(&m, o)?;
     let p = puller(&m, o)?;
@@ -118,9 +187,9 @@ pub fn lock(manifest: &Path, o: &Options) -> Result<(Lock, PathBuf), BuildError>
 /// `kbundle build`.
 pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let m = Manifest::load(manifest)?;
-    let files = catalog::manifest_files(&m);
     // Validate everything that needs no network before touching it.
-    let images = catalog::images::manifest_images(&m)?;
+    let sc = scope(&m, o.upgrade_from)?;
+    let (files, images) = (sc.files.clone(), sc.images.clone());
     resolve::pins_by_path(&m, &files)?;
     let installer = match &o.installer {
         Some(p) => p.clone(),
@@ -202,7 +271,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let locked_images: Vec<LockedImage> = resolved.into_iter().map(|r| r.locked).collect();
 
     let mut contents = Contents {
-        bundle: bundle_json(&m, &files, &locked_images),
+        bundle: bundle_json(&m, &sc, &locked_images),
         sources: Vec::new(),
     };
     for (e, s) in crate::images::layout::entries(&locked_images, &blobs) {
@@ -223,11 +292,19 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
         .with_content(inst_digest, inst_size),
         Source::File(installer),
     );
+    // The bundle carries the lock of exactly what it holds.
+    let mut lock = lock;
+    lock.files.retain(|l| files.iter().any(|f| f.path == l.path));
+    lock.images
+        .retain(|l| images.iter().any(|i| i.reference.to_string() == l.reference));
     let lock_bytes = lock.render().into_bytes();
     contents.push(
         meta_entry(LOCKFILE, EntryKind::Meta, &lock_bytes),
         Source::Bytes(lock_bytes),
     );
+    if let Some(base) = &o.base {
+        mark_in_base(&mut contents, base)?;
+    }
     let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
 
     let total: u64 = entries.iter().map(|e| e.size).sum();
@@ -272,10 +349,81 @@ fn file_entry(a: &FileArtifact, sha256: Sha256, size: u64) -> Entry {
         version: Some(a.version.to_string()),
         platform: a.platform.clone(),
         url: Some(a.url.clone()),
+        in_base: false,
     }
 }
 
-fn bundle_json(m: &Manifest, files: &[FileArtifact], images: &[LockedImage]) -> BundleJson {
+/// Delta bundles: every file or blob whose digest the (verified) base bundle already holds
+/// is listed but not packed.
+fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> {
+    let report =
+        crate::bundle::verify::verify(base).map_err(|e| BuildError::Base(format!("{}: {e}", base.display())))?;
+    let Some(b) = report.bundle.filter(|_| report.problems.is_empty()) else {
+        return Err(BuildError::Base(format!(
+            "{} does not verify: {}",
+            base.display(),
+            report
+                .problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    };
+    let bj = crate::bundle::read_bundle_json_bytes(base).map_err(BuildError::Base)?;
+    let have: std::collections::HashSet<Sha256> = b.entries.iter().filter(|e| !e.in_base).map(|e| e.sha256).collect();
+    for e in contents.bundle.entries.iter_mut() {
+        if matches!(e.kind, EntryKind::File | EntryKind::Blob) && have.contains(&e.sha256) {
+            e.in_base = true;
+        }
+    }
+    contents.bundle.base = Some(crate::bundle::meta::BaseRef {
+        name: b.name.clone(),
+        bundle_json_sha256: Sha256::of(&bj),
+    });
+    Ok(())
+}
+
+/// One hop: its own kubeadm/kubelet/kubectl and kubeadm images; the last hop (the
+/// manifest's version) also has the runtime, add-ons and every other image.
+fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
+    let last = h == m.kubernetes;
+    let own: Vec<String> = if last {
+        catalog::images::manifest_images(m)
+            .map(|v| v.into_iter().map(|i| i.reference.to_string()).collect())
+            .unwrap_or_default()
+    } else {
+        catalog::images::kubeadm_images(h, None, None, None)
+            .map(|v| v.into_iter().map(|i| i.reference.to_string()).collect())
+            .unwrap_or_default()
+    };
+    Hop {
+        kubernetes: h.with_v(),
+        files: sc
+            .files
+            .iter()
+            .filter(|f| {
+                let k8s_bin = matches!(
+                    f.component,
+                    Component::Kubeadm | Component::Kubelet | Component::Kubectl
+                );
+                if k8s_bin {
+                    f.version == h
+                } else {
+                    last
+                }
+            })
+            .map(|f| f.path.clone())
+            .collect(),
+        images: images
+            .iter()
+            .filter(|i| own.contains(&i.reference))
+            .map(|i| i.reference.clone())
+            .collect(),
+    }
+}
+
+fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> BundleJson {
     let c = &m.components;
     let mut components = BTreeMap::new();
     components.insert("kubernetes".to_string(), m.kubernetes.to_string());
@@ -297,11 +445,9 @@ fn bundle_json(m: &Manifest, files: &[FileArtifact], images: &[LockedImage]) -> 
         kubernetes: m.kubernetes.with_v(),
         platforms: m.arches.iter().map(|a| a.platform()).collect(),
         components,
-        hops: vec![Hop {
-            kubernetes: m.kubernetes.with_v(),
-            files: files.iter().map(|f| f.path.clone()).collect(),
-            images: images.iter().map(|i| i.reference.clone()).collect(),
-        }],
+        hops: sc.hops.iter().map(|&h| hop(m, sc, images, h)).collect(),
+        upgrade_from: sc.upgrade_from.map(|v| v.with_v()),
+        base: None,
         images: images.to_vec(),
         entries: Vec::new(),
     }

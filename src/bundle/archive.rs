@@ -237,6 +237,24 @@ pub fn walk(
             io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&name, e))?;
         }
     }
+    // Read to the very end: the compressor's own checksum (zstd content checksum, gzip
+    // CRC-32) is only checked there, and nothing but tar's zero padding may follow.
+    let mut rest = ar.into_inner();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt("end of archive", e)),
+        };
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(unsafe_entry(
+                "<after the end of the tar archive>",
+                "data after the end-of-archive marker",
+            ));
+        }
+    }
     top.ok_or_else(|| ArchiveError::Empty {
         archive: archive.to_path_buf(),
     })

@@ -46,6 +46,9 @@ pub struct Entry {
     /// Upstream URL the file was fetched from (never a mirror's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Delta bundles: the file is not in this bundle but in its base (same digest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_base: bool,
 }
 
 /// One Kubernetes version a bundle can install or upgrade to. A plain bundle has one hop.
@@ -68,10 +71,23 @@ pub struct BundleJson {
     pub platforms: Vec<String>,
     pub components: BTreeMap<String, String>,
     pub hops: Vec<Hop>,
+    /// For upgrade bundles: the cluster version the first hop starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_from: Option<String>,
+    /// For delta bundles: the bundle whose content this one leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
     /// Images in `images/` (an OCI layout), pinned to upstream digests.
     #[serde(default)]
     pub images: Vec<crate::images::LockedImage>,
     pub entries: Vec<Entry>,
+}
+
+/// The base of a delta bundle: its name and the sha256 of its `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRef {
+    pub name: String,
+    pub bundle_json_sha256: Sha256,
 }
 
 impl BundleJson {
@@ -168,7 +184,11 @@ pub fn check_rel_path(p: &str) -> Result<(), &'static str> {
 /// `SHA256SUMS`, checkable with `sha256sum -c` from inside the bundle directory. It covers
 /// every entry and `bundle.json` itself, sorted by path.
 pub fn render_sums(bundle_json: &Sha256, entries: &[Entry]) -> Vec<u8> {
-    let mut lines: Vec<(&str, String)> = entries.iter().map(|e| (e.path.as_str(), e.sha256.hex())).collect();
+    let mut lines: Vec<(&str, String)> = entries
+        .iter()
+        .filter(|e| !e.in_base)
+        .map(|e| (e.path.as_str(), e.sha256.hex()))
+        .collect();
     lines.push((BUNDLE_JSON, bundle_json.hex()));
     lines.sort();
     let mut out = String::new();
@@ -243,6 +263,7 @@ mod tests {
             version: None,
             platform: None,
             url: None,
+            in_base: false,
         };
         let bj = Sha256::of(b"{}");
         let s = render_sums(&bj, std::slice::from_ref(&e));

@@ -38,6 +38,11 @@ impl Contents {
         }
         let mut pack = Vec::with_capacity(pairs.len() + 2);
         for (e, s) in pairs {
+            if e.in_base {
+                // Delta bundles: listed (so verify and install know it) but not packed.
+                self.bundle.entries.push(e);
+                continue;
+            }
             pack.push(PackEntry {
                 path: e.path.clone(),
                 size: e.size,
@@ -80,12 +85,19 @@ pub fn meta_entry(path: &str, kind: EntryKind, bytes: &[u8]) -> Entry {
         version: None,
         platform: None,
         url: None,
+        in_base: false,
     }
 }
 
 /// Reads `bundle.json` from an archive (streaming until found) or a directory. No
 /// verification: use [`verify::verify`] before trusting it.
 pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
+    let bytes = read_bundle_json_bytes(path)?;
+    BundleJson::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The raw bytes of a bundle's `bundle.json` (its sha256 identifies the bundle).
+pub fn read_bundle_json_bytes(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let bytes = if path.is_dir() {
         let p = path.join(meta::BUNDLE_JSON);
         let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -112,7 +124,7 @@ pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
         r.map_err(|e| e.to_string())?;
         found.ok_or_else(|| format!("{}: no bundle.json in the archive", path.display()))?
     };
-    BundleJson::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    Ok(bytes)
 }
 
 /// The path an archive of `name` would have in `out`.

@@ -117,6 +117,12 @@ fn judge(
     };
     let bj_digest = Sha256::of(&bj);
     for e in &bundle.entries {
+        if e.in_base {
+            if seen.contains_key(&e.path) {
+                problems.push(Problem::Extra { path: e.path.clone() });
+            }
+            continue;
+        }
         match seen.get(&e.path) {
             None => problems.push(Problem::Missing {
                 path: e.path.clone(),
@@ -161,7 +167,7 @@ fn judge(
                     let expected = if path == BUNDLE_JSON {
                         Some(bj_digest)
                     } else {
-                        bundle.entry(path).map(|e| e.sha256)
+                        bundle.entry(path).filter(|e| !e.in_base).map(|e| e.sha256)
                     };
                     match expected {
                         None => problems.push(Problem::Sums {
@@ -179,7 +185,7 @@ fn judge(
                         _ => {}
                     }
                 }
-                for e in &bundle.entries {
+                for e in bundle.entries.iter().filter(|e| !e.in_base) {
                     if !sums.contains_key(&e.path) {
                         problems.push(Problem::Sums {
                             path: e.path.clone(),
@@ -438,4 +444,101 @@ pub fn verify(path: &Path) -> Result<Report, ArchiveError> {
     } else {
         verify_archive(path)
     }
+}
+
+/// Where nodes keep unpacked bundles (`<store>/<archive sha256>/<name>/`).
+pub const NODE_STORE: &str = "/var/lib/kbundle/bundles";
+
+/// Finds an unpacked bundle whose `bundle.json` has the given sha256 under `store`.
+pub fn find_bundle_dir(store: &Path, bundle_json_sha256: &Sha256) -> Option<PathBuf> {
+    let outer = std::fs::read_dir(store).ok()?;
+    for o in outer.flatten() {
+        let Ok(inner) = std::fs::read_dir(o.path()) else {
+            continue;
+        };
+        for d in inner.flatten() {
+            let bj = d.path().join(BUNDLE_JSON);
+            if crate::digest::hash_file(&bj).is_ok_and(|(h, _)| h == *bundle_json_sha256) {
+                return Some(d.path());
+            }
+        }
+    }
+    None
+}
+
+/// Checks that every entry a delta bundle leaves to its base is present in `base_dir`
+/// (found by digest in the base's bundle.json, then hashed). Problems name each missing or
+/// changed entry.
+pub fn check_base(bundle: &BundleJson, base_dir: Option<&Path>) -> Vec<Problem> {
+    let wanted: Vec<&crate::bundle::meta::Entry> = bundle.entries.iter().filter(|e| e.in_base).collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Some(base) = &bundle.base else {
+        return vec![Problem::Meta {
+            detail: "entries are marked in_base but bundle.json names no base bundle".into(),
+        }];
+    };
+    let Some(dir) = base_dir else {
+        return wanted
+            .iter()
+            .map(|e| Problem::Missing {
+                path: format!(
+                    "{} (delta bundle: its base {} [bundle.json sha256 {}] is not on this machine; pass --base DIR)",
+                    e.path, base.name, base.bundle_json_sha256
+                ),
+                expected: e.sha256,
+            })
+            .collect();
+    };
+    let base_json = std::fs::read(dir.join(BUNDLE_JSON)).ok();
+    let base_bundle = match &base_json {
+        Some(b) if Sha256::of(b) == base.bundle_json_sha256 => BundleJson::parse(b).ok(),
+        _ => None,
+    };
+    let Some(bb) = base_bundle else {
+        return vec![Problem::Meta {
+            detail: format!(
+                "{} is not the base bundle {} (bundle.json sha256 {})",
+                dir.display(),
+                base.name,
+                base.bundle_json_sha256
+            ),
+        }];
+    };
+    let mut problems = Vec::new();
+    for e in wanted {
+        let src = bb.entries.iter().find(|b| b.sha256 == e.sha256 && !b.in_base);
+        let ok = src.is_some_and(|b| {
+            crate::digest::hash_file(&dir.join(&b.path)).is_ok_and(|(h, n)| h == e.sha256 && n == e.size)
+        });
+        if !ok {
+            problems.push(Problem::Missing {
+                path: format!(
+                    "{} (expected in base bundle {} at {})",
+                    e.path,
+                    base.name,
+                    dir.display()
+                ),
+                expected: e.sha256,
+            });
+        }
+    }
+    problems
+}
+
+/// Verifies a bundle; for a delta bundle, also the base content it relies on (`base_dir`,
+/// else looked up under the node store).
+pub fn verify_with_base(path: &Path, base_dir: Option<&Path>) -> Result<Report, ArchiveError> {
+    let mut report = verify(path)?;
+    if let Some(b) = &report.bundle {
+        if let Some(base) = &b.base {
+            let found = base_dir
+                .map(Path::to_path_buf)
+                .or_else(|| find_bundle_dir(Path::new(NODE_STORE), &base.bundle_json_sha256));
+            let extra = check_base(b, found.as_deref());
+            report.problems.extend(extra);
+        }
+    }
+    Ok(report)
 }

@@ -73,6 +73,16 @@ pub struct FileArtifact {
 }
 
 const GITHUB: &str = "https://github.com";
+
+/// The patch release kbundle picks for an intermediate minor of an upgrade bundle when no
+/// manifest beside the target pins one (kubespray v2.30/v2.31's pins).
+pub const KUBERNETES_PINS: &[Version] = &[
+    Version::new(1, 31, 14),
+    Version::new(1, 32, 11),
+    Version::new(1, 33, 7),
+    Version::new(1, 34, 3),
+    Version::new(1, 35, 4),
+];
 const DL_K8S: &str = "https://dl.k8s.io";
 
 fn artifact(

@@ -29,6 +29,14 @@ pub struct Args {
     /// Needed when building on one arch for another.
     #[arg(long, value_name = "PATH")]
     pub installer: Option<PathBuf>,
+    /// Build an upgrade bundle for a cluster now at this version: it carries every minor
+    /// hop to the manifest's version (e.g. v1.32.11 -> 1.33.7 and 1.34.3), within the skew policy.
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub upgrade_from: Option<crate::version::Version>,
+    /// Build a delta bundle: leave out every file and blob already in this earlier bundle
+    /// (archive or directory), which the nodes keep from their earlier install.
+    #[arg(long, value_name = "OLD_BUNDLE")]
+    pub base: Option<PathBuf>,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
@@ -38,6 +46,8 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         compression: a.compression,
         locked: a.locked,
         installer: a.installer,
+        upgrade_from: a.upgrade_from,
+        base: a.base,
     };
     let b = crate::builder::build(&a.manifest, &opts)?;
     if b.lock_written && !quiet {

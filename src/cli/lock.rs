@@ -12,10 +12,13 @@ pub struct Args {
     pub manifest: PathBuf,
     #[command(flatten)]
     pub fetch: FetchArgs,
+    /// Also lock the intermediate hops of an upgrade bundle from this version.
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub upgrade_from: Option<crate::version::Version>,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
-    let (lock, path) = crate::builder::lock(&a.manifest, &a.fetch.options(quiet))?;
+    let (lock, path) = crate::builder::lock(&a.manifest, &a.fetch.options(quiet), a.upgrade_from)?;
     if !quiet {
         eprintln!("locked {} files in {}", lock.files.len(), path.display());
     }

@@ -1,12 +1,16 @@
 //! Command-line interface: clap types here, one small file per subcommand.
 
 mod build;
+mod etcd;
 mod example_config;
 mod inspect;
 mod install;
+mod iso;
+mod kickstart;
 mod list;
 mod lock;
 mod unpack;
+mod upgrade;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -44,8 +48,12 @@ pub enum Command {
     Verify(verify::Args),
     Inspect(inspect::Args),
     Unpack(unpack::Args),
+    Etcd(etcd::Args),
     ExampleConfig(example_config::Args),
+    Kickstart(kickstart::Args),
+    Iso(iso::Args),
     Install(install::Args),
+    Upgrade(upgrade::Args),
 }
 
 /// Options shared by commands that download.
@@ -88,7 +96,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => verify::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Unpack(a) => unpack::run(a, cli.quiet),
+        Command::Etcd(a) => etcd::run(a, cli.quiet),
         Command::ExampleConfig(a) => example_config::run(a),
+        Command::Kickstart(a) => kickstart::run(a, cli.quiet),
+        Command::Iso(a) => iso::run(a, cli.quiet),
         Command::Install(a) => install::run(a),
+        Command::Upgrade(a) => upgrade::run(a),
     }
 }

@@ -10,11 +10,15 @@ use std::path::PathBuf;
 )]
 pub struct Args {
     pub path: PathBuf,
+    /// For delta bundles: the unpacked base bundle (default: found by digest under
+    /// /var/lib/kbundle/bundles).
+    #[arg(long, value_name = "DIR")]
+    pub base: Option<PathBuf>,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     let t = std::time::Instant::now();
-    let report = crate::bundle::verify::verify(&a.path)?;
+    let report = crate::bundle::verify::verify_with_base(&a.path, a.base.as_deref())?;
     for p in &report.problems {
         eprintln!("{}: {p}", a.path.display());
     }

@@ -86,6 +86,7 @@ pub fn entries(images: &[LockedImage], blobs: &BTreeMap<Sha256, (u64, std::path:
                 version: None,
                 platform: None,
                 url: None,
+                in_base: false,
             },
             Source::File(path.clone()),
         ));

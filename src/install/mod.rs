@@ -179,7 +179,9 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
         }
     };
     println!("kbundle install: verifying {}", opts.bundle.display());
-    let bundle = source::open(&opts.bundle, &host.path("/var/lib/kbundle/bundles"), opts.dry_run)?;
+    let store = host.path("/var/lib/kbundle/bundles");
+    let mut bundle = source::open(&opts.bundle, &store, opts.dry_run)?;
+    source::attach_base(&mut bundle, &store)?;
     println!(
         "bundle {} (Kubernetes {}) verified: {} entries",
         bundle.bundle.name,

@@ -311,7 +311,7 @@ fn images(c: &mut Ctx) -> Result<(), InstallError> {
         &c.host.path("/usr/local/bin/containerd"),
         &c.host.path("/usr/local/bin/ctr"),
         major,
-        &c.bundle.file("images"),
+        &c.bundle.files_under("images"),
         &expected,
     )?;
     println!(

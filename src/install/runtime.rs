@@ -88,7 +88,7 @@ pub fn import_images(
     containerd: &Path,
     ctr: &Path,
     major: u32,
-    layout: &Path,
+    layout: &[(String, PathBuf)],
     expected: &[String],
 ) -> Result<Vec<String>, InstallError> {
     let step = |message: String| InstallError::Step {
@@ -98,11 +98,11 @@ pub fn import_images(
     let root = host.path("/var/lib/containerd");
     if host.dry_run() {
         host.say(&format!(
-            "start {} on a private socket (root {}), `ctr -n k8s.io images import` {} images from {}, stop it",
+            "start {} on a private socket (root {}), `ctr -n k8s.io images import` {} images ({} layout files), stop it",
             containerd.display(),
             root.display(),
             expected.len(),
-            layout.display()
+            layout.len()
         ));
         return Ok(expected.to_vec());
     }
@@ -186,7 +186,12 @@ pub fn import_images(
 
 /// Streams a tar of the layout into `ctr images import -` on `address` and checks that
 /// every expected name is then listed.
-fn import_with(ctr: &Path, address: &Path, layout: &Path, expected: &[String]) -> Result<Vec<String>, InstallError> {
+fn import_with(
+    ctr: &Path,
+    address: &Path,
+    layout: &[(String, PathBuf)],
+    expected: &[String],
+) -> Result<Vec<String>, InstallError> {
     let step = |message: String| InstallError::Step {
         step: "images".into(),
         message,
@@ -205,11 +210,13 @@ fn import_with(ctr: &Path, address: &Path, layout: &Path, expected: &[String]) -
     let argv = argv_string(&import);
     let mut child = import.spawn().map_err(|e| step(format!("cannot run `{argv}`: {e}")))?;
     let mut stdin = child.stdin.take().ok_or_else(|| step("no stdin for ctr".into()))?;
-    let layout_dir = layout.to_path_buf();
+    let members = layout.to_vec();
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         let mut b = tar::Builder::new(&mut stdin);
         b.follow_symlinks(false);
-        b.append_dir_all(".", &layout_dir)?;
+        for (name, path) in &members {
+            b.append_path_with_name(path, name)?;
+        }
         b.into_inner()?.flush()
     });
     let out = child.wait_with_output().map_err(|e| step(format!("`{argv}`: {e}")))?;
@@ -221,7 +228,7 @@ fn import_with(ctr: &Path, address: &Path, layout: &Path, expected: &[String]) -
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    wrote.map_err(|e| step(format!("streaming {} to ctr: {e}", layout.display())))?;
+    wrote.map_err(|e| step(format!("streaming the image layout to ctr: {e}")))?;
     let ls = ctr_cmd(&["-n", "k8s.io", "images", "ls", "-q"])
         .output()
         .map_err(|e| step(format!("ctr images ls: {e}")))?;

@@ -31,13 +31,38 @@ pub struct VerifiedBundle {
     pub bundle: BundleJson,
     /// sha256 of bundle.json: names this bundle's install journal.
     pub id: Sha256,
+    /// Delta bundles: the node's copy of the base bundle, checked for every entry used.
+    pub base_dir: Option<PathBuf>,
     /// For `--dry-run` of an archive: a scratch unpack outside the node, removed on drop.
     _scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl VerifiedBundle {
+    /// Where entry `rel` is on disk: in this bundle, or for a delta bundle's `in_base`
+    /// entries, in the base bundle (found by digest).
     pub fn file(&self, rel: &str) -> PathBuf {
+        if let (Some(e), Some(base)) = (self.bundle.entry(rel).filter(|e| e.in_base), &self.base_dir) {
+            if let Ok(bb) = crate::bundle::read_bundle_json(base) {
+                if let Some(b) = bb.entries.iter().find(|b| b.sha256 == e.sha256 && !b.in_base) {
+                    return base.join(&b.path);
+                }
+            }
+        }
         self.dir.join(rel)
+    }
+
+    /// Every entry under `prefix/` as (path below the prefix, file on disk).
+    pub fn files_under(&self, prefix: &str) -> Vec<(String, PathBuf)> {
+        let p = format!("{prefix}/");
+        self.bundle
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.path
+                    .strip_prefix(&p)
+                    .map(|rest| (rest.to_string(), self.file(&e.path)))
+            })
+            .collect()
     }
 
     /// The bundle path of the first entry with this component (and platform, if given).
@@ -87,6 +112,7 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
             dir: path.to_path_buf(),
             bundle,
             id,
+            base_dir: None,
             _scratch: None,
         });
     }
@@ -113,6 +139,7 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
             dir: out,
             bundle,
             id,
+            base_dir: None,
             _scratch: Some(std::sync::Arc::new(scratch)),
         });
     }
@@ -124,6 +151,7 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
                 dir,
                 bundle: b,
                 id,
+                base_dir: None,
                 _scratch: None,
             });
         }
@@ -145,8 +173,27 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
         dir: out,
         bundle,
         id,
+        base_dir: None,
         _scratch: None,
     })
+}
+
+/// For a delta bundle: finds the base under `store`, checks every entry the delta relies on,
+/// and records it. Names anything missing.
+pub fn attach_base(vb: &mut VerifiedBundle, store: &Path) -> Result<(), SourceError> {
+    let Some(base) = vb.bundle.base.clone() else {
+        return Ok(());
+    };
+    let dir = verify::find_bundle_dir(store, &base.bundle_json_sha256);
+    let problems = verify::check_base(&vb.bundle, dir.as_deref());
+    if !problems.is_empty() {
+        return Err(SourceError::Unverified {
+            path: vb.dir.clone(),
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+        });
+    }
+    vb.base_dir = dir;
+    Ok(())
 }
 
 fn bundle_id(dir: &Path) -> Result<Sha256, SourceError> {

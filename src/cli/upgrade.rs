@@ -1,0 +1,161 @@
+use crate::upgrade::{apply, observe, plan};
+use crate::version::Version;
+use std::path::PathBuf;
+
+/// Upgrade a cluster one minor version at a time from an upgrade bundle
+/// (`kbundle build --upgrade-from`): plan, then apply node by node.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    Plan(PlanArgs),
+    Apply(ApplyArgs),
+    Rollback(RollbackArgs),
+}
+
+/// Print the ordered plan for this cluster: per hop, the etcd snapshot, the first control
+/// plane, the other control planes, then each worker. Exit 1, saying why, when the bundle
+/// cannot take the cluster to its target within the version skew policy.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  kbundle upgrade plan --bundle kubernetes-v1.34.3.tar.zst                  # reads the cluster with kubectl
+  kbundle upgrade plan --bundle kubernetes-v1.34.3.tar.zst --current v1.32.11")]
+pub struct PlanArgs {
+    #[arg(long, value_name = "PATH")]
+    pub bundle: PathBuf,
+    /// The cluster's version, instead of asking the cluster.
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub current: Option<Version>,
+    #[arg(long, value_name = "FILE", default_value = "/etc/kubernetes/admin.conf")]
+    pub kubeconfig: PathBuf,
+    /// kubectl to use (default: /usr/local/bin/kubectl, else kubectl on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub kubectl: Option<PathBuf>,
+    /// The control plane that runs `kubeadm upgrade apply` (default: first by name).
+    #[arg(long, value_name = "NODE")]
+    pub first: Option<String>,
+}
+
+/// Upgrade this node by one hop, in the only safe order: refuses unless the plan allows this
+/// node now (control planes before workers; every control plane at the hop before any
+/// kubelet moves to it). Control planes take an etcd snapshot first. Resumable.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # on the first control plane:
+  kbundle upgrade apply --bundle kubernetes-v1.34.3.tar.zst --node cp1
+  # on a worker, with an admin kubeconfig copied from a control plane (drain needs it):
+  kbundle upgrade apply --bundle kubernetes-v1.34.3.tar.zst --node worker1 --kubeconfig /root/admin.conf")]
+pub struct ApplyArgs {
+    #[arg(long, value_name = "PATH")]
+    pub bundle: PathBuf,
+    /// This node's name in the cluster (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The hop to apply (default: the next one this node needs).
+    #[arg(long, value_name = "VERSION")]
+    pub hop: Option<Version>,
+    #[arg(long, value_name = "FILE", default_value = "/etc/kubernetes/admin.conf")]
+    pub kubeconfig: PathBuf,
+    #[arg(long, value_name = "NODE")]
+    pub first: Option<String>,
+    /// etcd client endpoint for the pre-upgrade snapshot.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:2379")]
+    pub etcd_endpoint: String,
+    /// kubectl drain --grace-period, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub drain_grace_period: u64,
+    /// kubectl drain --timeout, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub drain_timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub ready_timeout: u64,
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Point kubeadm, kubelet and kubectl back at the binaries used before the last hop and
+/// restart kubelet (after a failed hop).
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().split('.').next().unwrap_or("").to_string())
+        .filter(|h| !h.is_empty())
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    match a.command {
+        Sub::Plan(p) => {
+            let b = crate::bundle::read_bundle_json(&p.bundle).map_err(anyhow::Error::msg)?;
+            let hops = apply::hops(&b)?;
+            let state = match p.current {
+                Some(v) => observe::from_current(v),
+                None => {
+                    let kubectl = p.kubectl.clone().unwrap_or_else(|| {
+                        let local = PathBuf::from("/usr/local/bin/kubectl");
+                        if local.exists() {
+                            local
+                        } else {
+                            PathBuf::from("kubectl")
+                        }
+                    });
+                    observe::from_kubectl(&kubectl, &p.kubeconfig, p.first.as_deref())?
+                }
+            };
+            match plan::plan(&state, &hops) {
+                Ok(pl) => {
+                    println!(
+                        "upgrade plan for bundle {} ({}):",
+                        b.name,
+                        hops.iter().map(|h| h.with_v()).collect::<Vec<_>>().join(" -> ")
+                    );
+                    print!("{pl}");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: this bundle cannot upgrade the cluster: {e}");
+                    Ok(super::EXIT_FAILURE)
+                }
+            }
+        }
+        Sub::Apply(x) => {
+            let node = x
+                .node
+                .or_else(hostname)
+                .ok_or_else(|| anyhow::anyhow!("pass --node NAME (no hostname found)"))?;
+            apply::run(&apply::Options {
+                bundle: x.bundle,
+                node,
+                hop: x.hop,
+                root: x.root,
+                kubeconfig: x.kubeconfig,
+                first: x.first,
+                etcd_endpoint: x.etcd_endpoint,
+                drain_grace_period: x.drain_grace_period,
+                drain_timeout: x.drain_timeout,
+                ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
+                dry_run: x.dry_run,
+            })?;
+            Ok(0)
+        }
+        Sub::Rollback(r) => {
+            for line in apply::rollback(&r.root, r.dry_run)? {
+                println!("rolled back {line}");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! etcd backup and restore on kubeadm control planes, with the etcd tools shipped in the
+//! bundle (`etcdctl`, and `etcdutl` from etcd 3.5 on).
+//!
+//! * [`tools`]: finding `etcdctl`/`etcdutl` (explicit path, `<root>/usr/local/bin`, `$PATH`)
+//!   and running them with a clean environment, a watchdog and errors that carry the command
+//!   line and its stderr.
+//! * [`snapshot`]: `snapshot save` (atomic, checked with `snapshot status`, sha256 recorded
+//!   beside it) and `snapshot restore` (never into a non-empty directory; staged in a hidden
+//!   sibling and renamed into place).
+//! * [`manifest`]: pointing a kubeadm `etcd.yaml` static pod at the restored data directory
+//!   by editing the YAML text line by line, with the API server stopped meanwhile and every
+//!   step undone if a later one fails.
+
+pub mod manifest;
+pub mod snapshot;
+pub mod tools;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in `kbundle etcd`. Each error names the paths and, for a
+/// failed `etcdctl`/`etcdutl`, the full command line and its stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{tool} not found: {searched}; pass {flag} PATH")]
+    ToolNotFound {
+        tool: &'static str,
+        flag: &'static str,
+        searched: String,
+    },
+    #[error("{flag} {path}: not an executable file")]
+    ToolNotExecutable { flag: &'static str, path: PathBuf },
+    #[error("cannot run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status}){}", fmt_stderr(stderr))]
+    ToolFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{command}` did not finish within {secs}s and was killed{}", fmt_stderr(stderr))]
+    ToolTimedOut { command: String, secs: u64, stderr: String },
+    #[error("`{command}` printed output kbundle cannot read ({reason}): {output:?}")]
+    BadToolOutput {
+        command: String,
+        reason: String,
+        output: String,
+    },
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} already exists; choose another file name or move the old snapshot away")]
+    SnapshotExists { path: PathBuf },
+    #[error("invalid --endpoints {endpoints:?}: {reason}")]
+    BadEndpoint { endpoints: String, reason: String },
+    #[error("{what}: {path} does not exist (pass {flag} PATH)")]
+    MissingTlsFile {
+        what: String,
+        flag: &'static str,
+        path: PathBuf,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path} is a snapshot to restore from, but it is not a regular file")]
+    NotASnapshot { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadChecksumFile { path: PathBuf, reason: String },
+    #[error(
+        "{file}: sha256 is {actual}, but {sums} says {expected}; the snapshot is damaged or not \
+         the one that was saved, refusing to restore it"
+    )]
+    ChecksumMismatch {
+        file: PathBuf,
+        sums: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "data directory {path} is not empty; restore never reuses a data directory: pass a new \
+         --data-dir (a missing or empty directory)"
+    )]
+    DataDirNotEmpty { path: PathBuf },
+    #[error("data directory {path} exists and is not a directory")]
+    DataDirNotADirectory { path: PathBuf },
+    #[error("`{command}` succeeded but {missing} is missing; not moving the staged data into place")]
+    RestoreIncomplete { command: String, missing: PathBuf },
+    #[error("{path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+    #[error("--update-manifest failed at step {step} ({what}): {cause}\nstate of the node now:\n{state}")]
+    UpdateManifest {
+        step: u8,
+        what: &'static str,
+        cause: String,
+        state: String,
+    },
+}
+
+fn fmt_stderr(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        "; it printed nothing on stderr".to_string()
+    } else {
+        format!("; its stderr:\n{s}")
+    }
+}
+
+impl EtcdError {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| EtcdError::Io { action, path, source }
+    }
+}
+
+/// How important a progress note is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// A step done or about to be done.
+    Step,
+    /// Something the operator should read even with `--quiet`.
+    Warn,
+}
+
+/// Receives progress notes; the CLI prints them, tests collect them.
+pub type Notes<'a> = &'a mut dyn FnMut(Level, &str);
+
+/// `root` joined with the absolute node path `node_path` (`/` + `/etc/x` → `/etc/x`,
+/// `/tmp/r` + `/etc/x` → `/tmp/r/etc/x`).
+pub fn under_root(root: &Path, node_path: &Path) -> PathBuf {
+    let rel = node_path.strip_prefix("/").unwrap_or(node_path);
+    root.join(rel)
+}
+
+/// Flushes a directory's entries to disk after a rename; best effort (some file systems
+/// refuse to fsync directories).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`a/snap.db` + `.part` → `a/snap.db.part`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_joining() {
+        assert_eq!(
+            under_root(Path::new("/"), Path::new("/etc/kubernetes")),
+            Path::new("/etc/kubernetes")
+        );
+        assert_eq!(
+            under_root(Path::new("/tmp/r"), Path::new("/etc/kubernetes")),
+            Path::new("/tmp/r/etc/kubernetes")
+        );
+        assert_eq!(
+            with_suffix(Path::new("a/snap.db"), ".part"),
+            Path::new("a/snap.db.part")
+        );
+        assert_eq!(parent_dir(Path::new("snap.db")), Path::new("."));
+    }
+
+    #[test]
+    fn tool_failure_names_command_and_stderr() {
+        let e = EtcdError::ToolFailed {
+            command: "ETCDCTL_API=3 etcdctl snapshot save x".into(),
+            status: "exit status 1".into(),
+            stderr: "Error: boom\n".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("`ETCDCTL_API=3 etcdctl snapshot save x` failed (exit status 1)"));
+        assert!(s.ends_with("its stderr:\nError: boom"), "{s}");
+    }
+}

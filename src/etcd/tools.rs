@@ -1,0 +1,372 @@
+//! Finding and running `etcdctl` / `etcdutl`.
+//!
+//! Lookup order for each tool: the explicit flag, then `<root>/usr/local/bin/<tool>` (where
+//! the node installer puts the bundle's copies), then `$PATH`. The tools run with every
+//! `ETCDCTL_*`/`ETCDUTL_*` variable removed from their environment (etcdctl 3.4 aborts when
+//! a variable and the matching flag are both set) and `ETCDCTL_API=3` set for etcdctl
+//! (3.4 still defaults to the v2 API, which has no `snapshot` command).
+
+use super::EtcdError;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which etcd tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Etcdctl,
+    Etcdutl,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Etcdctl => "etcdctl",
+            Kind::Etcdutl => "etcdutl",
+        }
+    }
+    pub fn flag(self) -> &'static str {
+        match self {
+            Kind::Etcdctl => "--etcdctl",
+            Kind::Etcdutl => "--etcdutl",
+        }
+    }
+}
+
+/// Where a tool was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundBy {
+    Flag,
+    Root,
+    Path,
+}
+
+/// A tool ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub kind: Kind,
+    pub path: PathBuf,
+    pub found_by: FoundBy,
+}
+
+impl Tool {
+    /// `etcdctl /usr/bin/etcdctl (from --etcdctl)`, for progress notes.
+    pub fn describe(&self) -> String {
+        let how = match self.found_by {
+            FoundBy::Flag => format!("from {}", self.kind.flag()),
+            FoundBy::Root => "bundled copy".to_string(),
+            FoundBy::Path => "from $PATH".to_string(),
+        };
+        format!("{} ({how})", self.path.display())
+    }
+
+    /// An invocation of this tool with `args`.
+    pub fn command<I, S>(&self, args: I) -> Invocation
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Invocation {
+            tool: self.clone(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Finds `kind` using the real `$PATH`; `Ok(None)` when it is nowhere.
+pub fn find(kind: Kind, explicit: Option<&Path>, root: &Path) -> Result<Option<Tool>, EtcdError> {
+    find_in(kind, explicit, root, std::env::var_os("PATH").as_deref())
+}
+
+/// [`find`] with the search path given (for tests).
+pub fn find_in(
+    kind: Kind,
+    explicit: Option<&Path>,
+    root: &Path,
+    path_var: Option<&OsStr>,
+) -> Result<Option<Tool>, EtcdError> {
+    if let Some(p) = explicit {
+        if !is_executable_file(p) {
+            return Err(EtcdError::ToolNotExecutable {
+                flag: kind.flag(),
+                path: p.to_path_buf(),
+            });
+        }
+        return Ok(Some(Tool {
+            kind,
+            path: p.to_path_buf(),
+            found_by: FoundBy::Flag,
+        }));
+    }
+    let bundled = super::under_root(root, Path::new("/usr/local/bin")).join(kind.name());
+    if is_executable_file(&bundled) {
+        return Ok(Some(Tool {
+            kind,
+            path: bundled,
+            found_by: FoundBy::Root,
+        }));
+    }
+    for dir in path_var.map(std::env::split_paths).into_iter().flatten() {
+        // Empty $PATH entries mean the current directory; never run a tool from there.
+        if !dir.is_absolute() {
+            continue;
+        }
+        let p = dir.join(kind.name());
+        if is_executable_file(&p) {
+            return Ok(Some(Tool {
+                kind,
+                path: p,
+                found_by: FoundBy::Path,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Like [`find`], but a missing tool is an error that says where it looked.
+pub fn require(kind: Kind, explicit: Option<&Path>, root: &Path) -> Result<Tool, EtcdError> {
+    find(kind, explicit, root)?.ok_or_else(|| not_found(kind, root))
+}
+
+pub(crate) fn not_found(kind: Kind, root: &Path) -> EtcdError {
+    let bundled = super::under_root(root, Path::new("/usr/local/bin")).join(kind.name());
+    EtcdError::ToolNotFound {
+        tool: kind.name(),
+        flag: kind.flag(),
+        searched: format!("not at {} and not on $PATH", bundled.display()),
+    }
+}
+
+/// One run of a tool: its arguments and how to show it in errors.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub tool: Tool,
+    pub args: Vec<OsString>,
+}
+
+/// What a successful run printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// At most this much of a tool's stderr goes into an error message (the end is kept).
+const MAX_STDERR: usize = 8 * 1024;
+
+impl Invocation {
+    /// The command line as a shell would take it, with the environment kbundle sets.
+    pub fn display(&self) -> String {
+        let mut parts = Vec::with_capacity(self.args.len() + 2);
+        if self.tool.kind == Kind::Etcdctl {
+            parts.push("ETCDCTL_API=3".to_string());
+        }
+        parts.push(shell_quote(self.tool.path.as_os_str()));
+        parts.extend(self.args.iter().map(|a| shell_quote(a)));
+        parts.join(" ")
+    }
+
+    /// Runs the tool to completion, killing it after `timeout`. A non-zero exit, a signal
+    /// or the timeout is an error naming the command line and its stderr.
+    pub fn run(&self, timeout: Option<Duration>) -> Result<Output, EtcdError> {
+        let mut cmd = Command::new(&self.tool.path);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("ETCDCTL_") || k.starts_with("ETCDUTL_") {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        if self.tool.kind == Kind::Etcdctl {
+            cmd.env("ETCDCTL_API", "3");
+        }
+        let mut child = cmd.spawn().map_err(|source| EtcdError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        let out = child.stdout.take().map(drain);
+        let err = child.stderr.take().map(drain);
+        let start = Instant::now();
+        let mut timed_out = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.and_then(|h| h.join().ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let stdout = collect(out);
+        let stderr = collect(err);
+        let status = status.map_err(|source| EtcdError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        if timed_out {
+            return Err(EtcdError::ToolTimedOut {
+                command: self.display(),
+                secs: timeout.map(|t| t.as_secs()).unwrap_or_default(),
+                stderr: tail(&stderr),
+            });
+        }
+        if !status.success() {
+            // etcdctl prints some errors on stdout; show both when stderr says nothing.
+            let text = if stderr.trim().is_empty() { &stdout } else { &stderr };
+            return Err(EtcdError::ToolFailed {
+                command: self.display(),
+                status: status.to_string(),
+                stderr: tail(text),
+            });
+        }
+        Ok(Output { stdout, stderr })
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn tail(s: &str) -> String {
+    let s = s.trim_end();
+    if s.len() <= MAX_STDERR {
+        return s.to_string();
+    }
+    let mut cut = s.len() - MAX_STDERR;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("[…]{}", &s[cut..])
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-+=:,./@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exe(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            path,
+            "#!/bin/sh\necho \"$ETCDCTL_API:$ETCDCTL_ENDPOINTS:$*\"\necho oops >&2\nexit ${EXIT:-0}\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn lookup_order_flag_then_root_then_path() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let pathdir = t.path().join("bin");
+        let flag = t.path().join("my-etcdctl");
+        exe(&root.join("usr/local/bin/etcdctl"));
+        exe(&pathdir.join("etcdctl"));
+        exe(&pathdir.join("etcdutl"));
+        exe(&flag);
+        let pv = std::env::join_paths(["relative", pathdir.to_str().unwrap()]).unwrap();
+        let f = |k, e: Option<&Path>| find_in(k, e, &root, Some(&pv)).unwrap().unwrap();
+
+        let t1 = f(Kind::Etcdctl, Some(&flag));
+        assert_eq!((t1.path, t1.found_by), (flag.clone(), FoundBy::Flag));
+        let t2 = f(Kind::Etcdctl, None);
+        assert_eq!(
+            (t2.path, t2.found_by),
+            (root.join("usr/local/bin/etcdctl"), FoundBy::Root)
+        );
+        let t3 = f(Kind::Etcdutl, None);
+        assert_eq!((t3.path, t3.found_by), (pathdir.join("etcdutl"), FoundBy::Path));
+        assert!(find_in(Kind::Etcdutl, None, &root, None).unwrap().is_none());
+
+        // An explicit path that is not executable is an error, not a fallback.
+        let plain = t.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let e = find_in(Kind::Etcdctl, Some(&plain), &root, Some(&pv)).unwrap_err();
+        assert!(e.to_string().contains("--etcdctl"), "{e}");
+        let e = not_found(Kind::Etcdutl, Path::new("/r")).to_string();
+        assert!(e.contains("/r/usr/local/bin/etcdutl") && e.contains("--etcdutl"), "{e}");
+    }
+
+    #[test]
+    fn runs_with_api3_and_scrubbed_env_and_reports_failures() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("etcdctl");
+        exe(&p);
+        let tool = Tool {
+            kind: Kind::Etcdctl,
+            path: p.clone(),
+            found_by: FoundBy::Flag,
+        };
+        let inv = tool.command(["snapshot", "save", "a b"]);
+        assert_eq!(
+            inv.display(),
+            format!("ETCDCTL_API=3 {} snapshot save 'a b'", p.display())
+        );
+        // ETCDCTL_API is set and any ETCDCTL_ENDPOINTS from the environment is removed.
+        let out = inv.run(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(out.stdout, "3::snapshot save a b\n");
+        assert_eq!(out.stderr, "oops\n");
+
+        let failing = Tool {
+            path: PathBuf::from("/bin/sh"),
+            ..tool.clone()
+        }
+        .command(["-c", "echo 'Error: no luck' >&2; exit 3"]);
+        let e = failing.run(None).unwrap_err().to_string();
+        assert!(e.contains("/bin/sh -c"), "{e}");
+        assert!(e.contains("exit status: 3"), "{e}");
+        assert!(e.contains("Error: no luck"), "{e}");
+
+        let slow = Tool {
+            path: PathBuf::from("/bin/sleep"),
+            ..tool
+        }
+        .command(["30"]);
+        let t0 = Instant::now();
+        let e = slow.run(Some(Duration::from_millis(300))).unwrap_err();
+        assert!(matches!(e, EtcdError::ToolTimedOut { .. }), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote(OsStr::new("--a=b/c:1")), "--a=b/c:1");
+        assert_eq!(shell_quote(OsStr::new("")), "''");
+        assert_eq!(shell_quote(OsStr::new("it's")), r"'it'\''s'");
+    }
+}

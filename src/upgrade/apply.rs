@@ -1,0 +1,374 @@
+//! `kbundle upgrade apply` on one node: check it is this node's turn, back up etcd (control
+//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node`, drain,
+//! switch kubelet and kubectl, restart kubelet, wait for Ready, uncordon. Binaries live one
+//! directory per version behind atomically switched links, so `upgrade rollback` can go
+//! back. Every step is journaled per hop, so a re-run resumes.
+
+use super::observe;
+use super::plan::{self, NodeAction};
+use crate::host::{Host, HostError};
+use crate::install::source::{self, VerifiedBundle};
+use crate::version::Version;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error("refusing to upgrade {node} to {hop} now: {source}")]
+    NotNow {
+        node: String,
+        hop: String,
+        #[source]
+        source: plan::PlanError,
+    },
+    #[error("step {step}: {message}")]
+    Step { step: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn step_err(step: &str, message: impl Into<String>) -> ApplyError {
+    ApplyError::Step {
+        step: step.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bundle: PathBuf,
+    pub node: String,
+    pub hop: Option<Version>,
+    pub root: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The control plane that runs `kubeadm upgrade apply` (default: first by name).
+    pub first: Option<String>,
+    pub etcd_endpoint: String,
+    pub drain_grace_period: u64,
+    pub drain_timeout: u64,
+    pub ready_timeout: Duration,
+    pub dry_run: bool,
+}
+
+/// The bundle's hops, in order.
+pub fn hops(b: &crate::bundle::meta::BundleJson) -> Result<Vec<Version>, ApplyError> {
+    b.hops
+        .iter()
+        .map(|h| {
+            h.kubernetes
+                .parse::<Version>()
+                .map_err(|e| ApplyError::Usage(format!("bundle.json hop: {e}")))
+        })
+        .collect()
+}
+
+struct Run<'a> {
+    host: Host,
+    bundle: VerifiedBundle,
+    opts: &'a Options,
+    hop: Version,
+    journal: PathBuf,
+}
+
+impl Run<'_> {
+    fn step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<(), ApplyError>) -> Result<(), ApplyError> {
+        let done = self.journal.join(format!("{name}.done"));
+        if done.exists() {
+            println!("  {name}: done earlier, skipped");
+            return Ok(());
+        }
+        println!("  {name} ...");
+        f(self)?;
+        if !self.host.dry_run() {
+            std::fs::create_dir_all(&self.journal).map_err(|source| HostError::Io {
+                action: "creating journal directory",
+                path: self.journal.clone(),
+                source,
+            })?;
+            crate::fsutil::write_atomic(&done, b"done\n").map_err(|source| HostError::Io {
+                action: "recording step in",
+                path: done.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn kubectl(&self) -> Command {
+        let mut c = Command::new(self.host.resolve("/usr/local/bin/kubectl"));
+        c.arg("--kubeconfig").arg(&self.opts.kubeconfig);
+        c
+    }
+
+    fn version_dir(&self) -> String {
+        format!("/opt/kbundle/versions/kubernetes-{}", self.hop.with_v())
+    }
+
+    /// Installs this hop's binary into its version directory and points the link at it,
+    /// remembering the previous target for rollback.
+    fn switch(&mut self, bin: &str) -> Result<(), ApplyError> {
+        let platform = crate::manifest::Arch::host().map(|a| a.platform());
+        let entry = self
+            .bundle
+            .bundle
+            .entries
+            .iter()
+            .find(|e| {
+                e.component.as_deref() == Some(bin)
+                    && e.version.as_deref() == Some(&self.hop.to_string())
+                    && e.platform == platform
+            })
+            .ok_or_else(|| {
+                step_err(
+                    bin,
+                    format!("the bundle has no {bin} {} for this machine", self.hop.with_v()),
+                )
+            })?
+            .path
+            .clone();
+        let link = format!("/usr/local/bin/{bin}");
+        if let Ok(prev) = std::fs::read_link(self.host.path(&link)) {
+            let target = prev.display().to_string();
+            if !target.contains(&self.hop.with_v()) {
+                self.host.write(
+                    &format!("/var/lib/kbundle/state/rollback/{bin}"),
+                    target.as_bytes(),
+                    0o644,
+                )?;
+            }
+        }
+        let dest = format!("{}/{bin}", self.version_dir());
+        self.host.install_file(&self.bundle.file(&entry), &dest, 0o755)?;
+        self.host.symlink(&dest, &link)?;
+        Ok(())
+    }
+}
+
+fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
+    if run.host.dry_run() {
+        run.host.say(&format!("wait until {node} is Ready"));
+        return Ok(());
+    }
+    let deadline = Instant::now() + run.opts.ready_timeout;
+    loop {
+        let out = run
+            .kubectl()
+            .args([
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .output();
+        if out
+            .as_ref()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True")
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(step_err(
+                "wait-ready",
+                format!("{node} not Ready after {:?}", run.opts.ready_timeout),
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Upgrades this node by one hop.
+pub fn run(opts: &Options) -> Result<(), ApplyError> {
+    let host = Host::new(&opts.root, opts.dry_run);
+    let store = host.path("/var/lib/kbundle/bundles");
+    let mut bundle = source::open(&opts.bundle, &store, opts.dry_run)?;
+    source::attach_base(&mut bundle, &store)?;
+    let hops = hops(&bundle.bundle)?;
+    let kubectl = host.resolve("/usr/local/bin/kubectl");
+    let state = observe::from_kubectl(&kubectl, &opts.kubeconfig, opts.first.as_deref())?;
+    // Which hop: the one asked for, else the first this node still needs.
+    let me = state.nodes.iter().find(|n| n.name == opts.node).ok_or_else(|| {
+        ApplyError::Usage(format!(
+            "node {:?} is not in the cluster (kubectl get nodes)",
+            opts.node
+        ))
+    })?;
+    let hop = match opts.hop {
+        Some(h) => h,
+        None => match hops
+            .iter()
+            .find(|h| me.kubelet < **h || me.apiserver.is_some_and(|a| a < **h))
+        {
+            Some(h) => *h,
+            None => {
+                println!(
+                    "{} already runs {}: nothing to do",
+                    opts.node,
+                    hops.last().map(|h| h.with_v()).unwrap_or_default()
+                );
+                return Ok(());
+            }
+        },
+    };
+    let action = plan::check_node_turn(&state, &hops, &opts.node, hop).map_err(|source| ApplyError::NotNow {
+        node: opts.node.clone(),
+        hop: hop.with_v(),
+        source,
+    })?;
+    if action == NodeAction::AlreadyDone {
+        println!(
+            "{} is already at {} for this hop: nothing to do",
+            opts.node,
+            hop.with_v()
+        );
+        return Ok(());
+    }
+    println!("upgrading {} to {} ({action:?})", opts.node, hop.with_v());
+    let journal = host.path(&format!(
+        "/var/lib/kbundle/state/upgrade-{}-{}",
+        hop.with_v(),
+        &bundle.id.hex()[..12]
+    ));
+    let mut run = Run {
+        host,
+        bundle,
+        opts,
+        hop,
+        journal,
+    };
+    let control_plane = matches!(action, NodeAction::FirstControlPlane | NodeAction::OtherControlPlane);
+    if control_plane {
+        run.step("etcd-snapshot", etcd_snapshot)?;
+    }
+    run.step("images", |r| {
+        let expected: Vec<String> = r
+            .bundle
+            .bundle
+            .hops
+            .iter()
+            .find(|h| h.kubernetes == r.hop.with_v())
+            .map(|h| h.images.clone())
+            .unwrap_or_default();
+        let containerd = r.host.path("/usr/local/bin/containerd");
+        let major = crate::install::runtime::containerd_version(&r.host, &containerd)
+            .map(|v| v.0)
+            .map_err(|e| step_err("images", e.to_string()))?;
+        crate::install::runtime::import_images(
+            &r.host,
+            &containerd,
+            &r.host.path("/usr/local/bin/ctr"),
+            major,
+            &r.bundle.files_under("images"),
+            &expected,
+        )
+        .map_err(|e| step_err("images", e.to_string()))?;
+        Ok(())
+    })?;
+    run.step("kubeadm", |r| r.switch("kubeadm"))?;
+    run.step("kubeadm-upgrade", |r| {
+        let mut k = Command::new(r.host.resolve("/usr/local/bin/kubeadm"));
+        if action == NodeAction::FirstControlPlane {
+            k.args(["upgrade", "apply", &r.hop.with_v(), "-y"]);
+        } else {
+            k.args(["upgrade", "node"]);
+        }
+        r.host.run(&mut k)?;
+        Ok(())
+    })?;
+    let node = opts.node.clone();
+    if control_plane && !run.host.dry_run() && !run.journal.join("kubelet.done").exists() {
+        // A control plane's kubelet moves only once every control plane runs the hop.
+        let now = observe::from_kubectl(&kubectl, &opts.kubeconfig, opts.first.as_deref())?;
+        if let Err(e @ plan::PlanError::NotYourTurn { .. }) = plan::check_node_turn(&now, &hops, &node, hop) {
+            println!(
+                "control plane of {node} is at {}; its kubelet waits: {e}
+Run `kbundle upgrade apply` on {node} again once every control plane has been upgraded.",
+                hop.with_v()
+            );
+            return Ok(());
+        }
+    }
+    run.step("drain", |r| {
+        let mut k = r.kubectl();
+        k.args(["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data"])
+            .arg(format!("--grace-period={}", r.opts.drain_grace_period))
+            .arg(format!("--timeout={}s", r.opts.drain_timeout));
+        r.host.run(&mut k)?;
+        Ok(())
+    })?;
+    run.step("kubelet", |r| {
+        r.switch("kubelet")?;
+        r.switch("kubectl")?;
+        r.host.run(Command::new("systemctl").arg("daemon-reload"))?;
+        r.host.run(Command::new("systemctl").args(["restart", "kubelet"]))?;
+        Ok(())
+    })?;
+    run.step("wait-ready", |r| node_ready(r, &node))?;
+    run.step("uncordon", |r| {
+        r.host.run(r.kubectl().args(["uncordon", &node]))?;
+        Ok(())
+    })?;
+    println!("{node} upgraded to {}", hop.with_v());
+    Ok(())
+}
+
+fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
+    let dir = "/var/lib/kbundle/backups";
+    r.host.mkdir(dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let file = r.host.path(&format!("{dir}/etcd-before-{}-{stamp}.db", r.hop.with_v()));
+    if r.host.dry_run() {
+        r.host.say(&format!("etcd snapshot save {}", file.display()));
+        return Ok(());
+    }
+    let opts = crate::etcd::snapshot::SaveOptions {
+        file: file.clone(),
+        endpoint: r.opts.etcd_endpoint.clone(),
+        tls: Default::default(),
+        pki_dir: r.host.path("/etc/kubernetes/pki/etcd"),
+        etcdctl: None,
+        etcdutl: None,
+        root: r.host.root().to_path_buf(),
+        timeout: Duration::from_secs(300),
+    };
+    let mut notes = |_level: crate::etcd::Level, msg: &str| println!("    {msg}");
+    let report =
+        crate::etcd::snapshot::save(&opts, &mut notes).map_err(|e| step_err("etcd-snapshot", e.to_string()))?;
+    println!("    etcd snapshot {} (sha256 {})", report.file.display(), report.sha256);
+    Ok(())
+}
+
+/// `kbundle upgrade rollback`: points kubeadm, kubelet and kubectl back at the binaries
+/// they used before the last hop, and restarts kubelet.
+pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
+    let host = Host::new(root, dry_run);
+    let mut done = Vec::new();
+    for bin in ["kubeadm", "kubelet", "kubectl"] {
+        if let Some(prev) = host.read(&format!("/var/lib/kbundle/state/rollback/{bin}")) {
+            let prev = prev.trim().to_string();
+            if !host.path(&prev).exists() {
+                return Err(step_err("rollback", format!("{bin}: previous binary {prev} is gone")));
+            }
+            host.symlink(&prev, &format!("/usr/local/bin/{bin}"))?;
+            done.push(format!("{bin} -> {prev}"));
+        }
+    }
+    if done.is_empty() {
+        return Err(ApplyError::Usage(
+            "nothing to roll back: no earlier binaries recorded".into(),
+        ));
+    }
+    host.run(Command::new("systemctl").arg("daemon-reload"))?;
+    host.run(Command::new("systemctl").args(["restart", "kubelet"]))?;
+    Ok(done)
+}
