@@ -400,3 +400,32 @@ fn basic_auth_from_registry_auth_file() {
     );
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn registry_5xx_is_retried_then_named() {
+    let env = env_with("extra = []", &["amd64"], None);
+    // A "registry" that answers 500 to everything: the loopback file mirror with faults.
+    let bad = support::mirror::Mirror::start(env.path("empty"));
+    for (r, _) in &env.up.images {
+        if let Some(rest) = r.strip_prefix("registry.k8s.io/") {
+            let (repo, tag) = rest.rsplit_once(':').unwrap();
+            bad.set_fault(
+                &format!("/v2/broken/registry.k8s.io/{repo}/manifests/{tag}"),
+                support::mirror::Fault::Fail500Always,
+            );
+        }
+    }
+    let mut a = env.build_args("out", &[]);
+    a.push("--mirror".into());
+    a.push(format!("registry.k8s.io={}/broken/registry.k8s.io", bad.url()));
+    // Every registry.k8s.io manifest answers 500; the lock does not exist yet, so it asks.
+    let o = env.kbundle(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("registry.k8s.io/") && err.contains("500") && err.contains("5 attempt"),
+        "{err}"
+    );
+    let tries = bad.requests().iter().filter(|r| r.path.contains("/manifests/")).count();
+    assert!(tries >= 5, "not retried: {:?}", bad.requests());
+}

@@ -55,8 +55,14 @@ pub struct Mirrors {
 
 impl Mirrors {
     /// Command-line rules take precedence over manifest rules with the same `FROM`.
+    /// A repeated `FROM` on the command line: the last one wins.
     pub fn new(cli: &[MirrorRule], manifest: &[MirrorRule]) -> Self {
-        let mut rules: Vec<MirrorRule> = cli.to_vec();
+        let mut rules: Vec<MirrorRule> = Vec::new();
+        for r in cli.iter().rev() {
+            if !rules.iter().any(|c| c.from == r.from) {
+                rules.push(r.clone());
+            }
+        }
         for r in manifest {
             if !rules.iter().any(|c| c.from == r.from) {
                 rules.push(r.clone());
