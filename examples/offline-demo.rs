@@ -270,7 +270,7 @@ fn run() -> Result<(), String> {
         println!("  {}  {}", &i.digest.hex()[..12], i.reference);
     }
     println!(
-        "build      {:.2}s ({} file downloads from the mirror, images from the registry, lockfile in a temp dir)",
+        "build      {:.2}s ({} GETs from the file mirror, images from the registry, lockfile in a temp dir)",
         build_time.as_secs_f64(),
         gets
     );

@@ -19,7 +19,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(data)?;
+    // Temp files are created 0600; outputs are meant to be shared (web servers, other users).
+    set_readable(tmp.path())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Mode 0644: what a user expects of a build output or lockfile.
+pub fn set_readable(p: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))?;
+    }
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! `kbundle verify`, `kbundle unpack` and `kbundle inspect` against small real bundles:
 //! every single-byte flip is caught and named (unpacked directory, `.tar.zst` with and
-//! without its sidecar, uncompressed `.tar`), hostile archives are refused without writing
-//! anything outside the destination, and missing/extra/changed/edited entries give precise
-//! messages.
+//! without its sidecar, `.tar.gz` and uncompressed `.tar` without), hostile archives are
+//! refused without writing anything outside the destination, missing/extra/changed/edited
+//! entries give precise messages, unpack and inspect show and keep what they should.
+//!
+//! Each test builds its own small bundle through the CLI (tiny upstream files from the
+//! loopback mirror, stand-in images from the loopback registry, a small installer).
 
 mod support;
 
@@ -631,23 +634,33 @@ fn flips_in_file_contents_of_an_uncompressed_archive_are_caught_and_named() {
     assert_eq!(&orig[257..262], b"ustar", "a tar archive");
     let dir = fx.unpacked("unpacked");
 
-    // Where each file's content and each header lies in the archive.
+    // Where each file's content lies in the archive (with long names resolved), and every
+    // header block and GNU long-name record (raw entries).
     let mut contents: Vec<(String, usize, usize)> = Vec::new();
     let mut headers: Vec<usize> = Vec::new();
+    let mut long_names: Vec<(usize, usize)> = Vec::new();
     {
         let mut ar = tar::Archive::new(std::io::Cursor::new(&orig));
         for e in ar.entries_with_seek().unwrap() {
             let e = e.unwrap();
-            let start = e.raw_file_position() as usize;
-            headers.push(start - 512);
             if e.header().entry_type().is_file() {
                 let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
                 let rel = name.strip_prefix(&format!("{NAME}/")).unwrap().to_string();
-                contents.push((rel, start, e.size() as usize));
+                contents.push((rel, e.raw_file_position() as usize, e.size() as usize));
+            }
+        }
+        let mut ar = tar::Archive::new(std::io::Cursor::new(&orig));
+        for e in ar.entries_with_seek().unwrap().raw(true) {
+            let e = e.unwrap();
+            let start = e.raw_file_position() as usize;
+            headers.push(start - 512);
+            if e.header().entry_type().is_gnu_longname() {
+                long_names.push((start, e.size() as usize));
             }
         }
     }
     assert_eq!(contents.len(), files_of(&dir).len());
+    assert!(!long_names.is_empty(), "the bundle has paths over 100 bytes");
 
     let file = InPlace::open(&fx.archive);
     let mut failures = Vec::new();
@@ -687,31 +700,64 @@ fn flips_in_file_contents_of_an_uncompressed_archive_are_caught_and_named() {
             file.restore(pos);
         }
     }
-    // The rest (padding after contents, the end-of-archive blocks) holds no data: listed,
-    // not required.
-    let mut covered = vec![false; orig.len()];
+    // Every byte of every GNU long-name record (a path over 100 bytes).
+    for (start, size) in &long_names {
+        for pos in *start..start + size {
+            file.flip(pos, 0x01);
+            n_flips += 1;
+            if problems(&fx.archive).is_empty() {
+                failures.push(format!("long name at {start}: byte {pos} ^0x01 not caught"));
+            }
+            file.restore(pos);
+        }
+    }
+    // The end-of-archive blocks (and anything after them) must stay zeros: flips there are
+    // caught. The zero padding between an entry's content and the next header holds no data:
+    // flips there are counted, not required.
+    let end = headers
+        .iter()
+        .map(|h| h + 512)
+        .chain(
+            contents
+                .iter()
+                .map(|(_, start, size)| (start + size).div_ceil(512) * 512),
+        )
+        .max()
+        .unwrap();
+    assert!(orig.len() >= end + 1024 && orig[end..].iter().all(|b| *b == 0));
+    for pos in spread(orig.len() - end, 512).into_iter().map(|p| end + p) {
+        file.flip(pos, 0x01);
+        n_flips += 1;
+        if problems(&fx.archive).is_empty() {
+            failures.push(format!("end-of-archive block: byte {pos} ^0x01 not caught"));
+        }
+        file.restore(pos);
+    }
+    let mut covered = vec![false; end];
     for h in &headers {
         covered[*h..h + 512].iter_mut().for_each(|c| *c = true);
     }
     for (_, start, size) in &contents {
         covered[*start..start + size].iter_mut().for_each(|c| *c = true);
     }
-    let mut uncaught = Vec::new();
-    let all_rest: Vec<usize> = (0..orig.len()).filter(|&i| !covered[i]).collect();
-    let rest: Vec<usize> = spread(all_rest.len(), 2000).into_iter().map(|i| all_rest[i]).collect();
-    for &pos in &rest {
+    for (start, size) in &long_names {
+        covered[*start..start + size].iter_mut().for_each(|c| *c = true);
+    }
+    let padding: Vec<usize> = (0..end).filter(|&i| !covered[i]).collect();
+    let sample: Vec<usize> = spread(padding.len(), 1000).into_iter().map(|i| padding[i]).collect();
+    let mut uncaught = 0;
+    for &pos in &sample {
         file.flip(pos, 0x01);
         if problems(&fx.archive).is_empty() {
-            uncaught.push(pos);
+            uncaught += 1;
         }
         file.restore(pos);
     }
     eprintln!(
-        "tar of {} bytes: {} bytes of padding/end blocks, {} flipped, not caught at: {}",
+        "tar of {} bytes, end-of-archive marker at {end}: {} bytes of padding between entries, {} flipped, {uncaught} not caught",
         orig.len(),
-        all_rest.len(),
-        rest.len(),
-        ranges(&uncaught)
+        padding.len(),
+        sample.len(),
     );
     assert_eq!(std::fs::read(&fx.archive).unwrap(), orig, "not restored");
     assert_verifies(&fx.archive);
@@ -1006,7 +1052,7 @@ fn unsafe_files_in_an_unpacked_directory_are_reported() {
 /// Applies `edit` to a copy of the bundle directory, then runs `kbundle verify` on that
 /// directory and on an archive packed from it (no sidecar), expecting exit 1 and every
 /// line of `want` (each prefixed with the path given to verify) on stderr, and exactly
-/// `problems` problems.
+/// `n_problems` problems.
 fn check_edit(fx: &Fixture, label: &str, edit: impl Fn(&Path), want: &[String], n_problems: usize) {
     let good = fx.unpacked(&format!("{label}-src"));
     let dir = fx.path(&format!("{label}/{NAME}"));
@@ -1258,6 +1304,29 @@ fn unpacked_bundle_passes_sha256sum_check() {
     let repacked = fx.path("repacked.tar.zst");
     pack_dir(&dir, &repacked, true);
     assert_verifies(&repacked);
+}
+
+/// The archive, its sidecar and the lockfile are files to hand around (copy across the air
+/// gap, serve over HTTP, verify as another user): they get the usual `0666 & !umask` mode,
+/// like files `tar`, `zstd -o` or `sha256sum > f` create, not a temp file's 0600.
+#[test]
+fn archive_sidecar_and_lockfile_are_readable_by_others() {
+    let fx = Fixture::new("zstd");
+    let umask = Command::new("sh").args(["-c", "umask"]).output().unwrap();
+    let umask = u32::from_str_radix(String::from_utf8_lossy(&umask.stdout).trim(), 8).unwrap();
+    let want = 0o666 & !umask;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let sidecar = PathBuf::from(format!("{}.sha256", fx.archive.display()));
+    let lock = fx.path(&format!("m/{NAME}.lock"));
+    let got: Vec<String> = [&fx.archive, &sidecar, &lock]
+        .iter()
+        .map(|p| format!("{:o} {}", mode(p), p.display()))
+        .collect();
+    assert!(
+        got.iter().all(|g| g.starts_with(&format!("{want:o} "))),
+        "umask {umask:03o}: want mode {want:o} for each of:\n{}",
+        got.join("\n")
+    );
 }
 
 #[test]

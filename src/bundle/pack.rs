@@ -249,6 +249,7 @@ pub fn write_archive(
     let (mut buf, digest, size) = sink.finish();
     buf.flush().map_err(wr)?;
     let file = buf.into_inner().map_err(|e| wr(e.into_error()))?;
+    crate::fsutil::set_readable(tmp.path()).map_err(wr)?;
     file.sync_all().map_err(wr)?;
     drop(file);
     tmp.persist(&final_path).map_err(|e| wr(e.error))?;
