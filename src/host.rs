@@ -3,7 +3,6 @@
 //! prints what would happen instead.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -137,25 +136,7 @@ impl Host {
             self.say(&format!("write {abs} ({} bytes, mode {mode:o})", data.len()));
             return Ok(true);
         }
-        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|source| HostError::Io {
-            action: "creating directory",
-            path: parent.clone(),
-            source,
-        })?;
-        let io = |action, source| HostError::Io {
-            action,
-            path: p.clone(),
-            source,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".kbundle-")
-            .tempfile_in(&parent)
-            .map_err(|e| io("creating a temp file for", e))?;
-        tmp.write_all(data).map_err(|e| io("writing", e))?;
-        set_mode(tmp.path(), mode).map_err(|e| io("setting the mode of", e))?;
-        tmp.as_file().sync_all().map_err(|e| io("syncing", e))?;
-        tmp.persist(&p).map_err(|e| io("renaming into place", e.error))?;
+        self.install_reader(&mut &data[..], abs, mode)?;
         Ok(true)
     }
 

@@ -206,6 +206,18 @@ impl Puller {
         }
     }
 
+    /// Says why a retry happens, then waits the backoff delay.
+    async fn backoff(&self, r: &ImageRef, what: &str, why: &str, attempt: u32) {
+        let delay = self.retry.delay(attempt);
+        self.progress.warn(&format!(
+            "image {r}: {what}: {why}; retrying in {:.1}s (attempt {}/{})",
+            delay.as_secs_f32(),
+            attempt + 1,
+            self.retry.attempts
+        ));
+        tokio::time::sleep(delay).await;
+    }
+
     /// Runs `op` with retries and backoff.
     async fn with_retry<T, F, Fut>(&self, r: &ImageRef, what: &str, mut op: F) -> Result<T, ImageError>
     where
@@ -228,14 +240,7 @@ impl Puller {
                             attempts: attempt,
                         });
                     }
-                    let delay = self.retry.delay(attempt);
-                    self.progress.warn(&format!(
-                        "image {r}: {what}: {why}; retrying in {:.1}s (attempt {}/{})",
-                        delay.as_secs_f32(),
-                        attempt + 1,
-                        self.retry.attempts
-                    ));
-                    tokio::time::sleep(delay).await;
+                    self.backoff(r, what.as_ref(), &why, attempt).await;
                 }
             }
         }
@@ -546,14 +551,7 @@ impl Puller {
                             attempts: attempt,
                         });
                     }
-                    let delay = self.retry.delay(attempt);
-                    self.progress.warn(&format!(
-                        "image {r}: {what}: {why}; retrying in {:.1}s (attempt {}/{})",
-                        delay.as_secs_f32(),
-                        attempt + 1,
-                        self.retry.attempts
-                    ));
-                    tokio::time::sleep(delay).await;
+                    self.backoff(r, what.as_ref(), &why, attempt).await;
                 }
             }
         }
