@@ -83,6 +83,17 @@ fn zstd_workers() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) as u32
 }
 
+/// zstd level 3 with a content checksum, multi-threaded with 2 MiB jobs: the output is the
+/// same for any worker count, and memory stays around 25 MiB (the default 8 MiB jobs take
+/// about 70 MiB on two workers) for 0.2 % more bytes.
+pub fn zstd_encoder<W: Write>(w: W, workers: u32) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(w, 3)?;
+    enc.include_checksum(true)?;
+    enc.multithread(workers)?;
+    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+    Ok(enc)
+}
+
 /// A reader that hashes what passes through it.
 struct HashReader<R> {
     inner: R,
@@ -229,9 +240,7 @@ pub fn write_archive(
     let sink = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
     let sink = match compression {
         Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(sink, 3).map_err(wr)?;
-            enc.include_checksum(true).map_err(wr)?;
-            enc.multithread(zstd_workers()).map_err(wr)?;
+            let enc = zstd_encoder(sink, zstd_workers()).map_err(wr)?;
             let enc = write_tar(enc, top, entries, mtime, on_progress)?;
             enc.finish().map_err(wr)?
         }
@@ -321,9 +330,7 @@ mod tests {
         )
         .unwrap();
         let compress = |workers: u32| {
-            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-            e.include_checksum(true).unwrap();
-            e.multithread(workers).unwrap();
+            let mut e = zstd_encoder(Vec::new(), workers).unwrap();
             e.write_all(&tar).unwrap();
             e.finish().unwrap()
         };
