@@ -281,6 +281,17 @@ fn link_leaves(at: &str, target: &str) -> bool {
     false
 }
 
+/// The top directory named by the first entry, if it is a plain name.
+fn first_top(archive: &Path) -> Result<Option<String>, ArchiveError> {
+    let mut ar = tar::Archive::new(open_stream(archive)?);
+    let first = ar.entries().ok().and_then(|mut e| e.next()).and_then(|e| e.ok());
+    Ok(first.and_then(|e| {
+        let p = String::from_utf8(e.path_bytes().into_owned()).ok()?;
+        let top = p.trim_start_matches("./").split('/').next()?.to_string();
+        crate::manifest::valid_name(&top).then_some(top)
+    }))
+}
+
 /// Unpacks a bundle archive into `dest/<top>` (via a temp directory inside `dest`, renamed
 /// when complete) and returns that directory. Refuses anything [`walk`] refuses; a failure
 /// leaves nothing behind.
@@ -290,6 +301,19 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
         path: path.to_path_buf(),
         source,
     };
+    // Refuse an existing destination before extracting gigabytes (checked again at the end).
+    if let Some(top) = first_top(archive)? {
+        let d = dest.join(&top);
+        if d.exists() {
+            return Err(wr(
+                &d,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "destination already exists; remove it or pick another directory",
+                ),
+            ));
+        }
+    }
     std::fs::create_dir_all(dest).map_err(|e| wr(dest, e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")

@@ -107,7 +107,8 @@ pub fn run(host: &Host, role: Role, platforms: &[String], skip: &[String]) -> Ou
     if host.is_live() {
         let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
         if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
-            o.warnings.push("swap is on: prepare turns it off (swapoff -a) and takes it out of /etc/fstab".into());
+            o.warnings
+                .push("swap is on: prepare turns it off (swapoff -a) and takes it out of /etc/fstab".into());
         }
     }
     if !skipped("commands") {
