@@ -220,6 +220,7 @@ fn run() -> Result<(), String> {
         installer: Some(installer.clone()),
         upgrade_from: None,
         base: None,
+        skip_images: false,
     };
 
     let t = Instant::now();

@@ -71,6 +71,8 @@ pub struct BuildOptions {
     pub upgrade_from: Option<Version>,
     /// Build a delta bundle that leaves out everything this earlier bundle holds.
     pub base: Option<PathBuf>,
+    /// Files only: no container images (for sites that serve images from their own registry).
+    pub skip_images: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +190,10 @@ pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Resu
 pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let m = Manifest::load(manifest)?;
     // Validate everything that needs no network before touching it.
-    let sc = scope(&m, o.upgrade_from)?;
+    let mut sc = scope(&m, o.upgrade_from)?;
+    if o.skip_images {
+        sc.images.clear();
+    }
     let (files, images) = (sc.files.clone(), sc.images.clone());
     resolve::pins_by_path(&m, &files)?;
     let installer = match &o.installer {

@@ -557,3 +557,31 @@ fn manifest_pin_wins_and_a_wrong_pin_fails() {
         text(&o)
     );
 }
+
+#[test]
+fn files_only_bundle_needs_no_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = manifest_copy(tmp.path(), "kubernetes-v1.34.3.toml");
+    let mirror = support::mirror::Mirror::start(upstream::shared_tree(&UpstreamSpec::v1_34_3().tiny()));
+    let inst = small_installer(tmp.path());
+    let mut a: Vec<String> = vec![
+        "build".into(),
+        manifest.display().to_string(),
+        "--out".into(),
+        tmp.path().join("out").display().to_string(),
+        "--cache".into(),
+        tmp.path().join("cache").display().to_string(),
+        "--installer".into(),
+        inst.display().to_string(),
+        "--skip-images".into(),
+    ];
+    a.extend(upstream::mirror_args(&mirror.url()));
+    let o = kbundle(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let archive = tmp.path().join("out/kubernetes-v1.34.3.tar.zst");
+    let v = kbundle(&["verify", archive.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    let i = kbundle(&["inspect", "--json", archive.to_str().unwrap()]);
+    let bj: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(bj["images"].as_array().map(|v| v.len()), Some(0));
+}

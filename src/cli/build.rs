@@ -37,6 +37,11 @@ pub struct Args {
     /// (archive or directory), which the nodes keep from their earlier install.
     #[arg(long, value_name = "OLD_BUNDLE")]
     pub base: Option<PathBuf>,
+    /// Files only, no container images: for sites whose nodes pull images from their own
+    /// registry. Nodes installed from such a bundle need that registry (see registry-mirror
+    /// in the cluster config).
+    #[arg(long)]
+    pub skip_images: bool,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
@@ -48,6 +53,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         installer: a.installer,
         upgrade_from: a.upgrade_from,
         base: a.base,
+        skip_images: a.skip_images,
     };
     let b = crate::builder::build(&a.manifest, &opts)?;
     if b.lock_written && !quiet {
