@@ -14,6 +14,7 @@
 pub mod manifest;
 pub mod snapshot;
 pub mod tools;
+pub mod yaml;
 
 use std::io;
 use std::path::{Path, PathBuf};

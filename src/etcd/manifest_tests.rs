@@ -1,0 +1,371 @@
+use super::*;
+
+/// What `kubeadm init` writes (v1.34, trimmed of nothing).
+pub(crate) const KUBEADM_ETCD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+kubeadm.kubernetes.io/etcd.advertise-client-urls: https://10.0.0.11:2379
+  creationTimestamp: null
+  labels:
+component: etcd
+tier: control-plane
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+- etcd
+- --advertise-client-urls=https://10.0.0.11:2379
+- --cert-file=/etc/kubernetes/pki/etcd/server.crt
+- --client-cert-auth=true
+- --data-dir=/var/lib/etcd
+- --feature-gates=InitialCorruptCheck=true
+- --initial-advertise-peer-urls=https://10.0.0.11:2380
+- --initial-cluster=cp1=https://10.0.0.11:2380
+- --key-file=/etc/kubernetes/pki/etcd/server.key
+- --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.11:2379
+- --listen-metrics-urls=http://127.0.0.1:2381
+- --listen-peer-urls=https://10.0.0.11:2380
+- --name=cp1
+- --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
+- --peer-client-cert-auth=true
+- --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
+- --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+- --snapshot-count=10000
+- --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+image: registry.k8s.io/etcd:3.6.5-0
+imagePullPolicy: IfNotPresent
+livenessProbe:
+  failureThreshold: 8
+  httpGet:
+    host: 127.0.0.1
+    path: /livez
+    port: probe-port
+    scheme: HTTP
+  initialDelaySeconds: 10
+  periodSeconds: 10
+  timeoutSeconds: 15
+name: etcd
+ports:
+- containerPort: 2381
+  name: probe-port
+  protocol: TCP
+resources:
+  requests:
+    cpu: 100m
+    memory: 100Mi
+volumeMounts:
+- mountPath: /var/lib/etcd
+  name: etcd-data
+- mountPath: /etc/kubernetes/pki/etcd
+  name: etcd-certs
+  hostNetwork: true
+  priority: 2000001000
+  priorityClassName: system-node-critical
+  securityContext:
+seccompProfile:
+  type: RuntimeDefault
+  volumes:
+  - hostPath:
+  path: /etc/kubernetes/pki/etcd
+  type: DirectoryOrCreate
+name: etcd-certs
+  - hostPath:
+  path: /var/lib/etcd
+  type: DirectoryOrCreate
+name: etcd-data
+status: {}
+"#;
+
+fn diff(a: &str, b: &str) -> Vec<(usize, String, String)> {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.split_inclusive('\n').collect(), b.split_inclusive('\n').collect());
+    assert_eq!(la.len(), lb.len(), "line count changed");
+    la.iter()
+        .zip(&lb)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| (i + 1, x.to_string(), y.to_string()))
+        .collect()
+}
+
+#[test]
+fn rewrites_kubeadm_manifest_in_three_places_only() {
+    let r = rewrite_data_dir(KUBEADM_ETCD, "/var/lib/etcd-restored").unwrap();
+    assert_eq!(r.old_data_dir, "/var/lib/etcd");
+    assert_eq!(r.volume, "etcd-data");
+    let d = diff(KUBEADM_ETCD, &r.text);
+    assert_eq!(
+        d,
+        vec![
+            (
+                19,
+                "    - --data-dir=/var/lib/etcd\n".into(),
+                "    - --data-dir=/var/lib/etcd-restored\n".into()
+            ),
+            (
+                56,
+                "    - mountPath: /var/lib/etcd\n".into(),
+                "    - mountPath: /var/lib/etcd-restored\n".into()
+            ),
+            (
+                72,
+                "      path: /var/lib/etcd\n".into(),
+                "      path: /var/lib/etcd-restored\n".into()
+            ),
+        ]
+    );
+    assert_eq!(r.changed.len(), 3);
+    assert_eq!(r.changed[0].line, 19);
+    // The certs volume and its mount, a prefix of the same path, are untouched.
+    assert!(r.text.contains("      path: /etc/kubernetes/pki/etcd\n"));
+    // Rewriting again from the new text goes back byte for byte.
+    let back = rewrite_data_dir(&r.text, "/var/lib/etcd").unwrap();
+    assert_eq!(back.text, KUBEADM_ETCD);
+}
+
+#[test]
+fn reads_command_flags() {
+    let flags = command_flags(KUBEADM_ETCD).unwrap();
+    let get = |k: &str| flags.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("--name"), Some("cp1"));
+    assert_eq!(get("--initial-cluster"), Some("cp1=https://10.0.0.11:2380"));
+    assert_eq!(get("--initial-advertise-peer-urls"), Some("https://10.0.0.11:2380"));
+    assert_eq!(get("--data-dir"), Some("/var/lib/etcd"));
+}
+
+#[test]
+fn keeps_quotes_comments_crlf_and_other_indentation() {
+    let text = [
+        "# managed by kubeadm",
+        "spec:",
+        "  containers:",
+        "    - name: etcd",
+        "      command:",
+        "        - etcd",
+        "        - \"--data-dir=/var/lib/etcd/\"   # trailing slash",
+        "      volumeMounts:",
+        "        - name: etcd-data",
+        "          mountPath: '/var/lib/etcd'",
+        "      env:",
+        "        - name: X",
+        "          value: |",
+        "            path: /var/lib/etcd",
+        "            - --data-dir=/nope",
+        "  volumes:",
+        "    - name: etcd-data",
+        "      hostPath:",
+        "        type: DirectoryOrCreate",
+        "        path: /var/lib/etcd # host",
+        "",
+    ]
+    .join("\r\n");
+    let text = text.as_str();
+    let r = rewrite_data_dir(text, "/data/etcd-2").unwrap();
+    assert_eq!(r.old_data_dir, "/var/lib/etcd");
+    let d = diff(text, &r.text);
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d[0].2, "        - \"--data-dir=/data/etcd-2\"   # trailing slash\r\n");
+    assert_eq!(d[1].2, "          mountPath: '/data/etcd-2'\r\n");
+    assert_eq!(d[2].2, "        path: /data/etcd-2 # host\r\n");
+}
+
+fn without_line(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains(needle))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn refuses_what_it_cannot_edit_safely() {
+    let err = |t: &str, d: &str| rewrite_data_dir(t, d).unwrap_err();
+    let e = err(&without_line(KUBEADM_ETCD, "--data-dir"), "/var/lib/x");
+    assert!(e.contains("no `- --data-dir=PATH`"), "{e}");
+    let twice = KUBEADM_ETCD.replace(
+        "    - --name=cp1\n",
+        "    - --name=cp1\n    - --data-dir=/var/lib/etcd\n",
+    );
+    assert!(err(&twice, "/var/lib/x").contains("2 times"));
+    let wal = KUBEADM_ETCD.replace(
+        "    - --name=cp1\n",
+        "    - --name=cp1\n    - --wal-dir=/var/lib/etcd-wal\n",
+    );
+    assert!(err(&wal, "/var/lib/x").contains("--wal-dir"));
+    let no_mount = KUBEADM_ETCD.replace("- mountPath: /var/lib/etcd\n", "- mountPath: /data\n");
+    assert!(err(&no_mount, "/var/lib/x").contains("no volumeMount"));
+    let other_host = KUBEADM_ETCD.replace("      path: /var/lib/etcd\n", "      path: /srv/etcd\n");
+    assert!(err(&other_host, "/var/lib/x").contains("/srv/etcd"));
+    let split = KUBEADM_ETCD.replace("      path: /var/lib/etcd\n", "      path: /var/lib/\n        etcd\n");
+    assert!(
+        err(&split, "/var/lib/x").contains("line"),
+        "{}",
+        err(&split, "/var/lib/x")
+    );
+    let tabs = KUBEADM_ETCD.replace("    name: etcd-data\n", "\tname: etcd-data\n");
+    assert!(err(&tabs, "/var/lib/x").contains("tab"));
+    assert!(err(KUBEADM_ETCD, "/var/lib/etcd").contains("already uses"));
+    for bad in ["relative", "/", "/a/../b", "/a/", "/a b", "/a:b", "/a//b"] {
+        assert!(check_node_dir(bad).is_err(), "{bad}");
+    }
+    check_node_dir("/var/lib/etcd-restore.2024-01-01_1").unwrap();
+}
+
+#[test]
+fn scanner_paths() {
+    let s = scan("a:\n  - b: 1\n    c:\n    - x\n    - 'y z'\n  - b: 2\nd: e # c\n").unwrap();
+    let show: Vec<(String, String)> = s
+        .iter()
+        .map(|s| (s.keys().collect::<Vec<_>>().join("."), s.value.clone()))
+        .collect();
+    assert_eq!(
+        show,
+        vec![
+            ("a.-.b".into(), "1".into()),
+            ("a.-.c.-".into(), "x".into()),
+            ("a.-.c.-".into(), "y z".into()),
+            ("a.-.b".into(), "2".into()),
+            ("d".into(), "e".into()),
+        ]
+    );
+    // The two `b` keys live in different items.
+    assert_ne!(s[0].parent(), s[3].parent());
+    assert_eq!(s[0].parent(), &s[1].path[..2]);
+}
+
+// --- the node procedure ---
+
+const APISERVER: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n";
+
+fn node() -> (tempfile::TempDir, NodePaths) {
+    let t = tempfile::tempdir().unwrap();
+    let p = NodePaths::new(t.path());
+    std::fs::create_dir_all(p.manifests_dir()).unwrap();
+    std::fs::write(p.etcd_manifest(), KUBEADM_ETCD).unwrap();
+    std::fs::set_permissions(p.etcd_manifest(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(p.apiserver_manifest(), APISERVER).unwrap();
+    (t, p)
+}
+
+fn opts(p: &NodePaths) -> ApplyOptions {
+    ApplyOptions {
+        wait_for_apiserver: None,
+        restored_dir: p.root.join("var/lib/etcd-new"),
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn apply_switches_and_backs_up() {
+    let (_t, p) = node();
+    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
+    assert_eq!(plan.flag("--name"), Some("cp1"));
+    let mut log = Vec::new();
+    apply(&plan, &opts(&p), &mut |_, m| log.push(m.to_string())).unwrap();
+    assert_eq!(read(&p.etcd_manifest()), plan.rewrite.text);
+    assert_eq!(read(&p.etcd_backup()), KUBEADM_ETCD);
+    assert_eq!(read(&p.apiserver_manifest()), APISERVER);
+    assert!(!p.apiserver_stopped().exists());
+    let mode = std::fs::metadata(p.etcd_manifest()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let log = log.join("\n");
+    for s in ["step 1/3", "step 2/3", "step 3/3", "line 19"] {
+        assert!(log.contains(s), "{log}");
+    }
+    // No temp files left in the manifests directory (kubelet would see them).
+    let names: Vec<_> = std::fs::read_dir(p.manifests_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // A second restore keeps the first backup under another name.
+    let plan2 = super::plan(&p.root, "/var/lib/etcd-newer").unwrap();
+    apply(&plan2, &opts(&p), &mut |_, _| {}).unwrap();
+    assert_eq!(read(&p.etcd_backup()), plan.rewrite.text);
+    assert_eq!(read(&super::super::with_suffix(&p.etcd_backup(), ".1")), KUBEADM_ETCD);
+}
+
+#[test]
+fn plan_refuses_leftovers_and_missing_apiserver() {
+    let (_t, p) = node();
+    std::fs::write(p.apiserver_stopped(), APISERVER).unwrap();
+    let e = plan(&p.root, "/var/lib/etcd-new").unwrap_err().to_string();
+    assert!(e.contains("kbundle-stopped") && e.contains("earlier run"), "{e}");
+    std::fs::remove_file(p.apiserver_stopped()).unwrap();
+    std::fs::remove_file(p.apiserver_manifest()).unwrap();
+    let e = plan(&p.root, "/var/lib/etcd-new").unwrap_err().to_string();
+    assert!(e.contains("kube-apiserver.yaml"), "{e}");
+}
+
+fn fail_at(step: Step) -> (tempfile::TempDir, NodePaths, String) {
+    let (t, p) = node();
+    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
+    let e = apply_with(&plan, &opts(&p), &mut |_, _| {}, &mut |s| {
+        if s == step {
+            Err(io::Error::other("injected failure"))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    (t, p, e.to_string())
+}
+
+#[test]
+fn failures_undo_earlier_steps_and_say_so() {
+    for step in [Step::StopApiserver, Step::WriteBackup, Step::WriteEtcdManifest] {
+        let (_t, p, e) = fail_at(step);
+        assert!(e.contains("injected failure"), "{e}");
+        assert!(e.contains("state of the node now"), "{e}");
+        assert_eq!(read(&p.etcd_manifest()), KUBEADM_ETCD, "{step:?}");
+        assert_eq!(read(&p.apiserver_manifest()), APISERVER, "{step:?}");
+        assert!(!p.apiserver_stopped().exists(), "{step:?}");
+        assert!(e.contains("etcd-new (not used by etcd"), "{e}");
+    }
+    let (_t, _p, e) = fail_at(Step::StopApiserver);
+    assert!(
+        e.contains("step 1") && e.contains("in place (API server running)"),
+        "{e}"
+    );
+    let (_t, _p, e) = fail_at(Step::WriteBackup);
+    assert!(e.contains("step 2") && e.contains("moved back"), "{e}");
+
+    // Step 3 cannot put the API server back (the injected failure stands in for the
+    // rename failing), so it says how to, and etcd.yaml goes back to the original.
+    let (_t, p, e) = fail_at(Step::StartApiserver);
+    assert!(e.contains("step 3"), "{e}");
+    assert!(e.contains("STILL MOVED AWAY"), "{e}");
+    assert!(e.contains(&format!("mv {}", p.apiserver_stopped().display())), "{e}");
+    assert!(e.contains("put back as it was"), "{e}");
+    assert_eq!(read(&p.etcd_manifest()), KUBEADM_ETCD);
+    assert_eq!(read(&p.apiserver_stopped()), APISERVER);
+}
+
+#[test]
+fn refuses_etcd_yaml_changed_meanwhile() {
+    let (_t, p) = node();
+    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
+    let edited = format!("{KUBEADM_ETCD}# edited\n");
+    std::fs::write(p.etcd_manifest(), &edited).unwrap();
+    let e = apply(&plan, &opts(&p), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("changed while kbundle was restoring"), "{e}");
+    assert!(e.contains("changed by someone else"), "{e}");
+    assert_eq!(read(&p.etcd_manifest()), edited);
+    assert!(!p.etcd_backup().exists());
+    assert_eq!(read(&p.apiserver_manifest()), APISERVER);
+}
+
+#[test]
+fn process_scan_finds_nothing_made_up() {
+    assert!(processes_named("no-such-process-kb").is_empty());
+    let mut log = Vec::new();
+    wait_for_exit("no-such-process-kb", Duration::from_secs(1), &mut |_, m| {
+        log.push(m.to_string())
+    })
+    .unwrap();
+    assert!(log[0].contains("no no-such-process-kb process"));
+}
