@@ -1,3 +1,4 @@
+
 use super::*;
 
 /// What `kubeadm init` writes (v1.34, trimmed of nothing).
@@ -5,76 +6,76 @@ pub(crate) const KUBEADM_ETCD: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
   annotations:
-kubeadm.kubernetes.io/etcd.advertise-client-urls: https://10.0.0.11:2379
+    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://10.0.0.11:2379
   creationTimestamp: null
   labels:
-component: etcd
-tier: control-plane
+    component: etcd
+    tier: control-plane
   name: etcd
   namespace: kube-system
 spec:
   containers:
   - command:
-- etcd
-- --advertise-client-urls=https://10.0.0.11:2379
-- --cert-file=/etc/kubernetes/pki/etcd/server.crt
-- --client-cert-auth=true
-- --data-dir=/var/lib/etcd
-- --feature-gates=InitialCorruptCheck=true
-- --initial-advertise-peer-urls=https://10.0.0.11:2380
-- --initial-cluster=cp1=https://10.0.0.11:2380
-- --key-file=/etc/kubernetes/pki/etcd/server.key
-- --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.11:2379
-- --listen-metrics-urls=http://127.0.0.1:2381
-- --listen-peer-urls=https://10.0.0.11:2380
-- --name=cp1
-- --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
-- --peer-client-cert-auth=true
-- --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
-- --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
-- --snapshot-count=10000
-- --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
-image: registry.k8s.io/etcd:3.6.5-0
-imagePullPolicy: IfNotPresent
-livenessProbe:
-  failureThreshold: 8
-  httpGet:
-    host: 127.0.0.1
-    path: /livez
-    port: probe-port
-    scheme: HTTP
-  initialDelaySeconds: 10
-  periodSeconds: 10
-  timeoutSeconds: 15
-name: etcd
-ports:
-- containerPort: 2381
-  name: probe-port
-  protocol: TCP
-resources:
-  requests:
-    cpu: 100m
-    memory: 100Mi
-volumeMounts:
-- mountPath: /var/lib/etcd
-  name: etcd-data
-- mountPath: /etc/kubernetes/pki/etcd
-  name: etcd-certs
+    - etcd
+    - --advertise-client-urls=https://10.0.0.11:2379
+    - --cert-file=/etc/kubernetes/pki/etcd/server.crt
+    - --client-cert-auth=true
+    - --data-dir=/var/lib/etcd
+    - --feature-gates=InitialCorruptCheck=true
+    - --initial-advertise-peer-urls=https://10.0.0.11:2380
+    - --initial-cluster=cp1=https://10.0.0.11:2380
+    - --key-file=/etc/kubernetes/pki/etcd/server.key
+    - --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.11:2379
+    - --listen-metrics-urls=http://127.0.0.1:2381
+    - --listen-peer-urls=https://10.0.0.11:2380
+    - --name=cp1
+    - --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
+    - --peer-client-cert-auth=true
+    - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
+    - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --snapshot-count=10000
+    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    image: registry.k8s.io/etcd:3.6.5-0
+    imagePullPolicy: IfNotPresent
+    livenessProbe:
+      failureThreshold: 8
+      httpGet:
+        host: 127.0.0.1
+        path: /livez
+        port: probe-port
+        scheme: HTTP
+      initialDelaySeconds: 10
+      periodSeconds: 10
+      timeoutSeconds: 15
+    name: etcd
+    ports:
+    - containerPort: 2381
+      name: probe-port
+      protocol: TCP
+    resources:
+      requests:
+        cpu: 100m
+        memory: 100Mi
+    volumeMounts:
+    - mountPath: /var/lib/etcd
+      name: etcd-data
+    - mountPath: /etc/kubernetes/pki/etcd
+      name: etcd-certs
   hostNetwork: true
   priority: 2000001000
   priorityClassName: system-node-critical
   securityContext:
-seccompProfile:
-  type: RuntimeDefault
+    seccompProfile:
+      type: RuntimeDefault
   volumes:
   - hostPath:
-  path: /etc/kubernetes/pki/etcd
-  type: DirectoryOrCreate
-name: etcd-certs
+      path: /etc/kubernetes/pki/etcd
+      type: DirectoryOrCreate
+    name: etcd-certs
   - hostPath:
-  path: /var/lib/etcd
-  type: DirectoryOrCreate
-name: etcd-data
+      path: /var/lib/etcd
+      type: DirectoryOrCreate
+    name: etcd-data
 status: {}
 "#;
 
