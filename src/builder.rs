@@ -314,7 +314,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
 
     let total: u64 = entries.iter().map(|e| e.size).sum();
     let progress = Progress::new(o.common.quiet);
-    let bar = progress.bar(&format!("packing {}", m.name), Some(total));
+    let bar = progress.bar(&m.name, Some(total));
     let (archive, sha256, size) = pack::write_archive(
         &o.out,
         &m.name,
