@@ -74,6 +74,12 @@ impl Host {
         self.root == Path::new("/")
     }
 
+    /// The running system itself: root `/` and not inside a chroot (a kickstart `%post`
+    /// chroot is `/` too, but its kernel, swap and services belong to the installer).
+    pub fn is_running_system(&self) -> bool {
+        self.is_live() && !in_chroot()
+    }
+
     /// `abs` (an absolute node path such as `/etc/containerd/config.toml`) under the root.
     pub fn path(&self, abs: &str) -> PathBuf {
         self.root.join(abs.trim_start_matches('/'))
@@ -95,7 +101,7 @@ impl Host {
                 Ok(t) if t.is_absolute() => cur = t.display().to_string(),
                 Ok(t) => {
                     let parent = Path::new(&cur).parent().unwrap_or(Path::new("/"));
-                    cur = parent.join(t).display().to_string();
+                    cur = normalize(&parent.join(t));
                 }
                 Err(_) => return p,
             }
@@ -255,6 +261,36 @@ impl Host {
         }
         Ok(out)
     }
+}
+
+/// Lexically normalises an absolute node path, clamping `..` at `/` so it cannot leave
+/// the root.
+fn normalize(p: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(x) => parts.push(x.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Are we in a chroot? `/` differs from PID 1's root.
+pub fn in_chroot() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root/.")) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    false
 }
 
 #[cfg(unix)]

@@ -439,6 +439,11 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         std::fs::read_link(roots[0].join("usr/local/bin/kubelet")).unwrap(),
         Path::new("/opt/kbundle/versions/kubernetes-v1.34.3/kubelet")
     );
+    // ...and forgets the hop's journal, so a later apply redoes it.
+    let state = std::fs::read_dir(roots[0].join("var/lib/kbundle/state")).unwrap();
+    assert!(!state
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("upgrade-")));
 }
 
 #[test]

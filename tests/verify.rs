@@ -1409,3 +1409,51 @@ fn inspect_shows_name_version_and_entries() {
     let o = kbundle(&["inspect", s(&fx.path("installer"))]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
+
+/// A second gzip member (or anything after tar's end marker) must not be invisible to verify:
+/// `tar -xzf` would extract it.
+#[test]
+fn appended_gzip_member_and_pax_global_headers_are_refused() {
+    let fx = Fixture::new("gzip");
+    std::fs::remove_file(format!("{}.sha256", fx.archive.display())).unwrap();
+    let mut extra = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    extra
+        .append_data(&mut h, format!("{NAME}/EVIL"), &b"evil\n"[..])
+        .unwrap();
+    let extra = extra.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &extra).unwrap();
+    let mut bytes = std::fs::read(&fx.archive).unwrap();
+    bytes.extend(gz.finish().unwrap());
+    std::fs::write(&fx.archive, &bytes).unwrap();
+    let o = kbundle(&["verify", fx.archive.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    // A pax global header: GNU tar would apply its path= to later entries.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g.tar");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut g = tar::Header::new_ustar();
+    let rec = b"20 path=top/evil\n";
+    g.set_size(rec.len() as u64);
+    g.set_entry_type(tar::EntryType::XGlobalHeader);
+    g.set_mode(0o644);
+    b.append_data(&mut g, "pax_global_header", &rec[..]).unwrap();
+    let mut d = tar::Header::new_gnu();
+    d.set_entry_type(tar::EntryType::Directory);
+    d.set_mode(0o755);
+    d.set_size(0);
+    b.append_data(&mut d, "top/", std::io::empty()).unwrap();
+    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    let o = kbundle(&["verify", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pax global header"),
+        "{}",
+        text(&o)
+    );
+}

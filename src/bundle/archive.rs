@@ -100,7 +100,9 @@ pub fn open_stream(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
                 })?,
             )
         }
-        Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(f)),
+        // Every gzip member, as `gzip -d` and `tar -xz` read them: a second member appended
+        // to a bundle must not be invisible to verify.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(f)),
         Compression::None => Box::new(f),
     })
 }
@@ -157,7 +159,9 @@ pub fn walk(
         let hdr = entry.header();
         let kind = hdr.entry_type();
         if kind.is_pax_global_extensions() {
-            continue;
+            // GNU tar applies a global `path=` to every later entry: refuse rather than read
+            // the archive differently from it.
+            return Err(unsafe_entry(&name, "pax global header (bundles never carry one)"));
         }
         let mode = hdr.mode().map_err(|e| corrupt(&name, e))?;
         let size = hdr.size().map_err(|e| corrupt(&name, e))?;

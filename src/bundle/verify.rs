@@ -73,6 +73,8 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub bundle: Option<BundleJson>,
+    /// Archives: whether a `.sha256` sidecar beside it was checked.
+    pub sidecar_checked: bool,
     pub problems: Vec<Problem>,
     pub files_checked: usize,
     pub bytes_checked: u64,
@@ -231,30 +233,39 @@ fn read_meta(r: &mut dyn Read, what: &str, problems: &mut Vec<Problem>) -> Optio
 pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
     let mut problems = Vec::new();
     let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
-    if let Ok(text) = std::fs::read_to_string(&sidecar) {
+    let mut sidecar_checked = false;
+    if sidecar.symlink_metadata().is_ok() {
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match crate::catalog::checksum::parse(crate::catalog::ChecksumFormat::Sha256Sum, text.as_bytes(), &file_name) {
+        match std::fs::read(&sidecar) {
             Err(e) => problems.push(Problem::Archive {
-                detail: format!("{}: {e}", sidecar.display()),
+                detail: format!("{}: cannot read the sidecar: {e}", sidecar.display()),
             }),
-            Ok(expected) => {
-                let actual = crate::digest::hash_file(path)
-                    .map_err(|source| ArchiveError::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    })?
-                    .0;
-                if actual != expected {
-                    problems.push(Problem::Archive {
-                        detail: format!(
-                            "{} does not match {}: expected sha256 {expected}, actual {actual}",
-                            path.display(),
-                            sidecar.display()
-                        ),
-                    });
+            Ok(text) => {
+                match crate::catalog::checksum::parse(crate::catalog::ChecksumFormat::Sha256Sum, &text, &file_name) {
+                    Err(e) => problems.push(Problem::Archive {
+                        detail: format!("{}: {e}", sidecar.display()),
+                    }),
+                    Ok(expected) => {
+                        sidecar_checked = true;
+                        let actual = crate::digest::hash_file(path)
+                            .map_err(|source| ArchiveError::Open {
+                                path: path.to_path_buf(),
+                                source,
+                            })?
+                            .0;
+                        if actual != expected {
+                            problems.push(Problem::Archive {
+                                detail: format!(
+                                    "{} does not match {}: expected sha256 {expected}, actual {actual}",
+                                    path.display(),
+                                    sidecar.display()
+                                ),
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -324,7 +335,9 @@ pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
         }
         Err(e) => return Err(e),
     }
-    Ok(judge(bundle_bytes, sums_bytes, seen, problems))
+    let mut report = judge(bundle_bytes, sums_bytes, seen, problems);
+    report.sidecar_checked = sidecar_checked;
+    Ok(report)
 }
 
 /// Verifies an unpacked bundle directory, hashing files on all cores.

@@ -22,6 +22,13 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     for p in &report.problems {
         eprintln!("{}: {p}", a.path.display());
     }
+    if !a.path.is_dir() && !report.sidecar_checked {
+        eprintln!(
+            "warning: no {}.sha256 beside the archive: checked against its own bundle.json only; compare `sha256sum {}` with the digest the build printed",
+            a.path.display(),
+            a.path.display()
+        );
+    }
     if report.ok() {
         if !quiet {
             println!(

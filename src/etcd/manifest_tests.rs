@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// What `kubeadm init` writes (v1.34, trimmed of nothing).

@@ -73,6 +73,11 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
             c.step("kubeadm-init", |c| {
                 let cfg = prepare::write_kubeadm_config(c)?
                     .ok_or_else(|| step_err("kubeadm-init", "no kubeadm config".into()))?;
+                if c.host.exists("/etc/kubernetes/admin.conf") {
+                    println!("    kubeadm init already ran here (/etc/kubernetes/admin.conf exists)");
+                    return Ok(());
+                }
+                reset_partial(c)?;
                 let mut k = bin(c, "kubeadm");
                 k.args(["init", "--config"])
                     .arg(c.host.path(&cfg))
@@ -108,6 +113,11 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                         "a control plane also needs --certificate-key (printed by the init node)".into(),
                     ));
                 }
+                if c.host.exists("/etc/kubernetes/kubelet.conf") {
+                    println!("    kubeadm join already ran here (/etc/kubernetes/kubelet.conf exists)");
+                    return Ok(());
+                }
+                reset_partial(c)?;
                 let mut k = bin(c, "kubeadm");
                 k.args(["join", "--config"]).arg(c.host.path(&cfg));
                 c.host.run(&mut k)?;
@@ -133,6 +143,23 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
     }
     c.host.write("/var/lib/kbundle/bootstrap.done", b"done\n", 0o644)?;
     println!("bootstrap complete: node {} is Ready", node.name);
+    Ok(())
+}
+
+/// An earlier `kubeadm init`/`join` that failed part-way leaves manifests and certificates
+/// that make kubeadm's preflight refuse every retry: clear them with `kubeadm reset`.
+fn reset_partial(c: &Ctx) -> Result<(), InstallError> {
+    let manifests = c.host.path("/etc/kubernetes/manifests");
+    let leftovers = std::fs::read_dir(&manifests)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+        || c.host.exists("/etc/kubernetes/pki/ca.crt");
+    if leftovers {
+        println!("    an earlier kubeadm run left files behind: kubeadm reset -f before retrying");
+        let mut k = bin(c, "kubeadm");
+        k.args(["reset", "-f", "--cri-socket", "unix:///run/containerd/containerd.sock"]);
+        c.host.run(&mut k)?;
+    }
     Ok(())
 }
 

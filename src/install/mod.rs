@@ -188,6 +188,20 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
         bundle.bundle.kubernetes,
         bundle.bundle.entries.len()
     );
+    // A running node moves to another version only through `upgrade apply` (drain, order,
+    // skew checks), never by installing a newer bundle over it.
+    if host.exists("/var/lib/kbundle/bootstrap.done") {
+        if let Some(v) = host.read("/var/lib/kbundle/kubernetes-version") {
+            if v.trim() != bundle.bundle.kubernetes {
+                return Err(InstallError::Usage(format!(
+                    "this node already runs Kubernetes {} (bootstrapped); use `kbundle upgrade apply --bundle {}` to move it to {}",
+                    v.trim(),
+                    opts.bundle.display(),
+                    bundle.bundle.kubernetes
+                )));
+            }
+        }
+    }
     let journal = host.path(&format!("/var/lib/kbundle/state/{}", &bundle.id.hex()[..16]));
     let mut ctx = Ctx {
         host,

@@ -104,7 +104,7 @@ pub fn run(host: &Host, role: Role, platforms: &[String], skip: &[String]) -> Ou
             }
         }
     }
-    if host.is_live() {
+    if host.is_running_system() {
         let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
         if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
             o.warnings

@@ -45,6 +45,9 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     ctx.step("containerd-config", containerd_config)?;
     ctx.step("images", images)?;
     ctx.step("kubeadm-config", kubeadm_config)?;
+    let v = format!("{}\n", ctx.bundle.bundle.kubernetes);
+    ctx.host
+        .write("/var/lib/kbundle/kubernetes-version", v.as_bytes(), 0o644)?;
     println!("prepare complete");
     Ok(())
 }
@@ -114,7 +117,9 @@ fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
                 )?;
             } else if h.is_live() && offline.exists() {
                 h.run(std::process::Command::new("firewall-offline-cmd").arg(format!("--add-service={svc}")))?;
-                let _ = h.run(std::process::Command::new("firewall-cmd").arg("--reload"));
+                if h.is_running_system() {
+                    let _ = h.run(std::process::Command::new("firewall-cmd").arg("--reload"));
+                }
             } else {
                 println!(
                     "    firewalld is not installed: wrote the kbundle-{} service definition only",
@@ -127,8 +132,8 @@ fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
         }
         Firewall::Unchanged => {}
     }
-    if h.is_live() {
-        // Best effort on a running system; the files above make it permanent.
+    if h.is_running_system() {
+        // Best effort on a running system (not a chroot); the files above make it permanent.
         let _ = h.run(std::process::Command::new("modprobe").arg("overlay"));
         let _ = h.run(std::process::Command::new("modprobe").arg("br_netfilter"));
         let _ = h.run(std::process::Command::new("sysctl").arg("--system"));
@@ -237,15 +242,20 @@ fn units(c: &mut Ctx) -> Result<(), InstallError> {
 }
 
 /// The bundle's pause image (the sandbox image containerd must use).
+/// The image references of the bundle's target version (its last hop): an upgrade bundle
+/// also carries older hops' pause, etcd and coredns, which must not be picked.
+fn target_images(c: &Ctx) -> Vec<String> {
+    match c.bundle.bundle.hops.last() {
+        Some(h) if !h.images.is_empty() => h.images.clone(),
+        _ => c.bundle.bundle.images.iter().map(|i| i.reference.clone()).collect(),
+    }
+}
+
 fn sandbox_image(c: &Ctx) -> String {
-    c.bundle
-        .bundle
-        .images
-        .iter()
-        .map(|i| i.reference.as_str())
+    target_images(c)
+        .into_iter()
         .find(|r| r.starts_with("registry.k8s.io/pause:"))
-        .unwrap_or("registry.k8s.io/pause:3.10.1")
-        .to_string()
+        .unwrap_or_else(|| "registry.k8s.io/pause:3.10.1".to_string())
 }
 
 fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
@@ -322,9 +332,8 @@ fn images(c: &mut Ctx) -> Result<(), InstallError> {
 }
 
 fn tag_of(c: &Ctx, prefix: &str) -> Option<String> {
-    c.bundle.bundle.images.iter().find_map(|i| {
-        i.reference
-            .strip_prefix(prefix)
+    target_images(c).iter().find_map(|r| {
+        r.strip_prefix(prefix)
             .map(|t| t.split('@').next().unwrap_or(t).to_string())
     })
 }
@@ -346,10 +355,20 @@ pub fn write_kubeadm_config(c: &Ctx) -> Result<Option<String>, InstallError> {
         println!("    no node entry yet (bootstrap will write the kubeadm config)");
         return Ok(None);
     };
+    // Pin etcd/coredns tags only where they differ from kubeadm's own choice for this
+    // version: a pinned tag is stored in the cluster and would freeze them across upgrades.
+    let defaults = c
+        .bundle
+        .bundle
+        .kubernetes
+        .parse()
+        .ok()
+        .and_then(crate::catalog::images::kubeadm_tags);
     let images = Images {
         repository: "registry.k8s.io".into(),
-        etcd_tag: tag_of(c, "registry.k8s.io/etcd:"),
-        coredns_tag: tag_of(c, "registry.k8s.io/coredns/coredns:"),
+        etcd_tag: tag_of(c, "registry.k8s.io/etcd:").filter(|t| defaults.as_ref().is_none_or(|d| &d.etcd != t)),
+        coredns_tag: tag_of(c, "registry.k8s.io/coredns/coredns:")
+            .filter(|t| defaults.as_ref().is_none_or(|d| &d.coredns != t)),
     };
     let secrets = secrets(c);
     let (path, text) = match c.role {

@@ -31,6 +31,19 @@ struct TempContainerd {
     state: tempfile::TempDir,
     address: PathBuf,
     root: PathBuf,
+    /// Mount points that existed before it started: never touched.
+    mounts_before: Vec<String>,
+}
+
+fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl TempContainerd {
@@ -53,18 +66,22 @@ impl TempContainerd {
                 }
             }
         }
-        // Release anything still mounted under its state or root (shim leftovers).
+        // Release what it mounted and left behind (shim leftovers): only new mounts strictly
+        // below its state dir or the containerd root, never the root itself (a dedicated
+        // /var/lib/containerd filesystem must stay mounted).
         let under = [self.state.path().to_path_buf(), self.root.clone()];
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|p| under.iter().any(|u| Path::new(p).starts_with(u)))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
+        let mut points: Vec<String> = mount_points()
+            .into_iter()
+            .filter(|p| !self.mounts_before.contains(p))
+            .filter(|p| {
+                under
+                    .iter()
+                    .any(|u| Path::new(p).starts_with(u) && Path::new(p) != u.as_path())
+            })
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(&p).status();
         }
     }
 }
@@ -109,7 +126,7 @@ pub fn import_images(
     // On a running node whose containerd is up, import through it: a second containerd must
     // never open the same root.
     let live_sock = Path::new("/run/containerd/containerd.sock");
-    if host.is_live() && live_sock.exists() {
+    if host.is_running_system() && live_sock.exists() {
         let up = Command::new(ctr)
             .arg("--address")
             .arg(live_sock)
@@ -146,6 +163,7 @@ pub fn import_images(
         .stdout(Stdio::null())
         .stderr(log);
     let argv = argv_string(&cmd);
+    let mounts_before = mount_points();
     let child = cmd.spawn().map_err(|e| step(format!("cannot start `{argv}`: {e}")))?;
     let mut tc = TempContainerd {
         child,
@@ -153,6 +171,7 @@ pub fn import_images(
         state,
         address: address.clone(),
         root: root.clone(),
+        mounts_before,
     };
     let ctr_cmd = |args: &[&str]| {
         let mut c = Command::new(ctr);

@@ -315,6 +315,11 @@ Run `kbundle upgrade apply` on {node} again once every control plane has been up
         r.host.run(r.kubectl().args(["uncordon", &node]))?;
         Ok(())
     })?;
+    run.host.write(
+        "/var/lib/kbundle/kubernetes-version",
+        format!("{}\n", hop.with_v()).as_bytes(),
+        0o644,
+    )?;
     println!("{node} upgraded to {}", hop.with_v());
     Ok(())
 }
@@ -367,6 +372,19 @@ pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
         return Err(ApplyError::Usage(
             "nothing to roll back: no earlier binaries recorded".into(),
         ));
+    }
+    // Forget the rolled-back hops' journals, so a later `upgrade apply` redoes them.
+    if !dry_run {
+        let state = host.path("/var/lib/kbundle/state");
+        for e in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("upgrade-") {
+                std::fs::remove_dir_all(e.path()).map_err(|source| HostError::Io {
+                    action: "removing upgrade journal",
+                    path: e.path(),
+                    source,
+                })?;
+            }
+        }
     }
     host.run(Command::new("systemctl").arg("daemon-reload"))?;
     host.run(Command::new("systemctl").args(["restart", "kubelet"]))?;
