@@ -231,18 +231,7 @@ impl Host {
                 stderr: Vec::new(),
             });
         }
-        let out = cmd.stdin(Stdio::null()).output().map_err(|source| HostError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(HostError::Command {
-                argv,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(4000).collect(),
-            });
-        }
-        Ok(out)
+        self.query(cmd)
     }
 
     /// Runs a command that only reads (also in dry-run mode).

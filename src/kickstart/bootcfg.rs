@@ -88,27 +88,29 @@ fn join(lines: &[String], trailing_newline: bool) -> String {
     s
 }
 
+/// `--node`: every install line (per `cmds`) gets the one `inst.ks=` argument.
+fn edit_single(lines: &[String], nl: bool, arg: &str, cmds: &[&str]) -> (String, usize) {
+    let mut n = 0;
+    let out: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if is_install_line(l, cmds) {
+                n += 1;
+                with_ks(l, arg)
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    (join(&out, nl), n)
+}
+
 /// Edits a GRUB 2 config. Returns the new text and how many entries boot a kickstart.
 pub fn edit_grub(text: &str, volid: &str, plan: &Plan) -> (String, usize) {
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     let nl = text.ends_with('\n');
     match plan {
-        Plan::Single { ks_file } => {
-            let arg = ks_arg(volid, ks_file);
-            let mut n = 0;
-            let out: Vec<String> = lines
-                .iter()
-                .map(|l| {
-                    if is_install_line(l, &GRUB_CMDS) {
-                        n += 1;
-                        with_ks(l, &arg)
-                    } else {
-                        l.clone()
-                    }
-                })
-                .collect();
-            (join(&out, nl), n)
-        }
+        Plan::Single { ks_file } => edit_single(&lines, nl, &ks_arg(volid, ks_file), &GRUB_CMDS),
         Plan::PerNode { nodes } => {
             // Top-level entries (menuentry/submenu at brace depth 0): (index, first, last line).
             let mut entries = Vec::new();
@@ -194,22 +196,7 @@ pub fn edit_isolinux(text: &str, volid: &str, plan: &Plan) -> (String, usize) {
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     let nl = text.ends_with('\n');
     match plan {
-        Plan::Single { ks_file } => {
-            let arg = ks_arg(volid, ks_file);
-            let mut n = 0;
-            let out: Vec<String> = lines
-                .iter()
-                .map(|l| {
-                    if is_install_line(l, &ISOLINUX_CMDS) {
-                        n += 1;
-                        with_ks(l, &arg)
-                    } else {
-                        l.clone()
-                    }
-                })
-                .collect();
-            (join(&out, nl), n)
-        }
+        Plan::Single { ks_file } => edit_single(&lines, nl, &ks_arg(volid, ks_file), &ISOLINUX_CMDS),
         Plan::PerNode { nodes } => {
             let lower = |l: &str| l.trim().to_ascii_lowercase();
             let ends_block = |l: &str| {
