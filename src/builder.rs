@@ -276,7 +276,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let locked_images: Vec<LockedImage> = resolved.into_iter().map(|r| r.locked).collect();
 
     let mut contents = Contents {
-        bundle: bundle_json(&m, &sc, &locked_images),
+        bundle: bundle_json(&m, &sc, &locked_images).map_err(BuildError::Layout)?,
         sources: Vec::new(),
     };
     for (e, s) in crate::images::layout::entries(&locked_images, &blobs) {
@@ -403,7 +403,7 @@ fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
             .unwrap_or_default()
     };
     Hop {
-        kubernetes: h.with_v(),
+        kubernetes: h.into(),
         files: sc
             .files
             .iter()
@@ -428,32 +428,37 @@ fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
     }
 }
 
-fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> BundleJson {
+fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> Result<BundleJson, String> {
     let c = &m.components;
     let mut components = BTreeMap::new();
-    components.insert("kubernetes".to_string(), m.kubernetes.to_string());
-    components.insert("containerd".to_string(), c.containerd.to_string());
-    components.insert("runc".to_string(), c.runc.to_string());
-    components.insert("cni-plugins".to_string(), c.cni_plugins.to_string());
-    components.insert("crictl".to_string(), c.crictl.to_string());
-    components.insert("etcd".to_string(), c.etcd.to_string());
-    if let Some(v) = m.addons.flannel {
-        components.insert("flannel".to_string(), v.to_string());
+    let mut pairs = vec![
+        ("kubernetes", m.kubernetes),
+        ("containerd", c.containerd),
+        ("runc", c.runc),
+        ("cni-plugins", c.cni_plugins),
+        ("crictl", c.crictl),
+        ("etcd", c.etcd),
+    ];
+    pairs.extend(m.addons.flannel.map(|v| ("flannel", v)));
+    pairs.extend(m.addons.metrics_server.map(|v| ("metrics-server", v)));
+    for (k, v) in pairs {
+        components.insert(k.parse()?, v.to_string().parse()?);
     }
-    if let Some(v) = m.addons.metrics_server {
-        components.insert("metrics-server".to_string(), v.to_string());
-    }
-    BundleJson {
+    Ok(BundleJson {
         schema: BUNDLE_SCHEMA,
-        name: m.name.clone(),
-        kbundle_version: env!("CARGO_PKG_VERSION").to_string(),
-        kubernetes: m.kubernetes.with_v(),
-        platforms: m.arches.iter().map(|a| a.platform()).collect(),
+        name: m.name.parse()?,
+        kbundle_version: env!("CARGO_PKG_VERSION").parse()?,
+        kubernetes: m.kubernetes.into(),
+        platforms: m
+            .arches
+            .iter()
+            .map(|a| a.platform().parse())
+            .collect::<Result<_, _>>()?,
         components,
         hops: sc.hops.iter().map(|&h| hop(m, sc, images, h)).collect(),
-        upgrade_from: sc.upgrade_from.map(|v| v.with_v()),
+        upgrade_from: sc.upgrade_from.map(Into::into),
         base: None,
         images: images.to_vec(),
         entries: Vec::new(),
-    }
+    })
 }

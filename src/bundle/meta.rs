@@ -1,5 +1,6 @@
 //! `bundle.json` and `SHA256SUMS`: what a bundle holds, and the rules for entry paths.
 
+use super::fields::{KubeVersion, Platform, SafeName, Token};
 use crate::digest::Sha256;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub enum EntryKind {
 
 /// One file of the bundle, relative to the bundle's top directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     pub path: String,
     pub size: u64,
@@ -53,8 +55,9 @@ pub struct Entry {
 
 /// One Kubernetes version a bundle can install or upgrade to. A plain bundle has one hop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hop {
-    pub kubernetes: String,
+    pub kubernetes: KubeVersion,
     /// Entry paths of this hop's files.
     pub files: Vec<String>,
     /// Image references of this hop.
@@ -63,17 +66,19 @@ pub struct Hop {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BundleJson {
     pub schema: u32,
-    pub name: String,
-    pub kbundle_version: String,
-    pub kubernetes: String,
-    pub platforms: Vec<String>,
-    pub components: BTreeMap<String, String>,
+    /// The top directory of the archive, and the directory name nodes unpack to.
+    pub name: SafeName,
+    pub kbundle_version: Token,
+    pub kubernetes: KubeVersion,
+    pub platforms: Vec<Platform>,
+    pub components: BTreeMap<SafeName, Token>,
     pub hops: Vec<Hop>,
     /// For upgrade bundles: the cluster version the first hop starts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upgrade_from: Option<String>,
+    pub upgrade_from: Option<KubeVersion>,
     /// For delta bundles: the bundle whose content this one leaves out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseRef>,
@@ -85,8 +90,9 @@ pub struct BundleJson {
 
 /// The base of a delta bundle: its name and the sha256 of its `bundle.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BaseRef {
-    pub name: String,
+    pub name: SafeName,
     pub bundle_json_sha256: Sha256,
 }
 
@@ -112,15 +118,20 @@ pub enum MetaError {
     Json(String),
     #[error("bundle.json has schema {found}; this kbundle reads schema {BUNDLE_SCHEMA} (use the kbundle shipped inside that bundle)")]
     Schema { found: u32 },
-    #[error("bundle.json lists an unsafe path {path:?}: {reason}")]
+    #[error("bundle.json field `{field}`: {reason}")]
+    Field { field: String, reason: String },
+    #[error("bundle.json lists an unsafe path {}: {reason}", super::fields::shown(path))]
     UnsafePath { path: String, reason: &'static str },
-    #[error("bundle.json lists {path:?} more than once or out of order")]
+    #[error("bundle.json lists {} more than once or out of order", super::fields::shown(path))]
     Unsorted { path: String },
     #[error("SHA256SUMS line {line}: {reason}")]
     Sums { line: usize, reason: String },
 }
 
 impl BundleJson {
+    /// Parses and validates every field (see [`super::rules`]): a `BundleJson` obtained
+    /// here holds only safe names, strict versions, known platforms and entry paths that
+    /// follow the bundle format.
     pub fn parse(bytes: &[u8]) -> Result<BundleJson, MetaError> {
         #[derive(Deserialize)]
         struct SchemaOnly {
@@ -130,30 +141,19 @@ impl BundleJson {
         if s.schema != BUNDLE_SCHEMA {
             return Err(MetaError::Schema { found: s.schema });
         }
-        let b: BundleJson = serde_json::from_slice(bytes).map_err(|e| MetaError::Json(e.to_string()))?;
-        let mut prev: Option<&str> = None;
-        for e in &b.entries {
-            check_rel_path(&e.path).map_err(|reason| MetaError::UnsafePath {
-                path: e.path.clone(),
-                reason,
-            })?;
-            if matches!(e.path.as_str(), BUNDLE_JSON | SHA256SUMS) {
-                return Err(MetaError::UnsafePath {
-                    path: e.path.clone(),
-                    reason: "bundle.json and SHA256SUMS cannot be entries of themselves",
-                });
-            }
-            if prev.is_some_and(|p| p >= e.path.as_str()) {
-                return Err(MetaError::Unsorted { path: e.path.clone() });
-            }
-            prev = Some(&e.path);
-        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let b: BundleJson = serde_path_to_error::deserialize(&mut de).map_err(|e| MetaError::Field {
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+        de.end().map_err(|e| MetaError::Json(e.to_string()))?;
+        super::rules::validate(&b)?;
         Ok(b)
     }
 }
 
-/// Checks that a bundle-relative path is plain: relative, `/`-separated, no `.`/`..`/empty
-/// components, no NUL or backslash, and of sane length.
+/// Checks that a bundle-relative path is plain: relative, `/`-separated, printable ASCII
+/// without spaces or backslashes, no `.`/`..`/empty components, and of sane length.
 pub fn check_rel_path(p: &str) -> Result<(), &'static str> {
     if p.is_empty() {
         return Err("empty path");
@@ -164,8 +164,8 @@ pub fn check_rel_path(p: &str) -> Result<(), &'static str> {
     if p.starts_with('/') {
         return Err("absolute path");
     }
-    if p.contains('\0') || p.contains('\\') {
-        return Err("NUL or backslash in path");
+    if p.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'\\') {
+        return Err("only printable ASCII without spaces or backslashes is allowed in paths");
     }
     for c in p.split('/') {
         match c {
@@ -246,7 +246,20 @@ mod tests {
         for ok in ["a", "files/x/1.2.3/linux-amd64/kubeadm", "images/blobs/sha256/ab"] {
             assert!(check_rel_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/", "./a", "a\\b", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/",
+            "./a",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a b",
+            "é",
+        ] {
             assert!(check_rel_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -3,9 +3,16 @@
 //! The format is documented in `docs/bundle-format.md`.
 
 pub mod archive;
+pub mod check;
+pub mod fields;
 pub mod meta;
 pub mod pack;
+pub mod rules;
+pub mod store;
+pub mod tarread;
+pub mod unpack;
 pub mod verify;
+pub mod walk;
 
 use crate::digest::Sha256;
 use meta::{BundleJson, Entry, EntryKind};
@@ -89,8 +96,9 @@ pub fn meta_entry(path: &str, kind: EntryKind, bytes: &[u8]) -> Entry {
     }
 }
 
-/// Reads `bundle.json` from an archive (streaming until found) or a directory. No
-/// verification: use [`verify::verify`] before trusting it.
+/// Reads and validates `bundle.json` from an archive (stopping right after it) or a
+/// directory. Its fields are checked; its content is not: use [`verify::verify`] before
+/// trusting the files.
 pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
     let bytes = read_bundle_json_bytes(path)?;
     BundleJson::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
@@ -98,33 +106,17 @@ pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
 
 /// The raw bytes of a bundle's `bundle.json` (its sha256 identifies the bundle).
 pub fn read_bundle_json_bytes(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let bytes = if path.is_dir() {
-        let p = path.join(meta::BUNDLE_JSON);
-        let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, meta::MAX_META_BYTES), &mut buf)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        buf
-    } else {
-        let mut found: Option<Vec<u8>> = None;
-        let r = archive::walk(path, |e, content| {
-            if e.rel == meta::BUNDLE_JSON && found.is_none() {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(content, meta::MAX_META_BYTES), &mut buf).map_err(
-                    |source| archive::ArchiveError::Corrupt {
-                        archive: path.to_path_buf(),
-                        at: " at bundle.json".into(),
-                        source,
-                    },
-                )?;
-                found = Some(buf);
-            }
-            Ok(())
-        });
-        r.map_err(|e| e.to_string())?;
-        found.ok_or_else(|| format!("{}: no bundle.json in the archive", path.display()))?
-    };
-    Ok(bytes)
+    if !path.is_dir() {
+        return check::read_meta(path)
+            .map(|(_, bytes)| bytes)
+            .map_err(|e| e.to_string());
+    }
+    let p = path.join(meta::BUNDLE_JSON);
+    let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, meta::MAX_META_BYTES), &mut buf)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(buf)
 }
 
 /// The path an archive of `name` would have in `out`.

@@ -1,9 +1,10 @@
 //! `kbundle verify`: every entry of `bundle.json` present with its size and sha256, nothing
 //! extra, `SHA256SUMS` in agreement, and for archives the `.sha256` sidecar and safe entries.
 
-use crate::bundle::archive::{self, ArchiveError};
+use crate::bundle::archive::ArchiveError;
+use crate::bundle::fields::esc;
 use crate::bundle::meta::{self, BundleJson, BUNDLE_JSON, MAX_META_BYTES, SHA256SUMS};
-use crate::digest::{Hashing, Sha256};
+use crate::digest::Sha256;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
@@ -32,6 +33,10 @@ pub enum Problem {
     NotExecutable {
         path: String,
     },
+    /// An executable bit on an entry the format says is data.
+    UnexpectedExecutable {
+        path: String,
+    },
     Sums {
         path: String,
         detail: String,
@@ -52,20 +57,41 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Missing { path, expected } => {
-                write!(f, "missing: {path} (expected sha256 {expected})")
+                write!(f, "missing: {} (expected sha256 {expected})", esc(path))
             }
-            Problem::Extra { path } => write!(f, "extra: {path} is not listed in bundle.json"),
+            Problem::Extra { path } => write!(f, "extra: {} is not listed in bundle.json", esc(path)),
             Problem::Changed { path, expected, actual } => {
-                write!(f, "changed: {path}: expected sha256 {expected}, actual {actual}")
+                write!(f, "changed: {}: expected sha256 {expected}, actual {actual}", esc(path))
             }
             Problem::Size { path, expected, actual } => {
-                write!(f, "changed: {path}: expected {expected} bytes, actual {actual} bytes")
+                write!(
+                    f,
+                    "changed: {}: expected {expected} bytes, actual {actual} bytes",
+                    esc(path)
+                )
             }
-            Problem::NotExecutable { path } => write!(f, "mode: {path} should be executable"),
-            Problem::Sums { path, detail } => write!(f, "SHA256SUMS: {path}: {detail}"),
+            Problem::NotExecutable { path } => write!(f, "mode: {} should be executable", esc(path)),
+            Problem::UnexpectedExecutable { path } => write!(
+                f,
+                "mode: {} is executable, but bundle.json lists it as data (only files marked executable may be)",
+                esc(path)
+            ),
+            Problem::Sums { path, detail } => write!(f, "SHA256SUMS: {}: {detail}", esc(path)),
             Problem::Meta { detail } => write!(f, "metadata: {detail}"),
-            Problem::Unsafe { path, reason } => write!(f, "unsafe: {path}: {reason}"),
+            Problem::Unsafe { path, reason } => write!(f, "unsafe: {}: {reason}", esc(path)),
             Problem::Archive { detail } => write!(f, "archive: {detail}"),
+        }
+    }
+}
+
+impl Problem {
+    /// A fault found while reading an archive, as a problem of the report.
+    pub fn from_archive_error(e: ArchiveError) -> Problem {
+        match e {
+            ArchiveError::Unsafe { entry, reason, .. } => Problem::Unsafe { path: entry, reason },
+            ArchiveError::Refused { entry, reason, .. } if entry == BUNDLE_JSON => Problem::Meta { detail: reason },
+            ArchiveError::Refused { entry, reason, .. } => Problem::Unsafe { path: entry, reason },
+            e => Problem::Archive { detail: e.to_string() },
         }
     }
 }
@@ -88,14 +114,16 @@ impl Report {
 
 /// What was observed of one file.
 #[derive(Debug, Clone, Copy)]
-struct Seen {
-    size: u64,
-    sha256: Sha256,
-    executable: bool,
+pub struct Seen {
+    pub size: u64,
+    /// `None` when the content was not hashed (its size already differs, or it is not
+    /// listed at all).
+    pub sha256: Option<Sha256>,
+    pub executable: bool,
 }
 
 /// Compares what was seen against bundle.json and SHA256SUMS.
-fn judge(
+pub fn judge(
     bundle_bytes: Option<Vec<u8>>,
     sums_bytes: Option<Vec<u8>>,
     seen: BTreeMap<String, Seen>,
@@ -140,15 +168,18 @@ fn judge(
                         actual: s.size,
                     });
                 }
-                if s.sha256 != e.sha256 {
+                if let Some(actual) = s.sha256.filter(|a| *a != e.sha256) {
                     problems.push(Problem::Changed {
                         path: e.path.clone(),
                         expected: e.sha256,
-                        actual: s.sha256,
+                        actual,
                     });
                 }
                 if e.executable && !s.executable {
                     problems.push(Problem::NotExecutable { path: e.path.clone() });
+                }
+                if !e.executable && s.executable {
+                    problems.push(Problem::UnexpectedExecutable { path: e.path.clone() });
                 }
             }
         }
@@ -229,142 +260,75 @@ fn read_meta(r: &mut dyn Read, what: &str, problems: &mut Vec<Problem>) -> Optio
     }
 }
 
+/// The `<archive>.sha256` sidecar beside an archive: `Ok(true)` when it was present and
+/// checked, with a problem pushed if it does not match (or cannot be read).
+pub fn check_sidecar(path: &Path, problems: &mut Vec<Problem>) -> Result<bool, ArchiveError> {
+    let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
+    if sidecar.symlink_metadata().is_err() {
+        return Ok(false);
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = match std::fs::read(&sidecar) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::Archive {
+                detail: format!("{}: cannot read the sidecar: {e}", sidecar.display()),
+            });
+            return Ok(false);
+        }
+    };
+    let expected = match crate::catalog::checksum::parse(crate::catalog::ChecksumFormat::Sha256Sum, &text, &file_name) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(Problem::Archive {
+                detail: format!("{}: {e}", sidecar.display()),
+            });
+            return Ok(false);
+        }
+    };
+    let actual = crate::digest::hash_file(path)
+        .map_err(|source| ArchiveError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .0;
+    if actual != expected {
+        problems.push(Problem::Archive {
+            detail: format!(
+                "{} does not match {}: expected sha256 {expected}, actual {actual}",
+                path.display(),
+                sidecar.display()
+            ),
+        });
+    }
+    Ok(true)
+}
+
 /// Verifies an archive without writing anything: entries are hashed as they stream by.
 pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
     let mut problems = Vec::new();
-    let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
-    let mut sidecar_checked = false;
-    if sidecar.symlink_metadata().is_ok() {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match std::fs::read(&sidecar) {
-            Err(e) => problems.push(Problem::Archive {
-                detail: format!("{}: cannot read the sidecar: {e}", sidecar.display()),
-            }),
-            Ok(text) => {
-                match crate::catalog::checksum::parse(crate::catalog::ChecksumFormat::Sha256Sum, &text, &file_name) {
-                    Err(e) => problems.push(Problem::Archive {
-                        detail: format!("{}: {e}", sidecar.display()),
-                    }),
-                    Ok(expected) => {
-                        sidecar_checked = true;
-                        let actual = crate::digest::hash_file(path)
-                            .map_err(|source| ArchiveError::Open {
-                                path: path.to_path_buf(),
-                                source,
-                            })?
-                            .0;
-                        if actual != expected {
-                            problems.push(Problem::Archive {
-                                detail: format!(
-                                    "{} does not match {}: expected sha256 {expected}, actual {actual}",
-                                    path.display(),
-                                    sidecar.display()
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut seen = BTreeMap::new();
-    let mut bundle_bytes = None;
-    let mut sums_bytes = None;
-    let mut buf = vec![0u8; 1 << 20];
-    let res = archive::walk(path, |e, content| {
-        if e.rel == BUNDLE_JSON || e.rel == SHA256SUMS {
-            let b = read_meta(content, &e.rel, &mut problems);
-            if let Some(b) = &b {
-                seen.insert(
-                    e.rel.clone(),
-                    Seen {
-                        size: b.len() as u64,
-                        sha256: Sha256::of(b),
-                        executable: e.executable(),
-                    },
-                );
-            }
-            if e.rel == BUNDLE_JSON {
-                bundle_bytes = b;
-            } else {
-                sums_bytes = b;
-            }
-            return Ok(());
-        }
-        let mut h = Hashing::new();
-        loop {
-            let n = content.read(&mut buf).map_err(|source| ArchiveError::Corrupt {
-                archive: path.to_path_buf(),
-                at: format!(" at {:?}", e.rel),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let (sha256, size) = h.finish();
-        seen.insert(
-            e.rel.clone(),
-            Seen {
-                size,
-                sha256,
-                executable: e.executable(),
-            },
-        );
-        Ok(())
-    });
-    match res {
-        Ok(_) => {}
-        Err(ArchiveError::Unsafe { entry, reason, .. }) => {
-            problems.push(Problem::Unsafe { path: entry, reason });
-            return Ok(Report {
-                problems,
-                ..Default::default()
-            });
-        }
-        Err(e @ ArchiveError::Corrupt { .. }) | Err(e @ ArchiveError::Empty { .. }) => {
-            problems.push(Problem::Archive { detail: e.to_string() });
-            return Ok(Report {
-                problems,
-                ..Default::default()
-            });
-        }
-        Err(e) => return Err(e),
-    }
-    let mut report = judge(bundle_bytes, sums_bytes, seen, problems);
+    let sidecar_checked = check_sidecar(path, &mut problems)?;
+    let mut report = crate::bundle::check::check_archive(path, &mut crate::bundle::check::Discard)?;
+    problems.append(&mut report.problems);
+    report.problems = problems;
     report.sidecar_checked = sidecar_checked;
     Ok(report)
 }
 
-/// Verifies an unpacked bundle directory, hashing files on all cores.
-pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
-    let mut problems = Vec::new();
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
+/// Every regular file under `dir` (relative path, path), sorted; anything else is a problem.
+fn list_dir(dir: &Path, problems: &mut Vec<Problem>) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
+    let open = |path: PathBuf| move |source| ArchiveError::Open { path, source };
+    let mut files = Vec::new();
     let mut stack = vec![(String::new(), dir.to_path_buf())];
     while let Some((rel, p)) = stack.pop() {
-        let rd = std::fs::read_dir(&p).map_err(|source| ArchiveError::Open {
-            path: p.clone(),
-            source,
-        })?;
-        for ent in rd {
-            let ent = ent.map_err(|source| ArchiveError::Open {
-                path: p.clone(),
-                source,
-            })?;
+        for ent in std::fs::read_dir(&p).map_err(open(p.clone()))? {
+            let ent = ent.map_err(open(p.clone()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = ent.file_type().map_err(|source| ArchiveError::Open {
-                path: ent.path(),
-                source,
-            })?;
+            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let ft = ent.file_type().map_err(open(ent.path()))?;
             if ft.is_symlink() {
                 problems.push(Problem::Unsafe {
                     path: r,
@@ -383,28 +347,65 @@ pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
         }
     }
     files.sort();
+    Ok(files)
+}
+
+/// Verifies an unpacked bundle directory, hashing files on all cores. Files whose size
+/// already differs from bundle.json, and files it does not list, are not read.
+pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
+    let mut problems = Vec::new();
+    let files = list_dir(dir, &mut problems)?;
     let mut bundle_bytes = None;
     let mut sums_bytes = None;
-    for (rel, p) in &files {
-        if rel == BUNDLE_JSON || rel == SHA256SUMS {
-            let b = std::fs::File::open(p)
-                .map_err(|source| ArchiveError::Open {
-                    path: p.clone(),
-                    source,
-                })
-                .map(|mut f| read_meta(&mut f, rel, &mut problems))?;
-            if rel == BUNDLE_JSON {
-                bundle_bytes = b;
-            } else {
-                sums_bytes = b;
-            }
+    for (rel, p) in files.iter().filter(|(r, _)| r == BUNDLE_JSON || r == SHA256SUMS) {
+        let mut f = std::fs::File::open(p).map_err(|source| ArchiveError::Open {
+            path: p.clone(),
+            source,
+        })?;
+        let b = read_meta(&mut f, rel, &mut problems);
+        if rel == BUNDLE_JSON {
+            bundle_bytes = b;
+        } else {
+            sums_bytes = b;
         }
     }
-    let seen = hash_all(&files, &mut problems);
+    let listed = bundle_bytes.as_deref().and_then(|b| BundleJson::parse(b).ok());
+    let seen = hash_all(&files, listed.as_ref(), &mut problems);
     Ok(judge(bundle_bytes, sums_bytes, seen, problems))
 }
 
-fn hash_all(files: &[(String, PathBuf)], problems: &mut Vec<Problem>) -> BTreeMap<String, Seen> {
+/// What is on disk at `p`: hashed only when bundle.json lists it with this very size.
+fn observe(p: &Path, rel: &str, listed: Option<&BundleJson>) -> std::io::Result<Seen> {
+    let f = std::fs::File::open(p)?;
+    let md = f.metadata()?;
+    #[cfg(unix)]
+    let executable = {
+        use std::os::unix::fs::PermissionsExt;
+        md.permissions().mode() & 0o111 != 0
+    };
+    #[cfg(not(unix))]
+    let executable = false;
+    let wanted = match listed {
+        Some(b) => b.entry(rel).is_some_and(|e| !e.in_base && e.size == md.len()),
+        None => rel == BUNDLE_JSON || rel == SHA256SUMS,
+    };
+    let sha256 = if wanted || rel == BUNDLE_JSON || rel == SHA256SUMS {
+        Some(crate::digest::hash_reader(f)?.0)
+    } else {
+        None
+    };
+    Ok(Seen {
+        size: md.len(),
+        sha256,
+        executable,
+    })
+}
+
+fn hash_all(
+    files: &[(String, PathBuf)],
+    listed: Option<&BundleJson>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Seen> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
@@ -413,16 +414,7 @@ fn hash_all(files: &[(String, PathBuf)], problems: &mut Vec<Problem>) -> BTreeMa
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((rel, p)) = files.get(i) else { break };
-                let r = std::fs::File::open(p).and_then(|f| {
-                    #[cfg(unix)]
-                    let exec = {
-                        use std::os::unix::fs::PermissionsExt;
-                        f.metadata()?.permissions().mode() & 0o111 != 0
-                    };
-                    #[cfg(not(unix))]
-                    let exec = true;
-                    crate::digest::hash_reader(f).map(|(d, n)| (d, n, exec))
-                });
+                let r = observe(p, rel, listed);
                 if let Ok(mut v) = results.lock() {
                     v.push((rel.clone(), r));
                 }
@@ -432,18 +424,11 @@ fn hash_all(files: &[(String, PathBuf)], problems: &mut Vec<Problem>) -> BTreeMa
     let mut seen = BTreeMap::new();
     for (rel, r) in results.into_inner().unwrap_or_default() {
         match r {
-            Ok((sha256, size, executable)) => {
-                seen.insert(
-                    rel,
-                    Seen {
-                        size,
-                        sha256,
-                        executable,
-                    },
-                );
+            Ok(s) => {
+                seen.insert(rel, s);
             }
             Err(e) => problems.push(Problem::Meta {
-                detail: format!("reading {rel}: {e}"),
+                detail: format!("reading {}: {e}", esc(&rel)),
             }),
         }
     }
@@ -457,26 +442,6 @@ pub fn verify(path: &Path) -> Result<Report, ArchiveError> {
     } else {
         verify_archive(path)
     }
-}
-
-/// Where nodes keep unpacked bundles (`<store>/<archive sha256>/<name>/`).
-pub const NODE_STORE: &str = "/var/lib/kbundle/bundles";
-
-/// Finds an unpacked bundle whose `bundle.json` has the given sha256 under `store`.
-pub fn find_bundle_dir(store: &Path, bundle_json_sha256: &Sha256) -> Option<PathBuf> {
-    let outer = std::fs::read_dir(store).ok()?;
-    for o in outer.flatten() {
-        let Ok(inner) = std::fs::read_dir(o.path()) else {
-            continue;
-        };
-        for d in inner.flatten() {
-            let bj = d.path().join(BUNDLE_JSON);
-            if crate::digest::hash_file(&bj).is_ok_and(|(h, _)| h == *bundle_json_sha256) {
-                return Some(d.path());
-            }
-        }
-    }
-    None
 }
 
 /// Checks that every entry a delta bundle leaves to its base is present in `base_dir`
@@ -546,9 +511,9 @@ pub fn verify_with_base(path: &Path, base_dir: Option<&Path>) -> Result<Report, 
     let mut report = verify(path)?;
     if let Some(b) = &report.bundle {
         if let Some(base) = &b.base {
-            let found = base_dir
-                .map(Path::to_path_buf)
-                .or_else(|| find_bundle_dir(Path::new(NODE_STORE), &base.bundle_json_sha256));
+            let found = base_dir.map(Path::to_path_buf).or_else(|| {
+                crate::bundle::store::find(Path::new(crate::bundle::store::NODE_STORE), &base.bundle_json_sha256)
+            });
             let extra = check_base(b, found.as_deref());
             report.problems.extend(extra);
         }

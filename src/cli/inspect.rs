@@ -15,25 +15,25 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let b = crate::bundle::read_bundle_json(&a.path).map_err(anyhow::Error::msg)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&b)?)?;
         return Ok(0);
     }
-    println!("bundle     {}", b.name);
-    println!("kubernetes {}", b.kubernetes);
-    println!("platforms  {}", b.platforms.join(", "));
-    println!("built by   kbundle {}", b.kbundle_version);
-    println!("components");
+    crate::outln!("bundle     {}", b.name)?;
+    crate::outln!("kubernetes {}", b.kubernetes)?;
+    crate::outln!("platforms  {}", b.platforms.join(", "))?;
+    crate::outln!("built by   kbundle {}", b.kbundle_version)?;
+    crate::outln!("components")?;
     for (k, v) in &b.components {
-        println!("  {k:<16} {v}");
+        crate::outln!("  {k:<16} {v}")?;
     }
-    println!(
+    crate::outln!(
         "hops       {}",
         b.hops
             .iter()
             .map(|h| h.kubernetes.as_str())
             .collect::<Vec<_>>()
             .join(" -> ")
-    );
+    )?;
     let mut by_kind: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     for e in &b.entries {
         let k = by_kind.entry(format!("{:?}", e.kind).to_lowercase()).or_default();
@@ -41,17 +41,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         k.1 += e.size;
     }
     let total: u64 = b.entries.iter().map(|e| e.size).sum();
-    println!("entries    {} ({})", b.entries.len(), HumanBytes(total));
+    crate::outln!("entries    {} ({})", b.entries.len(), HumanBytes(total))?;
     for (k, (n, s)) in &by_kind {
-        println!("  {k:<16} {n:>6} {:>12}", HumanBytes(*s).to_string());
+        crate::outln!("  {k:<16} {n:>6} {:>12}", HumanBytes(*s).to_string())?;
     }
     for e in &b.entries {
-        println!(
+        crate::outln!(
             "  {:>12}  {}  {}",
             HumanBytes(e.size).to_string(),
             &e.sha256.hex()[..12],
             e.path
-        );
+        )?;
     }
     Ok(0)
 }

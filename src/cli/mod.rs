@@ -19,6 +19,29 @@ use std::path::PathBuf;
 /// Exit code for "ran fine, but found problems" (verify) and for errors.
 pub const EXIT_FAILURE: i32 = 1;
 
+/// Writes command output to stdout. A reader that went away (`kbundle inspect | head -1`)
+/// gives a `BrokenPipe` error, which `main` treats as a normal end.
+pub fn out(args: std::fmt::Arguments) -> std::io::Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().write_fmt(args)
+}
+
+/// `println!` for command output, returning the write error instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// Is this error (anywhere in its chain) a closed stdout?
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kbundle",

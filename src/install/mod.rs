@@ -192,7 +192,7 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
     // skew checks), never by installing a newer bundle over it.
     if host.exists("/var/lib/kbundle/bootstrap.done") {
         if let Some(v) = host.read("/var/lib/kbundle/kubernetes-version") {
-            if v.trim() != bundle.bundle.kubernetes {
+            if bundle.bundle.kubernetes != v.trim() {
                 return Err(InstallError::Usage(format!(
                     "this node already runs Kubernetes {} (bootstrapped); use `kbundle upgrade apply --bundle {}` to move it to {}",
                     v.trim(),

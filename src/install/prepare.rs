@@ -265,7 +265,7 @@ fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
             .bundle
             .components
             .get("containerd")
-            .cloned()
+            .map(|t| t.to_string())
             .unwrap_or_default();
         c.host
             .say(&format!("containerd not installed yet: assuming the bundle's {v}"));

@@ -1,8 +1,10 @@
 //! The bundle an install works from: verified in full before anything is written, then
-//! (for archives) unpacked under `/var/lib/kbundle/bundles/<sha256>/`.
+//! (for archives) unpacked under `/var/lib/kbundle/bundles/<sha256>/` (see
+//! [`crate::bundle::store`]), verified again as it is written.
 
-use crate::bundle::archive;
 use crate::bundle::meta::BundleJson;
+use crate::bundle::store::{self, StoreError};
+use crate::bundle::unpack::{self, UnpackError};
 use crate::bundle::verify::{self, Report};
 use crate::digest::Sha256;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,11 @@ pub enum SourceError {
     #[error("bundle {path} failed verification; nothing was changed on this node:\n  {}", problems.join("\n  "))]
     Unverified { path: PathBuf, problems: Vec<String> },
     #[error(transparent)]
-    Archive(#[from] archive::ArchiveError),
+    Archive(#[from] crate::bundle::archive::ArchiveError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("no bundle given and none next to this kbundle ({exe}): pass --bundle PATH")]
     NoDefault { exe: PathBuf },
     #[error("{path}: {source}")]
@@ -107,23 +113,15 @@ pub fn default_bundle() -> Result<PathBuf, SourceError> {
 pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, SourceError> {
     if path.is_dir() {
         let bundle = check(verify::verify_dir(path)?, path)?;
-        let id = bundle_id(path)?;
-        return Ok(VerifiedBundle {
-            dir: path.to_path_buf(),
-            bundle,
-            id,
-            base_dir: None,
-            _scratch: None,
-        });
+        return verified(path.to_path_buf(), bundle, None);
     }
     let bundle = check(verify::verify_archive(path)?, path)?;
     let (archive_digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let dest = store.join(archive_digest.hex());
-    let dir = dest.join(&bundle.name);
     if dry_run {
+        let dir = store.join(archive_digest.hex()).join(&bundle.name);
         println!("[dry-run] unpack {} -> {}", path.display(), dir.display());
         // Steps still need to read the bundle: unpack into a scratch dir off the node.
         let scratch = tempfile::Builder::new()
@@ -133,48 +131,44 @@ pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, 
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let out = archive::unpack(path, scratch.path())?;
-        let id = bundle_id(&out)?;
-        return Ok(VerifiedBundle {
-            dir: out,
-            bundle,
-            id,
-            base_dir: None,
-            _scratch: Some(std::sync::Arc::new(scratch)),
-        });
+        let out = unpack::unpack(path, scratch.path())?;
+        return verified(out.dir, bundle, Some(std::sync::Arc::new(scratch)));
     }
-    if dir.is_dir() {
-        // Unpacked by an earlier run: check it again rather than trust it.
-        if let Ok(b) = check(verify::verify_dir(&dir)?, &dir) {
-            let id = bundle_id(&dir)?;
-            return Ok(VerifiedBundle {
-                dir,
-                bundle: b,
-                id,
-                base_dir: None,
-                _scratch: None,
-            });
-        }
-        std::fs::remove_dir_all(&dir).map_err(|source| SourceError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    let slot = store::slot(store, &archive_digest)?;
+    let dir = slot.join(&bundle.name);
+    if let Some(b) = reuse(&slot, &dir, &bundle)? {
+        return verified(dir, b, None);
     }
-    let out = archive::unpack(path, &dest)?;
-    let bundle = match check(verify::verify_dir(&out)?, &out) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&out);
-            return Err(e);
-        }
-    };
-    let id = bundle_id(&out)?;
+    // Not there, partial, or changed since: start again (the slot is ours).
+    store::clear(&slot, &bundle.name)?;
+    let out = unpack::unpack(path, &slot)?;
+    let b = check(out.report, &out.dir)?;
+    let vb = verified(out.dir, b, None)?;
+    store::mark_complete(&slot, &vb.bundle.name, &vb.id)?;
+    Ok(vb)
+}
+
+/// The bundle unpacked by an earlier run, when it completed and still verifies.
+fn reuse(slot: &Path, dir: &Path, want: &BundleJson) -> Result<Option<BundleJson>, SourceError> {
+    match store::completed(slot) {
+        Some((name, _)) if name == want.name && dir.is_dir() => {}
+        _ => return Ok(None),
+    }
+    Ok(check(verify::verify_dir(dir)?, dir).ok())
+}
+
+fn verified(
+    dir: PathBuf,
+    bundle: BundleJson,
+    scratch: Option<std::sync::Arc<tempfile::TempDir>>,
+) -> Result<VerifiedBundle, SourceError> {
+    let id = bundle_id(&dir)?;
     Ok(VerifiedBundle {
-        dir: out,
+        dir,
         bundle,
         id,
         base_dir: None,
-        _scratch: None,
+        _scratch: scratch,
     })
 }
 
@@ -184,7 +178,7 @@ pub fn attach_base(vb: &mut VerifiedBundle, store: &Path) -> Result<(), SourceEr
     let Some(base) = vb.bundle.base.clone() else {
         return Ok(());
     };
-    let dir = verify::find_bundle_dir(store, &base.bundle_json_sha256);
+    let dir = store::find(store, &base.bundle_json_sha256);
     let problems = verify::check_base(&vb.bundle, dir.as_deref());
     if !problems.is_empty() {
         return Err(SourceError::Unverified {

@@ -3,9 +3,11 @@
 //! from the archive with its sha256 checked.
 
 use super::{BundleRef, KickstartError};
-use crate::bundle::archive::{self, ArchiveError};
-use crate::bundle::meta::{BundleJson, EntryKind, BUNDLE_JSON, INSTALLER, MAX_META_BYTES};
-use crate::digest::{HashWriter, Sha256};
+use crate::bundle::archive::ArchiveError;
+use crate::bundle::check::{self, Sink, SinkError};
+use crate::bundle::meta::{BundleJson, EntryKind, INSTALLER};
+use crate::bundle::verify::check_sidecar;
+use crate::digest::Sha256;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -126,56 +128,71 @@ pub fn bundle_ref(path: &Path) -> Result<BundleRef, KickstartError> {
     })
 }
 
-/// Extracts the installer from the archive to `dest` (mode 0755) in one pass, and checks
-/// its size and sha256 against the archive's bundle.json. Returns bundle.json.
-pub fn extract_installer(archive: &Path, dest: &Path) -> Result<BundleJson, KickstartError> {
-    let mut bj_bytes: Option<Vec<u8>> = None;
-    let mut got: Option<(Sha256, u64)> = None;
-    let corrupt = |at: &str, source| ArchiveError::Corrupt {
-        archive: archive.to_path_buf(),
-        at: format!(" at {at:?}"),
-        source,
-    };
-    archive::walk(archive, |e, content| {
-        if e.rel == BUNDLE_JSON {
-            let mut buf = Vec::new();
-            content
-                .take(MAX_META_BYTES)
-                .read_to_end(&mut buf)
-                .map_err(|err| corrupt(BUNDLE_JSON, err))?;
-            bj_bytes = Some(buf);
-        } else if e.rel == INSTALLER {
-            let write_err = |source| ArchiveError::Write {
-                archive: archive.to_path_buf(),
-                path: dest.to_path_buf(),
-                source,
-            };
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o755);
-            }
-            let f = opts.open(dest).map_err(write_err)?;
-            let mut w = HashWriter::new(std::io::BufWriter::new(f));
-            std::io::copy(&mut content.take(e.size), &mut w).map_err(|err| corrupt(INSTALLER, err))?;
-            let (mut buf, digest, n) = w.finish();
-            buf.flush().map_err(write_err)?;
-            got = Some((digest, n));
+/// Writes the installer to its destination, leaves the rest to the check.
+struct InstallerSink<'a> {
+    archive: &'a Path,
+    dest: &'a Path,
+    wrote: bool,
+}
+
+impl Sink for InstallerSink<'_> {
+    fn entry(&mut self, rel: &str, _: bool, content: &mut dyn Read) -> Result<(), SinkError> {
+        if rel != INSTALLER {
+            return Ok(());
         }
+        let wr = |source| {
+            SinkError::Write(ArchiveError::Write {
+                archive: self.archive.to_path_buf(),
+                path: self.dest.to_path_buf(),
+                source,
+            })
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o755);
+        }
+        let mut w = std::io::BufWriter::new(opts.open(self.dest).map_err(wr)?);
+        check::copy(content, &mut w).map_err(|(read, e)| if read { SinkError::Read(e) } else { wr(e) })?;
+        w.flush().map_err(wr)?;
+        self.wrote = true;
         Ok(())
-    })
-    .map_err(|e| bad(archive, e.to_string()))?;
-    let bytes = bj_bytes.ok_or_else(|| bad(archive, "no bundle.json in the archive"))?;
-    let bj = BundleJson::parse(&bytes).map_err(|e| bad(archive, e.to_string()))?;
-    let (want, want_size) = installer_entry(archive, &bj)?;
-    let (digest, size) =
-        got.ok_or_else(|| bad(archive, "bundle.json lists `kbundle` but the archive has no such file"))?;
-    if digest != want || size != want_size {
+    }
+}
+
+/// Verifies the whole archive (sidecar, every entry) and, in the same pass, extracts the
+/// installer to `dest` (mode 0755). Returns bundle.json.
+pub fn extract_installer(archive: &Path, dest: &Path) -> Result<BundleJson, KickstartError> {
+    let mut problems = Vec::new();
+    check_sidecar(archive, &mut problems).map_err(|e| bad(archive, e.to_string()))?;
+    let mut sink = InstallerSink {
+        archive,
+        dest,
+        wrote: false,
+    };
+    let report = check::check_archive(archive, &mut sink).map_err(|e| bad(archive, e.to_string()))?;
+    problems.extend(report.problems);
+    let bj = match report.bundle {
+        Some(b) if problems.is_empty() => b,
+        _ => {
+            let list: Vec<String> = problems.iter().take(5).map(|p| p.to_string()).collect();
+            return Err(bad(
+                archive,
+                format!(
+                    "does not verify ({} problem(s)): {}",
+                    problems.len().max(1),
+                    list.join("; ")
+                ),
+            ));
+        }
+    };
+    installer_entry(archive, &bj)?;
+    if !sink.wrote {
         return Err(bad(
             archive,
-            format!("installer `kbundle`: bundle.json says sha256 {want} ({want_size} bytes), the archive holds sha256 {digest} ({size} bytes)"),
+            "bundle.json lists `kbundle` but the archive has no such file",
         ));
     }
     super::set_mode(dest, 0o755)?;

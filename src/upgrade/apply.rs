@@ -59,14 +59,8 @@ pub struct Options {
 
 /// The bundle's hops, in order.
 pub fn hops(b: &crate::bundle::meta::BundleJson) -> Result<Vec<Version>, ApplyError> {
-    b.hops
-        .iter()
-        .map(|h| {
-            h.kubernetes
-                .parse::<Version>()
-                .map_err(|e| ApplyError::Usage(format!("bundle.json hop: {e}")))
-        })
-        .collect()
+    // Validated when bundle.json was parsed.
+    Ok(b.hops.iter().map(|h| h.kubernetes.version()).collect())
 }
 
 struct Run<'a> {
@@ -253,7 +247,7 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
             .bundle
             .hops
             .iter()
-            .find(|h| h.kubernetes == r.hop.with_v())
+            .find(|h| h.kubernetes.version() == r.hop)
             .map(|h| h.images.clone())
             .unwrap_or_default();
         let containerd = r.host.path("/usr/local/bin/containerd");
