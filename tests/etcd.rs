@@ -662,7 +662,8 @@ fn restore_update_manifest_switches_kubeadm_etcd() {
         std::fs::read_to_string(root.join("var/lib/etcd/member/old")).unwrap(),
         "old data"
     );
-    assert_eq!(names_in(&root.join("var/lib")), ["etcd", "etcd-restored"]);
+    // (var/lib/kbundle holds the node lock every changing command takes.)
+    assert_eq!(names_in(&root.join("var/lib")), ["etcd", "etcd-restored", "kbundle"]);
 
     // The restored member is cp1 with the peer URL from etcd.yaml, and has every key.
     let data = root.join("var/lib/etcd-restored");
@@ -706,7 +707,7 @@ fn update_manifest_without_data_dir_flag_fails_and_keeps_apiserver() {
     assert!(!k8s.join("kube-apiserver.yaml.kbundle-stopped").exists());
     assert!(!k8s.join("etcd.yaml.kbundle-backup").exists());
     // Checked before restoring: no data directory, no staging directory.
-    assert_eq!(names_in(&root.join("var/lib")), ["etcd"]);
+    assert_eq!(names_in(&root.join("var/lib")), ["etcd", "kbundle"]);
 }
 
 #[test]

@@ -319,7 +319,21 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         "{}",
         text(&o)
     );
-    assert_eq!(before, snapshot(&root), "a re-run changed the node");
+    assert_unchanged(&before, &snapshot(&root), "a re-run changed the node");
+}
+
+/// Names only what differs between two snapshots.
+fn assert_unchanged(
+    before: &[(String, u64, std::time::SystemTime)],
+    after: &[(String, u64, std::time::SystemTime)],
+    what: &str,
+) {
+    let gone: Vec<_> = before.iter().filter(|b| !after.contains(b)).collect();
+    let new: Vec<_> = after.iter().filter(|a| !before.contains(a)).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{what}:\nbefore: {gone:?}\nafter: {new:?}"
+    );
 }
 
 #[test]

@@ -211,6 +211,8 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
                 apiserver_stop_timeout: r.apiserver_stop_timeout,
                 timeout: r.timeout,
             };
+            // One kbundle at a time changes a node (and an interrupted run is cleaned up).
+            let _lock = crate::install::lock_node(&crate::host::Host::new(&opts.root, false))?;
             let rep = snapshot::restore(&opts, &mut notes)?;
             println!("restored {} into {}", opts.file.display(), rep.data_dir.display());
             if let Some(old) = &rep.old_data_dir {

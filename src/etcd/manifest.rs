@@ -51,7 +51,7 @@ impl NodePaths {
         }
     }
     pub fn kubernetes_dir(&self) -> PathBuf {
-        super::under_root(&self.root, Path::new("/etc/kubernetes"))
+        super::fixed_under_root(&self.root, "/etc/kubernetes")
     }
     pub fn manifests_dir(&self) -> PathBuf {
         self.kubernetes_dir().join("manifests")

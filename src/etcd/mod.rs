@@ -134,9 +134,16 @@ pub type Notes<'a> = &'a mut dyn FnMut(Level, &str);
 
 /// `root` joined with the absolute node path `node_path` (`/` + `/etc/x` → `/etc/x`,
 /// `/tmp/r` + `/etc/x` → `/tmp/r/etc/x`).
-pub fn under_root(root: &Path, node_path: &Path) -> PathBuf {
-    let rel = node_path.strip_prefix("/").unwrap_or(node_path);
-    root.join(rel)
+pub fn under_root(root: &Path, node_path: &Path) -> Result<PathBuf, EtcdError> {
+    let text = node_path
+        .to_str()
+        .ok_or_else(|| EtcdError::Usage(format!("{} is not UTF-8", node_path.display())))?;
+    crate::host::node_path(root, text).map_err(|e| EtcdError::Usage(e.to_string()))
+}
+
+/// [`under_root`] for a path kbundle itself names (always clean).
+pub(crate) fn fixed_under_root(root: &Path, node_path: &'static str) -> PathBuf {
+    crate::host::node_path(root, node_path).unwrap_or_else(|_| root.to_path_buf())
 }
 
 /// Flushes a directory's entries to disk after a rename; best effort (some file systems
@@ -169,13 +176,14 @@ mod tests {
     #[test]
     fn root_joining() {
         assert_eq!(
-            under_root(Path::new("/"), Path::new("/etc/kubernetes")),
+            under_root(Path::new("/"), Path::new("/etc/kubernetes")).unwrap(),
             Path::new("/etc/kubernetes")
         );
         assert_eq!(
-            under_root(Path::new("/tmp/r"), Path::new("/etc/kubernetes")),
+            under_root(Path::new("/tmp/r"), Path::new("/etc/kubernetes")).unwrap(),
             Path::new("/tmp/r/etc/kubernetes")
         );
+        assert!(under_root(Path::new("/tmp/r"), Path::new("/var/../../x")).is_err());
         assert_eq!(
             with_suffix(Path::new("a/snap.db"), ".part"),
             Path::new("a/snap.db.part")

@@ -437,7 +437,7 @@ pub fn restore(opts: &RestoreOptions, notes: Notes) -> Result<RestoreReport, Etc
     let host_dir = if at_root {
         opts.data_dir.clone()
     } else {
-        under_root(&opts.root, &opts.data_dir)
+        under_root(&opts.root, &opts.data_dir)?
     };
 
     // Everything --update-manifest needs is checked before anything is written.

@@ -107,7 +107,7 @@ pub fn find_in(
             found_by: FoundBy::Flag,
         }));
     }
-    let bundled = super::under_root(root, Path::new("/usr/local/bin")).join(kind.name());
+    let bundled = super::fixed_under_root(root, "/usr/local/bin").join(kind.name());
     if is_executable_file(&bundled) {
         return Ok(Some(Tool {
             kind,
@@ -138,7 +138,7 @@ pub fn require(kind: Kind, explicit: Option<&Path>, root: &Path) -> Result<Tool,
 }
 
 pub(crate) fn not_found(kind: Kind, root: &Path) -> EtcdError {
-    let bundled = super::under_root(root, Path::new("/usr/local/bin")).join(kind.name());
+    let bundled = super::fixed_under_root(root, "/usr/local/bin").join(kind.name());
     EtcdError::ToolNotFound {
         tool: kind.name(),
         flag: kind.flag(),

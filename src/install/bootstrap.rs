@@ -17,15 +17,15 @@ fn step_err(step: &str, message: String) -> InstallError {
 
 /// systemd is running on the node: `/run/systemd/system` exists (sd_booted(3)).
 fn systemd_running(c: &Ctx) -> bool {
-    c.host.path("/run/systemd/system").is_dir()
+    c.host.path("/run/systemd/system").is_ok_and(|p| p.is_dir())
 }
 
-fn bin(c: &Ctx, name: &str) -> Command {
-    Command::new(c.host.resolve(&format!("/usr/local/bin/{name}")))
+fn bin(c: &Ctx, name: &str) -> Result<Command, InstallError> {
+    Ok(Command::new(c.host.resolve(&format!("/usr/local/bin/{name}"))?))
 }
 
-fn admin_conf(c: &Ctx) -> String {
-    c.host.path("/etc/kubernetes/admin.conf").display().to_string()
+fn admin_conf(c: &Ctx) -> Result<String, InstallError> {
+    Ok(c.host.path("/etc/kubernetes/admin.conf")?.display().to_string())
 }
 
 fn bootstrap_command(c: &Ctx, node: &str) -> String {
@@ -78,15 +78,15 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                     return Ok(());
                 }
                 reset_partial(c)?;
-                let mut k = bin(c, "kubeadm");
+                let mut k = bin(c, "kubeadm")?;
                 k.args(["init", "--config"])
-                    .arg(c.host.path(&cfg))
+                    .arg(c.host.path(&cfg)?)
                     .arg("--upload-certs");
                 c.host.run(&mut k)?;
                 Ok(())
             })?;
             c.step("admin-kubeconfig", |c| {
-                let admin = c.host.path("/etc/kubernetes/admin.conf");
+                let admin = c.host.path("/etc/kubernetes/admin.conf")?;
                 if c.host.dry_run() {
                     c.host
                         .say("copy /etc/kubernetes/admin.conf to /root/.kube/config (0600)");
@@ -118,8 +118,8 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                     return Ok(());
                 }
                 reset_partial(c)?;
-                let mut k = bin(c, "kubeadm");
-                k.args(["join", "--config"]).arg(c.host.path(&cfg));
+                let mut k = bin(c, "kubeadm")?;
+                k.args(["join", "--config"]).arg(c.host.path(&cfg)?);
                 c.host.run(&mut k)?;
                 Ok(())
             })?;
@@ -128,7 +128,7 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                     if c.host.dry_run() {
                         return Ok(());
                     }
-                    let admin = c.host.path("/etc/kubernetes/admin.conf");
+                    let admin = c.host.path("/etc/kubernetes/admin.conf")?;
                     let data = std::fs::read(&admin)
                         .map_err(|e| step_err("admin-kubeconfig", format!("{}: {e}", admin.display())))?;
                     c.host.write("/root/.kube/config", &data, 0o600)?;
@@ -149,14 +149,14 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
 /// An earlier `kubeadm init`/`join` that failed part-way leaves manifests and certificates
 /// that make kubeadm's preflight refuse every retry: clear them with `kubeadm reset`.
 fn reset_partial(c: &Ctx) -> Result<(), InstallError> {
-    let manifests = c.host.path("/etc/kubernetes/manifests");
+    let manifests = c.host.path("/etc/kubernetes/manifests")?;
     let leftovers = std::fs::read_dir(&manifests)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
         || c.host.exists("/etc/kubernetes/pki/ca.crt");
     if leftovers {
         println!("    an earlier kubeadm run left files behind: kubeadm reset -f before retrying");
-        let mut k = bin(c, "kubeadm");
+        let mut k = bin(c, "kubeadm")?;
         k.args(["reset", "-f", "--cri-socket", "unix:///run/containerd/containerd.sock"]);
         c.host.run(&mut k)?;
     }
@@ -184,11 +184,11 @@ fn addons(c: &mut Ctx) -> Result<(), InstallError> {
             );
             c.host
                 .write("/etc/kbundle/addons/kube-flannel.yml", patched.as_bytes(), 0o644)?;
-            file = c.host.path("/etc/kbundle/addons/kube-flannel.yml");
+            file = c.host.path("/etc/kbundle/addons/kube-flannel.yml")?;
         }
-        let mut k = bin(c, "kubectl");
+        let mut k = bin(c, "kubectl")?;
         k.arg("--kubeconfig")
-            .arg(admin_conf(c))
+            .arg(admin_conf(c)?)
             .args(["apply", "-f"])
             .arg(&file);
         c.host.run(&mut k)?;
@@ -200,9 +200,9 @@ fn addons(c: &mut Ctx) -> Result<(), InstallError> {
 fn wait_ready(c: &mut Ctx) -> Result<(), InstallError> {
     let node = c.node()?.name.clone();
     let kubeconfig = if c.role.is_control_plane() {
-        admin_conf(c)
+        admin_conf(c)?
     } else {
-        c.host.path("/etc/kubernetes/kubelet.conf").display().to_string()
+        c.host.path("/etc/kubernetes/kubelet.conf")?.display().to_string()
     };
     if c.host.dry_run() {
         c.host.say(&format!(
@@ -213,7 +213,7 @@ fn wait_ready(c: &mut Ctx) -> Result<(), InstallError> {
     }
     let deadline = Instant::now() + c.opts.ready_timeout;
     loop {
-        let out = bin(c, "kubectl")
+        let out = bin(c, "kubectl")?
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args([
@@ -252,7 +252,7 @@ fn print_join_commands(c: &Ctx) -> Result<(), InstallError> {
     if !c.host.dry_run() && (secrets.token.is_none() || secrets.ca_cert_hash.is_none()) {
         let out = c
             .host
-            .run(bin(c, "kubeadm").args(["token", "create", "--print-join-command"]))?;
+            .run(bin(c, "kubeadm")?.args(["token", "create", "--print-join-command"]))?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let words: Vec<&str> = text.split_whitespace().collect();
         let after = |flag: &str| {
@@ -269,9 +269,9 @@ fn print_join_commands(c: &Ctx) -> Result<(), InstallError> {
         && secrets.certificate_key.is_none()
         && c.cluster.nodes.iter().any(|n| n.role == Role::ControlPlane)
     {
-        let mut k = bin(c, "kubeadm");
+        let mut k = bin(c, "kubeadm")?;
         k.args(["init", "phase", "upload-certs", "--upload-certs", "--config"])
-            .arg(c.host.path("/etc/kbundle/kubeadm-init.yaml"));
+            .arg(c.host.path("/etc/kbundle/kubeadm-init.yaml")?);
         let out = c.host.run(&mut k)?;
         secrets.certificate_key = String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub node: Option<Node>,
     pub opts: Options,
     journal: PathBuf,
+    /// Held until the install ends: one kbundle at a time changes a node.
+    _lock: Option<crate::host::lock::NodeLock>,
 }
 
 impl Ctx {
@@ -141,6 +143,34 @@ fn hostname(root: &Host) -> Option<String> {
         .map(|h| h.split('.').next().unwrap_or(&h).to_string())
 }
 
+/// A running node moves to another version only through `upgrade apply` (drain, order,
+/// skew checks), never by installing a newer bundle over it.
+fn refuse_other_version(host: &Host, b: &crate::bundle::meta::BundleJson, opts: &Options) -> Result<(), InstallError> {
+    if !host.exists("/var/lib/kbundle/bootstrap.done") {
+        return Ok(());
+    }
+    match host.read("/var/lib/kbundle/kubernetes-version") {
+        Some(v) if b.kubernetes != v.trim() => Err(InstallError::Usage(format!(
+            "this node already runs Kubernetes {} (bootstrapped); use `kbundle upgrade apply --bundle {}` to move it to {}",
+            v.trim(),
+            opts.bundle.display(),
+            b.kubernetes
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the node lock and reports what an interrupted earlier run left behind.
+pub fn lock_node(host: &Host) -> Result<Option<crate::host::lock::NodeLock>, HostError> {
+    let Some((lock, swept)) = host.lock()? else {
+        return Ok(None);
+    };
+    if let Some(s) = swept.summary() {
+        println!("cleaned up after an interrupted run: {s}");
+    }
+    Ok(Some(lock))
+}
+
 /// Runs an install. Verification happens before anything is written.
 pub fn run(opts: Options) -> Result<(), InstallError> {
     let cluster = Cluster::load(&opts.config)?;
@@ -179,30 +209,20 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
         }
     };
     println!("kbundle install: verifying {}", opts.bundle.display());
-    let store = host.path("/var/lib/kbundle/bundles");
-    let mut bundle = source::open(&opts.bundle, &store, opts.dry_run)?;
-    source::attach_base(&mut bundle, &store)?;
+    let checked = source::check_source(&opts.bundle)?;
     println!(
         "bundle {} (Kubernetes {}) verified: {} entries",
-        bundle.bundle.name,
-        bundle.bundle.kubernetes,
-        bundle.bundle.entries.len()
+        checked.bundle().name,
+        checked.bundle().kubernetes,
+        checked.bundle().entries.len()
     );
-    // A running node moves to another version only through `upgrade apply` (drain, order,
-    // skew checks), never by installing a newer bundle over it.
-    if host.exists("/var/lib/kbundle/bootstrap.done") {
-        if let Some(v) = host.read("/var/lib/kbundle/kubernetes-version") {
-            if bundle.bundle.kubernetes != v.trim() {
-                return Err(InstallError::Usage(format!(
-                    "this node already runs Kubernetes {} (bootstrapped); use `kbundle upgrade apply --bundle {}` to move it to {}",
-                    v.trim(),
-                    opts.bundle.display(),
-                    bundle.bundle.kubernetes
-                )));
-            }
-        }
-    }
-    let journal = host.path(&format!("/var/lib/kbundle/state/{}", &bundle.id.hex()[..16]));
+    refuse_other_version(&host, checked.bundle(), &opts)?;
+    // Nothing is written before this point.
+    let lock = lock_node(&host)?;
+    let store = host.path(crate::bundle::store::NODE_STORE)?;
+    let mut bundle = source::open(checked, &store, opts.dry_run)?;
+    source::attach_base(&mut bundle, &store)?;
+    let journal = host.path(&format!("/var/lib/kbundle/state/{}", &bundle.id.hex()[..16]))?;
     let mut ctx = Ctx {
         host,
         bundle,
@@ -211,6 +231,7 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
         node,
         opts: opts.clone(),
         journal,
+        _lock: lock,
     };
     if matches!(opts.phase, Phase::Prepare | Phase::All) {
         prepare::run(&mut ctx)?;

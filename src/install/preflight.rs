@@ -47,7 +47,7 @@ fn find_command(host: &Host, name: &str) -> bool {
         "/bin",
     ]
     .iter()
-    .any(|d| host.path(&format!("{d}/{name}")).is_file())
+    .any(|d| host.path(&format!("{d}/{name}")).is_ok_and(|p| p.is_file()))
 }
 
 pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform], skip: &[String]) -> Outcome {

@@ -108,7 +108,7 @@ fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
                 files::firewalld_service(c.role).as_bytes(),
                 0o644,
             )?;
-            let offline = h.path("/usr/bin/firewall-offline-cmd");
+            let offline = h.path("/usr/bin/firewall-offline-cmd")?;
             if offline.exists() && !h.is_live() {
                 h.run(
                     std::process::Command::new("chroot")
@@ -259,7 +259,7 @@ fn sandbox_image(c: &Ctx) -> String {
 }
 
 fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
-    if c.host.dry_run() && !c.host.path("/usr/local/bin/containerd").exists() {
+    if c.host.dry_run() && !c.host.exists("/usr/local/bin/containerd") {
         let v = c
             .bundle
             .bundle
@@ -271,7 +271,7 @@ fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
             .say(&format!("containerd not installed yet: assuming the bundle's {v}"));
         return Ok(v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(2));
     }
-    Ok(runtime::containerd_version(&c.host, &c.host.path("/usr/local/bin/containerd"))?.0)
+    Ok(runtime::containerd_version(&c.host, &c.host.path("/usr/local/bin/containerd")?)?.0)
 }
 
 fn containerd_config(c: &mut Ctx) -> Result<(), InstallError> {
@@ -318,8 +318,8 @@ fn images(c: &mut Ctx) -> Result<(), InstallError> {
     let major = containerd_major(c)?;
     let names = runtime::import_images(
         &c.host,
-        &c.host.path("/usr/local/bin/containerd"),
-        &c.host.path("/usr/local/bin/ctr"),
+        &c.host.path("/usr/local/bin/containerd")?,
+        &c.host.path("/usr/local/bin/ctr")?,
         major,
         &c.bundle.files_under("images"),
         &expected,

@@ -24,13 +24,23 @@ pub fn containerd_version(host: &Host, bin: &Path) -> Result<(u32, u32), Install
     })
 }
 
-/// A containerd child that is always stopped (and its mounts released) when dropped.
+/// The record name of the temporary containerd (see [`Host::record_child`]).
+const CHILD: &str = "import-containerd";
+/// Longest unix socket path the kernel accepts is 107 bytes; stay well below.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// A containerd child that is always stopped (and its mounts released) when dropped. It is
+/// started under `setpriv --pdeathsig KILL`, so it also dies when kbundle is killed, and
+/// its PID is recorded so the next run stops it should even that fail.
 struct TempContainerd {
     child: Child,
     stopped: bool,
+    /// Under the node's scratch dir (`/var/lib/kbundle/tmp`), removed by the next run if
+    /// this one is killed.
     state: tempfile::TempDir,
     address: PathBuf,
     root: PathBuf,
+    record: PathBuf,
     /// Mount points that existed before it started: never touched.
     mounts_before: Vec<String>,
 }
@@ -47,13 +57,80 @@ fn mount_points() -> Vec<String> {
 }
 
 impl TempContainerd {
+    fn start(host: &Host, containerd: &Path, major: u32, root: &Path) -> Result<TempContainerd, InstallError> {
+        let scratch = host.path(crate::host::lock::SCRATCH)?;
+        std::fs::create_dir_all(&scratch).map_err(|e| images_err(format!("creating {}: {e}", scratch.display())))?;
+        let state = tempfile::Builder::new()
+            .prefix("containerd-")
+            .tempdir_in(&scratch)
+            .map_err(|e| images_err(format!("temp dir in {}: {e}", scratch.display())))?;
+        let address = socket_path(state.path());
+        let config = state.path().join("config.toml");
+        let text = files::import_config(
+            major,
+            &root.display().to_string(),
+            &state.path().join("state").display().to_string(),
+            &address.display().to_string(),
+        );
+        std::fs::write(&config, text).map_err(|e| images_err(format!("writing {}: {e}", config.display())))?;
+        let log = std::fs::File::create(state.path().join("containerd.log")).map_err(|e| images_err(e.to_string()))?;
+        let mounts_before = mount_points();
+        let child = spawn_supervised(containerd, &config, log)?;
+        let record = host.record_child(CHILD, child.id())?;
+        Ok(TempContainerd {
+            child,
+            stopped: false,
+            state,
+            address,
+            root: root.to_path_buf(),
+            record,
+            mounts_before,
+        })
+    }
+
+    /// Waits until the socket answers (30 s at most).
+    fn wait_ready(&mut self, ctr: &Path) -> Result<(), InstallError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.state.path().join("containerd.log")).unwrap_or_default();
+                return Err(images_err(format!(
+                    "temporary containerd exited ({status}): {}",
+                    log.trim()
+                )));
+            }
+            let up = Command::new(ctr)
+                .arg("--address")
+                .arg(&self.address)
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if up.is_ok_and(|s| s.success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.state.path().join("containerd.log")).unwrap_or_default();
+                return Err(images_err(format!(
+                    "temporary containerd did not answer on {} within 30 s: {}",
+                    self.address.display(),
+                    log.trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
-        #[cfg(unix)]
-        unsafe_free_kill(self.child.id());
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             match self.child.try_wait() {
@@ -66,9 +143,22 @@ impl TempContainerd {
                 }
             }
         }
-        // Release what it mounted and left behind (shim leftovers): only new mounts strictly
-        // below its state dir or the containerd root, never the root itself (a dedicated
-        // /var/lib/containerd filesystem must stay mounted).
+        self.release_mounts();
+        let _ = std::fs::remove_file(&self.record);
+        if !self.address.starts_with(self.state.path()) {
+            let _ = std::fs::remove_file(&self.address);
+        }
+        // Leave no scratch behind: the state dir, then the scratch dir if now empty.
+        let _ = std::fs::remove_dir_all(self.state.path());
+        if let Some(scratch) = self.state.path().parent() {
+            let _ = std::fs::remove_dir(scratch);
+        }
+    }
+
+    /// Releases what it mounted and left behind (shim leftovers): only new mounts strictly
+    /// below its state dir or the containerd root, never the root itself (a dedicated
+    /// /var/lib/containerd filesystem must stay mounted).
+    fn release_mounts(&self) {
         let under = [self.state.path().to_path_buf(), self.root.clone()];
         let mut points: Vec<String> = mount_points()
             .into_iter()
@@ -86,16 +176,55 @@ impl TempContainerd {
     }
 }
 
-/// SIGTERM without libc: `kill` from util-linux/procps.
-#[cfg(unix)]
-fn unsafe_free_kill(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-}
-
 impl Drop for TempContainerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn images_err(message: String) -> InstallError {
+    InstallError::Step {
+        step: "images".into(),
+        message,
+    }
+}
+
+/// The socket in the state dir when that path is short enough for a unix socket, else
+/// in the system temp dir under this process's id.
+fn socket_path(state: &Path) -> PathBuf {
+    let p = state.join("containerd.sock");
+    if p.as_os_str().len() <= MAX_SOCKET_PATH {
+        p
+    } else {
+        std::env::temp_dir().join(format!("kbundle-containerd-{}.sock", std::process::id()))
+    }
+}
+
+/// Starts containerd so that it dies with this process: `setpriv --pdeathsig KILL` (from
+/// util-linux, on every Rocky node) sets the parent-death signal and execs containerd, so
+/// the recorded PID is containerd's own. Without setpriv, containerd is started directly
+/// and only the PID record protects against a killed kbundle.
+fn spawn_supervised(containerd: &Path, config: &Path, log: std::fs::File) -> Result<Child, InstallError> {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file());
+    let mut cmd = match setpriv {
+        Some(sp) => {
+            let mut c = Command::new(sp);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(containerd);
+            c
+        }
+        None => Command::new(containerd),
+    };
+    cmd.arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let argv = argv_string(&cmd);
+    cmd.spawn()
+        .map_err(|e| images_err(format!("cannot start `{argv}`: {e}")))
 }
 
 /// Imports every image of the bundle's OCI layout into the node's containerd (`k8s.io`
@@ -108,11 +237,7 @@ pub fn import_images(
     layout: &[(String, PathBuf)],
     expected: &[String],
 ) -> Result<Vec<String>, InstallError> {
-    let step = |message: String| InstallError::Step {
-        step: "images".into(),
-        message,
-    };
-    let root = host.path("/var/lib/containerd");
+    let root = host.path("/var/lib/containerd")?;
     if host.dry_run() {
         host.say(&format!(
             "start {} on a private socket (root {}), `ctr -n k8s.io images import` {} images ({} layout files), stop it",
@@ -138,66 +263,9 @@ pub fn import_images(
             return import_with(ctr, live_sock, layout, expected);
         }
     }
-    std::fs::create_dir_all(&root).map_err(|e| step(format!("creating {}: {e}", root.display())))?;
-    let state = tempfile::Builder::new()
-        .prefix("kbundle-containerd-")
-        .tempdir()
-        .map_err(|e| step(format!("temp dir: {e}")))?;
-    let address = state.path().join("containerd.sock");
-    let config = state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        files::import_config(
-            major,
-            &root.display().to_string(),
-            &state.path().join("state").display().to_string(),
-            &address.display().to_string(),
-        ),
-    )
-    .map_err(|e| step(format!("writing {}: {e}", config.display())))?;
-    let log = std::fs::File::create(state.path().join("containerd.log")).map_err(|e| step(e.to_string()))?;
-    let mut cmd = Command::new(containerd);
-    cmd.arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let argv = argv_string(&cmd);
-    let mounts_before = mount_points();
-    let child = cmd.spawn().map_err(|e| step(format!("cannot start `{argv}`: {e}")))?;
-    let mut tc = TempContainerd {
-        child,
-        stopped: false,
-        state,
-        address: address.clone(),
-        root: root.clone(),
-        mounts_before,
-    };
-    let ctr_cmd = |args: &[&str]| {
-        let mut c = Command::new(ctr);
-        c.arg("--address").arg(&tc.address).args(args);
-        c
-    };
-    // Wait for the socket to answer.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = tc.child.try_wait() {
-            let log = std::fs::read_to_string(tc.state.path().join("containerd.log")).unwrap_or_default();
-            return Err(step(format!("temporary containerd exited ({status}): {}", log.trim())));
-        }
-        if ctr_cmd(&["version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(step("temporary containerd did not answer within 30 s".into()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    std::fs::create_dir_all(&root).map_err(|e| images_err(format!("creating {}: {e}", root.display())))?;
+    let mut tc = TempContainerd::start(host, containerd, major, &root)?;
+    tc.wait_ready(ctr)?;
     let names = import_with(ctr, &tc.address.clone(), layout, expected);
     tc.stop();
     names

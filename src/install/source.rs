@@ -107,19 +107,51 @@ pub fn default_bundle() -> Result<PathBuf, SourceError> {
     }
 }
 
-/// Verifies `path` (archive or directory) completely; an archive is then unpacked under
-/// `store` (normally `<root>/var/lib/kbundle/bundles`) unless `dry_run`. Nothing is written
-/// before verification passes.
-pub fn open(path: &Path, store: &Path, dry_run: bool) -> Result<VerifiedBundle, SourceError> {
+/// A bundle that passed verification; nothing has been written yet.
+#[derive(Debug)]
+pub struct Checked {
+    path: PathBuf,
+    bundle: BundleJson,
+    /// For archives: the archive's sha256 (names its slot in the node store).
+    archive: Option<Sha256>,
+}
+
+impl Checked {
+    pub fn bundle(&self) -> &BundleJson {
+        &self.bundle
+    }
+}
+
+/// Verifies `path` (archive or directory) completely without writing anything.
+pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
     if path.is_dir() {
         let bundle = check(verify::verify_dir(path)?, path)?;
-        return verified(path.to_path_buf(), bundle, None);
+        return Ok(Checked {
+            path: path.to_path_buf(),
+            bundle,
+            archive: None,
+        });
     }
     let bundle = check(verify::verify_archive(path)?, path)?;
-    let (archive_digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
+    let (digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    Ok(Checked {
+        path: path.to_path_buf(),
+        bundle,
+        archive: Some(digest),
+    })
+}
+
+/// A checked bundle ready to use: an archive is unpacked under `store` (normally
+/// `<root>/var/lib/kbundle/bundles`, verified again as it is written) unless `dry_run`.
+pub fn open(checked: Checked, store: &Path, dry_run: bool) -> Result<VerifiedBundle, SourceError> {
+    let Checked { path, bundle, archive } = checked;
+    let path = path.as_path();
+    let Some(archive_digest) = archive else {
+        return verified(path.to_path_buf(), bundle, None);
+    };
     if dry_run {
         let dir = store.join(archive_digest.hex()).join(&bundle.name);
         println!("[dry-run] unpack {} -> {}", path.display(), dir.display());

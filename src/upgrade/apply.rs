@@ -69,6 +69,8 @@ struct Run<'a> {
     opts: &'a Options,
     hop: Version,
     journal: PathBuf,
+    /// Held until the hop ends: one kbundle at a time changes a node.
+    _lock: Option<crate::host::lock::NodeLock>,
 }
 
 impl Run<'_> {
@@ -95,10 +97,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn kubectl(&self) -> Command {
-        let mut c = Command::new(self.host.resolve("/usr/local/bin/kubectl"));
+    fn kubectl(&self) -> Result<Command, ApplyError> {
+        let mut c = Command::new(self.host.resolve("/usr/local/bin/kubectl")?);
         c.arg("--kubeconfig").arg(&self.opts.kubeconfig);
-        c
+        Ok(c)
     }
 
     fn version_dir(&self) -> String {
@@ -128,7 +130,7 @@ impl Run<'_> {
             .path
             .clone();
         let link = format!("/usr/local/bin/{bin}");
-        if let Ok(prev) = std::fs::read_link(self.host.path(&link)) {
+        if let Ok(prev) = std::fs::read_link(self.host.path(&link)?) {
             let target = prev.display().to_string();
             if !target.contains(&self.hop.with_v()) {
                 self.host.write(
@@ -153,7 +155,7 @@ fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
     let deadline = Instant::now() + run.opts.ready_timeout;
     loop {
         let out = run
-            .kubectl()
+            .kubectl()?
             .args([
                 "get",
                 "node",
@@ -181,11 +183,13 @@ fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
 /// Upgrades this node by one hop.
 pub fn run(opts: &Options) -> Result<(), ApplyError> {
     let host = Host::new(&opts.root, opts.dry_run);
-    let store = host.path("/var/lib/kbundle/bundles");
-    let mut bundle = source::open(&opts.bundle, &store, opts.dry_run)?;
+    let checked = source::check_source(&opts.bundle)?;
+    let lock = crate::install::lock_node(&host)?;
+    let store = host.path(crate::bundle::store::NODE_STORE)?;
+    let mut bundle = source::open(checked, &store, opts.dry_run)?;
     source::attach_base(&mut bundle, &store)?;
     let hops = hops(&bundle.bundle)?;
-    let kubectl = host.resolve("/usr/local/bin/kubectl");
+    let kubectl = host.resolve("/usr/local/bin/kubectl")?;
     let state = observe::from_kubectl(&kubectl, &opts.kubeconfig, opts.first.as_deref())?;
     // Which hop: the one asked for, else the first this node still needs.
     let me = state.nodes.iter().find(|n| n.name == opts.node).ok_or_else(|| {
@@ -229,13 +233,14 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
         "/var/lib/kbundle/state/upgrade-{}-{}",
         hop.with_v(),
         &bundle.id.hex()[..12]
-    ));
+    ))?;
     let mut run = Run {
         host,
         bundle,
         opts,
         hop,
         journal,
+        _lock: lock,
     };
     let control_plane = matches!(action, NodeAction::FirstControlPlane | NodeAction::OtherControlPlane);
     if control_plane {
@@ -250,14 +255,14 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
             .find(|h| h.kubernetes.version() == r.hop)
             .map(|h| h.images.clone())
             .unwrap_or_default();
-        let containerd = r.host.path("/usr/local/bin/containerd");
+        let containerd = r.host.path("/usr/local/bin/containerd")?;
         let major = crate::install::runtime::containerd_version(&r.host, &containerd)
             .map(|v| v.0)
             .map_err(|e| step_err("images", e.to_string()))?;
         crate::install::runtime::import_images(
             &r.host,
             &containerd,
-            &r.host.path("/usr/local/bin/ctr"),
+            &r.host.path("/usr/local/bin/ctr")?,
             major,
             &r.bundle.files_under("images"),
             &expected,
@@ -267,7 +272,7 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
     })?;
     run.step("kubeadm", |r| r.switch("kubeadm"))?;
     run.step("kubeadm-upgrade", |r| {
-        let mut k = Command::new(r.host.resolve("/usr/local/bin/kubeadm"));
+        let mut k = Command::new(r.host.resolve("/usr/local/bin/kubeadm")?);
         if action == NodeAction::FirstControlPlane {
             k.args(["upgrade", "apply", &r.hop.with_v(), "-y"]);
         } else {
@@ -290,7 +295,7 @@ Run `kbundle upgrade apply` on {node} again once every control plane has been up
         }
     }
     run.step("drain", |r| {
-        let mut k = r.kubectl();
+        let mut k = r.kubectl()?;
         k.args(["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data"])
             .arg(format!("--grace-period={}", r.opts.drain_grace_period))
             .arg(format!("--timeout={}s", r.opts.drain_timeout));
@@ -306,7 +311,7 @@ Run `kbundle upgrade apply` on {node} again once every control plane has been up
     })?;
     run.step("wait-ready", |r| node_ready(r, &node))?;
     run.step("uncordon", |r| {
-        r.host.run(r.kubectl().args(["uncordon", &node]))?;
+        r.host.run(r.kubectl()?.args(["uncordon", &node]))?;
         Ok(())
     })?;
     run.host.write(
@@ -325,7 +330,9 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let file = r.host.path(&format!("{dir}/etcd-before-{}-{stamp}.db", r.hop.with_v()));
+    let file = r
+        .host
+        .path(&format!("{dir}/etcd-before-{}-{stamp}.db", r.hop.with_v()))?;
     if r.host.dry_run() {
         r.host.say(&format!("etcd snapshot save {}", file.display()));
         return Ok(());
@@ -334,7 +341,7 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
         file: file.clone(),
         endpoint: r.opts.etcd_endpoint.clone(),
         tls: Default::default(),
-        pki_dir: r.host.path("/etc/kubernetes/pki/etcd"),
+        pki_dir: r.host.path("/etc/kubernetes/pki/etcd")?,
         etcdctl: None,
         etcdutl: None,
         root: r.host.root().to_path_buf(),
@@ -351,11 +358,12 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
 /// they used before the last hop, and restarts kubelet.
 pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     let host = Host::new(root, dry_run);
+    let _lock = crate::install::lock_node(&host)?;
     let mut done = Vec::new();
     for bin in ["kubeadm", "kubelet", "kubectl"] {
         if let Some(prev) = host.read(&format!("/var/lib/kbundle/state/rollback/{bin}")) {
             let prev = prev.trim().to_string();
-            if !host.path(&prev).exists() {
+            if !host.exists(&prev) {
                 return Err(step_err("rollback", format!("{bin}: previous binary {prev} is gone")));
             }
             host.symlink(&prev, &format!("/usr/local/bin/{bin}"))?;
@@ -369,7 +377,7 @@ pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     }
     // Forget the rolled-back hops' journals, so a later `upgrade apply` redoes them.
     if !dry_run {
-        let state = host.path("/var/lib/kbundle/state");
+        let state = host.path("/var/lib/kbundle/state")?;
         for e in std::fs::read_dir(&state).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with("upgrade-") {
                 std::fs::remove_dir_all(e.path()).map_err(|source| HostError::Io {

@@ -1,10 +1,21 @@
 //! The node seam: every file write relative to a root directory and atomic, every command
 //! through one runner that records argv and puts stderr into errors, and a dry-run mode that
 //! prints what would happen instead.
+//!
+//! Every node path is built by [`node_path`], which refuses anything that could leave the
+//! root. Temp files are named `.kbundle-tmp.*` in directories recorded in the node state,
+//! so an interrupted run's leftovers are found and removed by the next one ([`lock`]).
+
+pub mod lock;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+/// Prefix of every temp file kbundle creates on a node.
+pub const TEMP_PREFIX: &str = ".kbundle-tmp.";
+/// Node state: the directories kbundle has created temp files in, one node path a line.
+pub const WRITE_DIRS: &str = "/var/lib/kbundle/state/write-dirs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -27,11 +38,45 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing node path {}: {reason} (node paths are absolute, without '.', '..' or empty components)",
+        crate::bundle::fields::shown(path)
+    )]
+    OutsideRoot { path: String, reason: &'static str },
+    #[error("another kbundle is changing this node (lock {path} is held; `fuser {path}` names it); wait for it to finish, or stop it")]
+    Busy { path: PathBuf },
 }
 
 pub struct Host {
     root: PathBuf,
     dry_run: bool,
+    /// Directories already recorded in [`WRITE_DIRS`] during this run.
+    recorded: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+}
+
+/// `abs` (an absolute node path such as `/etc/containerd/config.toml`) under `root`. The one
+/// place node paths are made: relative paths, `.`, `..`, empty components and NUL are
+/// refused, so nothing a bundle or a config says can lead outside the root.
+pub fn node_path(root: &Path, abs: &str) -> Result<PathBuf, HostError> {
+    let refuse = |reason| HostError::OutsideRoot {
+        path: abs.to_string(),
+        reason,
+    };
+    let rest = abs.strip_prefix('/').ok_or_else(|| refuse("not absolute"))?;
+    if abs.contains('\0') {
+        return Err(refuse("NUL in the path"));
+    }
+    if rest.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    for c in rest.split('/') {
+        match c {
+            "" => return Err(refuse("empty path component")),
+            "." | ".." => return Err(refuse("'.' or '..' path component")),
+            _ => {}
+        }
+    }
+    Ok(root.join(rest))
 }
 
 fn quote(a: &OsStr) -> String {
@@ -58,6 +103,7 @@ impl Host {
         Host {
             root: root.to_path_buf(),
             dry_run,
+            recorded: Default::default(),
         }
     }
 
@@ -80,9 +126,10 @@ impl Host {
         self.is_live() && !in_chroot()
     }
 
-    /// `abs` (an absolute node path such as `/etc/containerd/config.toml`) under the root.
-    pub fn path(&self, abs: &str) -> PathBuf {
-        self.root.join(abs.trim_start_matches('/'))
+    /// `abs` (an absolute node path such as `/etc/containerd/config.toml`) under the root;
+    /// see [`node_path`].
+    pub fn path(&self, abs: &str) -> Result<PathBuf, HostError> {
+        node_path(&self.root, abs)
     }
 
     pub fn say(&self, msg: &str) {
@@ -93,32 +140,32 @@ impl Host {
 
     /// The real path of node path `abs`, following symlinks inside the root (absolute link
     /// targets are node paths, so they are re-rooted).
-    pub fn resolve(&self, abs: &str) -> PathBuf {
-        let mut cur = abs.to_string();
+    pub fn resolve(&self, abs: &str) -> Result<PathBuf, HostError> {
+        let mut cur = normalize(Path::new(abs));
         for _ in 0..16 {
-            let p = self.path(&cur);
+            let p = self.path(&cur)?;
             match std::fs::read_link(&p) {
-                Ok(t) if t.is_absolute() => cur = t.display().to_string(),
+                Ok(t) if t.is_absolute() => cur = normalize(&t),
                 Ok(t) => {
                     let parent = Path::new(&cur).parent().unwrap_or(Path::new("/"));
                     cur = normalize(&parent.join(t));
                 }
-                Err(_) => return p,
+                Err(_) => return Ok(p),
             }
         }
         self.path(&cur)
     }
 
     pub fn exists(&self, abs: &str) -> bool {
-        self.path(abs).exists()
+        self.path(abs).is_ok_and(|p| p.exists())
     }
 
     pub fn read(&self, abs: &str) -> Option<String> {
-        std::fs::read_to_string(self.path(abs)).ok()
+        std::fs::read_to_string(self.path(abs).ok()?).ok()
     }
 
     pub fn mkdir(&self, abs: &str) -> Result<(), HostError> {
-        let p = self.path(abs);
+        let p = self.path(abs)?;
         if self.dry_run {
             if !p.is_dir() {
                 self.say(&format!("mkdir -p {abs}"));
@@ -134,7 +181,7 @@ impl Host {
 
     /// Writes a file atomically with `mode`; unchanged content is left untouched.
     pub fn write(&self, abs: &str, data: &[u8], mode: u32) -> Result<bool, HostError> {
-        let p = self.path(abs);
+        let p = self.path(abs)?;
         if std::fs::read(&p).is_ok_and(|old| old == data) && mode_of(&p) == Some(mode) {
             return Ok(false);
         }
@@ -162,24 +209,19 @@ impl Host {
 
     /// Streams `r` into `abs` atomically, with `mode`.
     pub fn install_reader(&self, r: &mut dyn std::io::Read, abs: &str, mode: u32) -> Result<(), HostError> {
-        let p = self.path(abs);
+        let p = self.path(abs)?;
         if self.dry_run {
             self.say(&format!("install {abs} (mode {mode:o})"));
             return Ok(());
         }
-        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|source| HostError::Io {
-            action: "creating directory",
-            path: parent.clone(),
-            source,
-        })?;
+        let parent = self.temp_dir_for(&p)?;
         let io = |action, source| HostError::Io {
             action,
             path: p.clone(),
             source,
         };
         let mut tmp = tempfile::Builder::new()
-            .prefix(".kbundle-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(&parent)
             .map_err(|e| io("creating a temp file for", e))?;
         std::io::copy(r, tmp.as_file_mut()).map_err(|e| io("writing", e))?;
@@ -191,7 +233,11 @@ impl Host {
 
     /// Points the symlink `abs` at `target`, atomically (temp link, then rename).
     pub fn symlink(&self, target: &str, abs: &str) -> Result<(), HostError> {
-        let p = self.path(abs);
+        let p = self.path(abs)?;
+        // The target is a node path too: it must stay inside the root once re-rooted.
+        if target != "/dev/null" {
+            self.path(target)?;
+        }
         if std::fs::read_link(&p).is_ok_and(|t| t == Path::new(target)) {
             return Ok(());
         }
@@ -199,13 +245,8 @@ impl Host {
             self.say(&format!("ln -sfn {target} {abs}"));
             return Ok(());
         }
-        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|source| HostError::Io {
-            action: "creating directory",
-            path: parent.clone(),
-            source,
-        })?;
-        let tmp = parent.join(format!(".kbundle-link-{}", std::process::id()));
+        let parent = self.temp_dir_for(&p)?;
+        let tmp = parent.join(format!("{TEMP_PREFIX}link-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         #[cfg(unix)]
         std::os::unix::fs::symlink(target, &tmp).map_err(|source| HostError::Io {
@@ -218,6 +259,33 @@ impl Host {
             path: p.clone(),
             source,
         })
+    }
+
+    /// The parent directory of `p`, created if needed and recorded in [`WRITE_DIRS`] before
+    /// the first temp file is made in it.
+    fn temp_dir_for(&self, p: &Path) -> Result<PathBuf, HostError> {
+        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let io = |action, path: &Path, source| HostError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| io("creating directory", &parent, e))?;
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if recorded.contains(&parent) {
+            return Ok(parent);
+        }
+        let node = match parent.strip_prefix(&self.root) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => return Ok(parent),
+        };
+        let list = self.path(WRITE_DIRS)?;
+        let known = std::fs::read_to_string(&list).unwrap_or_default();
+        if !known.lines().any(|l| l == node) {
+            lock::append_line(&list, &node).map_err(|e| io("recording a write directory in", &list, e))?;
+        }
+        recorded.insert(parent.clone());
+        Ok(parent)
     }
 
     /// Runs a command (not in dry-run mode); fails with argv and stderr on non-zero exit.
