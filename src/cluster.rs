@@ -15,6 +15,10 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cluster config {path} is not UTF-8: invalid byte at offset {offset} (line {line}); save it as UTF-8 text"
+    )]
+    NotUtf8 { path: PathBuf, offset: usize, line: usize },
     #[error("{path}:{line}:{column}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -93,7 +97,7 @@ struct RawCluster {
     #[serde(default = "default_service_cidr")]
     service_cidr: Spanned<String>,
     #[serde(default = "default_dns_domain")]
-    dns_domain: String,
+    dns_domain: Spanned<String>,
     #[serde(default = "default_firewall")]
     firewall: Firewall,
     #[serde(default)]
@@ -106,8 +110,8 @@ fn default_pod_cidr() -> Spanned<String> {
 fn default_service_cidr() -> Spanned<String> {
     Spanned::new(0..0, "10.96.0.0/12".into())
 }
-fn default_dns_domain() -> String {
-    "cluster.local".into()
+fn default_dns_domain() -> Spanned<String> {
+    Spanned::new(0..0, "cluster.local".into())
 }
 fn default_firewall() -> Firewall {
     Firewall::OpenPorts
@@ -199,6 +203,20 @@ pub fn valid_cidr(s: &str) -> bool {
     bits <= if ip.is_ipv4() { 32 } else { 128 }
 }
 
+/// A DNS subdomain as Kubernetes accepts for the cluster domain (RFC 1123): lowercase
+/// labels of `[a-z0-9-]`, 1-63 bytes, not starting or ending with `-`, 253 bytes at most.
+pub fn valid_dns_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 pub fn valid_token(t: &str) -> bool {
     let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     matches!(t.split_once('.'), Some((a, b)) if ok(a, 6) && ok(b, 16))
@@ -231,9 +249,17 @@ fn valid_endpoint(e: &str) -> bool {
 
 impl Cluster {
     pub fn load(path: &Path) -> Result<Cluster, ClusterError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ClusterError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ClusterError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let src = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            ClusterError::NotUtf8 {
+                path: path.to_path_buf(),
+                offset,
+                line: e.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1,
+            }
         })?;
         Self::parse(path, &src)
     }
@@ -295,6 +321,16 @@ impl Cluster {
                     format!("{:?} is not a CIDR such as 10.244.0.0/16", v.get_ref()),
                 ));
             }
+        }
+        if !valid_dns_domain(c.dns_domain.get_ref()) {
+            return Err(invalid(
+                c.dns_domain.span().start,
+                "cluster.dns-domain",
+                format!(
+                    "{:?} is not a DNS domain such as cluster.local (lowercase letters, digits, '-' and '.')",
+                    c.dns_domain.get_ref()
+                ),
+            ));
         }
         if let Some(m) = &c.registry_mirror {
             if !valid_endpoint(m.get_ref()) {
@@ -402,7 +438,7 @@ impl Cluster {
             control_plane_endpoint: c.control_plane_endpoint.into_inner(),
             pod_cidr: c.pod_cidr.into_inner(),
             service_cidr: c.service_cidr.into_inner(),
-            dns_domain: c.dns_domain,
+            dns_domain: c.dns_domain.into_inner(),
             firewall: c.firewall,
             registry_mirror: c.registry_mirror.map(Spanned::into_inner),
             join,

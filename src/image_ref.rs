@@ -59,6 +59,25 @@ fn valid_component(c: &str) -> bool {
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
 
+/// `host[:port]`: dot-separated labels of `[A-Za-z0-9-]` (no empty label, so no `..`), an
+/// optional numeric port. The registry name becomes a directory under
+/// `/etc/containerd/certs.d/`, so nothing else may pass.
+fn valid_registry(r: &str) -> bool {
+    let (host, port) = match r.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    port_ok && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
 fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
@@ -112,11 +131,8 @@ impl FromStr for ImageRef {
             }
             _ => ("docker.io".to_string(), name.to_string()),
         };
-        if registry
-            .bytes()
-            .any(|b| !(b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':'))
-        {
-            return Err(err("registry host has invalid characters"));
+        if !valid_registry(&registry) {
+            return Err(err("registry must be host[:port] with DNS labels of [A-Za-z0-9-]"));
         }
         let repository = if registry == "docker.io" && !repo.contains('/') {
             format!("library/{repo}")
@@ -176,7 +192,18 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in ["", "busybox", "Busybox:1", "a b:1", "x:@", "x@md5:abc", "x:-bad"] {
+        for bad in [
+            "",
+            "busybox",
+            "Busybox:1",
+            "a b:1",
+            "x:@",
+            "x@md5:abc",
+            "x:-bad",
+            "../x:1",
+            "a..b/x:1",
+            "h:99x/x:1",
+        ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }
     }

@@ -544,7 +544,7 @@ fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
     // kubeadm's own etcd/coredns tags for v1.34.3 are the bundle's: nothing is pinned (a pin
     // is stored in the cluster and would freeze them across upgrades).
     assert!(
-        init.contains("kubernetesVersion: v1.34.3")
+        init.contains("kubernetesVersion: \"v1.34.3\"")
             && init.contains("imagePullPolicy: Never")
             && !init.contains("imageTag"),
         "{init}"

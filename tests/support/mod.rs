@@ -6,6 +6,7 @@
 //! * [`upstream`]: builds a fake upstream tree with upstream's real URL layout
 //!   and checksum-file formats, to be served by the mirror.
 
+pub mod bundles;
 pub mod containerd;
 pub mod harness;
 pub mod images;
