@@ -99,7 +99,7 @@ impl TempContainerd {
                     log.trim()
                 )));
             }
-            let up = Command::new(ctr)
+            let up = dies_with_us(ctr)
                 .arg("--address")
                 .arg(&self.address)
                 .arg("version")
@@ -200,23 +200,28 @@ fn socket_path(state: &Path) -> PathBuf {
     }
 }
 
-/// Starts containerd so that it dies with this process: `setpriv --pdeathsig KILL` (from
-/// util-linux, on every Rocky node) sets the parent-death signal and execs containerd, so
-/// the recorded PID is containerd's own. Without setpriv, containerd is started directly
-/// and only the PID record protects against a killed kbundle.
-fn spawn_supervised(containerd: &Path, config: &Path, log: std::fs::File) -> Result<Child, InstallError> {
+/// A command for `program` that dies with this process: `setpriv --pdeathsig KILL` (from
+/// util-linux, on every Rocky node) sets the parent-death signal and execs the program, so
+/// its PID is the program's own. Without setpriv the program is started directly (for the
+/// temporary containerd, the PID record then still lets the next run stop it).
+pub fn dies_with_us(program: &Path) -> Command {
     let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
         .into_iter()
         .map(Path::new)
         .find(|p| p.is_file());
-    let mut cmd = match setpriv {
+    match setpriv {
         Some(sp) => {
             let mut c = Command::new(sp);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(containerd);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
             c
         }
-        None => Command::new(containerd),
-    };
+        None => Command::new(program),
+    }
+}
+
+/// Starts the temporary containerd (see [`dies_with_us`]).
+fn spawn_supervised(containerd: &Path, config: &Path, log: std::fs::File) -> Result<Child, InstallError> {
+    let mut cmd = dies_with_us(containerd);
     cmd.arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -252,7 +257,7 @@ pub fn import_images(
     // never open the same root.
     let live_sock = Path::new("/run/containerd/containerd.sock");
     if host.is_running_system() && live_sock.exists() {
-        let up = Command::new(ctr)
+        let up = dies_with_us(ctr)
             .arg("--address")
             .arg(live_sock)
             .arg("version")
@@ -284,7 +289,7 @@ fn import_with(
         message,
     };
     let ctr_cmd = |args: &[&str]| {
-        let mut c = Command::new(ctr);
+        let mut c = dies_with_us(ctr);
         c.arg("--address").arg(address).args(args);
         c
     };
