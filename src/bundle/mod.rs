@@ -3,6 +3,7 @@
 //! The format is documented in `docs/bundle-format.md`.
 
 pub mod archive;
+pub mod base;
 pub mod check;
 pub mod fields;
 pub mod meta;

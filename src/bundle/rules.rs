@@ -233,37 +233,37 @@ fn check_hops(b: &BundleJson) -> Result<(), MetaError> {
             ),
         ));
     }
+    check_hop_order(b)?;
     let images: BTreeSet<&str> = b.images.iter().map(|i| i.reference.as_str()).collect();
     for (i, h) in b.hops.iter().enumerate() {
-        if i > 0 && b.hops[i - 1].kubernetes.version() >= h.kubernetes.version() {
-            return Err(field(
-                format!("hops[{i}].kubernetes"),
-                "hops must be in ascending version order",
-            ));
-        }
         for (j, p) in h.files.iter().enumerate() {
             if b.entry(p).is_none_or(|e| e.kind != EntryKind::File) {
-                return Err(field(
-                    format!("hops[{i}].files[{j}]"),
-                    format!("{} is not a file entry", shown(p)),
-                ));
+                let reason = format!("{} is not a file entry", shown(p));
+                return Err(field(format!("hops[{i}].files[{j}]"), reason));
             }
         }
         for (j, r) in h.images.iter().enumerate() {
             if !images.contains(r.as_str()) {
-                return Err(field(
-                    format!("hops[{i}].images[{j}]"),
-                    format!("{} is not in images", shown(r)),
-                ));
+                let reason = format!("{} is not in images", shown(r));
+                return Err(field(format!("hops[{i}].images[{j}]"), reason));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Hops ascend, and an upgrade starts below the first.
+fn check_hop_order(b: &BundleJson) -> Result<(), MetaError> {
+    for (i, w) in b.hops.windows(2).enumerate() {
+        if w[0].kubernetes.version() >= w[1].kubernetes.version() {
+            let f = format!("hops[{}].kubernetes", i + 1);
+            return Err(field(f, "hops must be in ascending version order"));
         }
     }
     if let (Some(from), Some(first)) = (&b.upgrade_from, b.hops.first()) {
         if from.version() >= first.kubernetes.version() {
-            return Err(field(
-                "upgrade_from",
-                format!("{from} is not older than the first hop {}", first.kubernetes),
-            ));
+            let reason = format!("{from} is not older than the first hop {}", first.kubernetes);
+            return Err(field("upgrade_from", reason));
         }
     }
     Ok(())

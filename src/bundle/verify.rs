@@ -130,22 +130,36 @@ pub fn judge(
     mut problems: Vec<Problem>,
 ) -> Report {
     let mut report = Report::default();
-    let Some(bj) = bundle_bytes else {
-        problems.push(Problem::Meta {
-            detail: "bundle.json is missing: this is not a kbundle bundle".into(),
-        });
-        report.problems = problems;
-        return report;
+    let parsed = match &bundle_bytes {
+        None => Err("bundle.json is missing: this is not a kbundle bundle".to_string()),
+        Some(bj) => BundleJson::parse(bj).map_err(|e| e.to_string()),
     };
-    let bundle = match BundleJson::parse(&bj) {
+    let bundle = match parsed {
         Ok(b) => b,
-        Err(e) => {
-            problems.push(Problem::Meta { detail: e.to_string() });
+        Err(detail) => {
+            problems.push(Problem::Meta { detail });
             report.problems = problems;
             return report;
         }
     };
-    let bj_digest = Sha256::of(&bj);
+    let bj = bundle_bytes.unwrap_or_default();
+    judge_entries(&bundle, &seen, &mut report, &mut problems);
+    match sums_bytes {
+        None => problems.push(Problem::Meta {
+            detail: "SHA256SUMS is missing".into(),
+        }),
+        Some(s) => match meta::parse_sums(&s) {
+            Err(e) => problems.push(Problem::Meta { detail: e.to_string() }),
+            Ok(sums) => judge_sums(&bundle, &Sha256::of(&bj), &sums, &mut problems),
+        },
+    }
+    report.bundle = Some(bundle);
+    report.problems = problems;
+    report
+}
+
+/// Every listed entry against what was seen, and what was seen but not listed.
+fn judge_entries(bundle: &BundleJson, seen: &BTreeMap<String, Seen>, report: &mut Report, problems: &mut Vec<Problem>) {
     for e in &bundle.entries {
         if e.in_base {
             if seen.contains_key(&e.path) {
@@ -153,91 +167,86 @@ pub fn judge(
             }
             continue;
         }
-        match seen.get(&e.path) {
-            None => problems.push(Problem::Missing {
+        let Some(s) = seen.get(&e.path) else {
+            problems.push(Problem::Missing {
                 path: e.path.clone(),
                 expected: e.sha256,
-            }),
-            Some(s) => {
-                report.files_checked += 1;
-                report.bytes_checked += s.size;
-                if s.size != e.size {
-                    problems.push(Problem::Size {
-                        path: e.path.clone(),
-                        expected: e.size,
-                        actual: s.size,
-                    });
-                }
-                if let Some(actual) = s.sha256.filter(|a| *a != e.sha256) {
-                    problems.push(Problem::Changed {
-                        path: e.path.clone(),
-                        expected: e.sha256,
-                        actual,
-                    });
-                }
-                if e.executable && !s.executable {
-                    problems.push(Problem::NotExecutable { path: e.path.clone() });
-                }
-                if !e.executable && s.executable {
-                    problems.push(Problem::UnexpectedExecutable { path: e.path.clone() });
-                }
-            }
-        }
+            });
+            continue;
+        };
+        report.files_checked += 1;
+        report.bytes_checked += s.size;
+        judge_one(e, s, problems);
     }
     for p in seen.keys() {
         if p != BUNDLE_JSON && p != SHA256SUMS && bundle.entry(p).is_none() {
             problems.push(Problem::Extra { path: p.clone() });
         }
     }
-    match sums_bytes {
-        None => problems.push(Problem::Meta {
-            detail: "SHA256SUMS is missing".into(),
-        }),
-        Some(s) => match meta::parse_sums(&s) {
-            Err(e) => problems.push(Problem::Meta { detail: e.to_string() }),
-            Ok(sums) => {
-                for (path, d) in &sums {
-                    let expected = if path == BUNDLE_JSON {
-                        Some(bj_digest)
-                    } else {
-                        bundle.entry(path).filter(|e| !e.in_base).map(|e| e.sha256)
-                    };
-                    match expected {
-                        None => problems.push(Problem::Sums {
-                            path: path.clone(),
-                            detail: "listed in SHA256SUMS but not in bundle.json".into(),
-                        }),
-                        Some(x) if x != *d => problems.push(Problem::Sums {
-                            path: path.clone(),
-                            detail: if path == BUNDLE_JSON {
-                                format!("bundle.json was changed: SHA256SUMS says {d}, actual {x}")
-                            } else {
-                                format!("SHA256SUMS says {d}, bundle.json says {x}")
-                            },
-                        }),
-                        _ => {}
-                    }
-                }
-                for e in bundle.entries.iter().filter(|e| !e.in_base) {
-                    if !sums.contains_key(&e.path) {
-                        problems.push(Problem::Sums {
-                            path: e.path.clone(),
-                            detail: "in bundle.json but not in SHA256SUMS".into(),
-                        });
-                    }
-                }
-                if !sums.contains_key(BUNDLE_JSON) {
-                    problems.push(Problem::Sums {
-                        path: BUNDLE_JSON.into(),
-                        detail: "bundle.json's own digest is not listed".into(),
-                    });
-                }
-            }
-        },
+}
+
+fn judge_one(e: &meta::Entry, s: &Seen, problems: &mut Vec<Problem>) {
+    let path = || e.path.clone();
+    if s.size != e.size {
+        problems.push(Problem::Size {
+            path: path(),
+            expected: e.size,
+            actual: s.size,
+        });
     }
-    report.bundle = Some(bundle);
-    report.problems = problems;
-    report
+    if let Some(actual) = s.sha256.filter(|a| *a != e.sha256) {
+        problems.push(Problem::Changed {
+            path: path(),
+            expected: e.sha256,
+            actual,
+        });
+    }
+    if e.executable && !s.executable {
+        problems.push(Problem::NotExecutable { path: path() });
+    }
+    if !e.executable && s.executable {
+        problems.push(Problem::UnexpectedExecutable { path: path() });
+    }
+}
+
+/// SHA256SUMS against bundle.json: the same entries with the same digests, plus
+/// bundle.json's own actual digest.
+fn judge_sums(bundle: &BundleJson, bj_digest: &Sha256, sums: &BTreeMap<String, Sha256>, problems: &mut Vec<Problem>) {
+    for (path, d) in sums {
+        let expected = if path == BUNDLE_JSON {
+            Some(*bj_digest)
+        } else {
+            bundle.entry(path).filter(|e| !e.in_base).map(|e| e.sha256)
+        };
+        let detail = match expected {
+            None => "listed in SHA256SUMS but not in bundle.json".to_string(),
+            Some(x) if x != *d && path == BUNDLE_JSON => {
+                format!("bundle.json was changed: SHA256SUMS says {d}, actual {x}")
+            }
+            Some(x) if x != *d => format!("SHA256SUMS says {d}, bundle.json says {x}"),
+            _ => continue,
+        };
+        problems.push(Problem::Sums {
+            path: path.clone(),
+            detail,
+        });
+    }
+    for e in bundle
+        .entries
+        .iter()
+        .filter(|e| !e.in_base && !sums.contains_key(&e.path))
+    {
+        problems.push(Problem::Sums {
+            path: e.path.clone(),
+            detail: "in bundle.json but not in SHA256SUMS".into(),
+        });
+    }
+    if !sums.contains_key(BUNDLE_JSON) {
+        problems.push(Problem::Sums {
+            path: BUNDLE_JSON.into(),
+            detail: "bundle.json's own digest is not listed".into(),
+        });
+    }
 }
 
 /// Reads at most MAX_META_BYTES of a metadata file.
@@ -442,81 +451,4 @@ pub fn verify(path: &Path) -> Result<Report, ArchiveError> {
     } else {
         verify_archive(path)
     }
-}
-
-/// Checks that every entry a delta bundle leaves to its base is present in `base_dir`
-/// (found by digest in the base's bundle.json, then hashed). Problems name each missing or
-/// changed entry.
-pub fn check_base(bundle: &BundleJson, base_dir: Option<&Path>) -> Vec<Problem> {
-    let wanted: Vec<&crate::bundle::meta::Entry> = bundle.entries.iter().filter(|e| e.in_base).collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let Some(base) = &bundle.base else {
-        return vec![Problem::Meta {
-            detail: "entries are marked in_base but bundle.json names no base bundle".into(),
-        }];
-    };
-    let Some(dir) = base_dir else {
-        return wanted
-            .iter()
-            .map(|e| Problem::Missing {
-                path: format!(
-                    "{} (delta bundle: its base {} [bundle.json sha256 {}] is not on this machine; pass --base DIR)",
-                    e.path, base.name, base.bundle_json_sha256
-                ),
-                expected: e.sha256,
-            })
-            .collect();
-    };
-    let base_json = std::fs::read(dir.join(BUNDLE_JSON)).ok();
-    let base_bundle = match &base_json {
-        Some(b) if Sha256::of(b) == base.bundle_json_sha256 => BundleJson::parse(b).ok(),
-        _ => None,
-    };
-    let Some(bb) = base_bundle else {
-        return vec![Problem::Meta {
-            detail: format!(
-                "{} is not the base bundle {} (bundle.json sha256 {})",
-                dir.display(),
-                base.name,
-                base.bundle_json_sha256
-            ),
-        }];
-    };
-    let mut problems = Vec::new();
-    for e in wanted {
-        let src = bb.entries.iter().find(|b| b.sha256 == e.sha256 && !b.in_base);
-        let ok = src.is_some_and(|b| {
-            crate::digest::hash_file(&dir.join(&b.path)).is_ok_and(|(h, n)| h == e.sha256 && n == e.size)
-        });
-        if !ok {
-            problems.push(Problem::Missing {
-                path: format!(
-                    "{} (expected in base bundle {} at {})",
-                    e.path,
-                    base.name,
-                    dir.display()
-                ),
-                expected: e.sha256,
-            });
-        }
-    }
-    problems
-}
-
-/// Verifies a bundle; for a delta bundle, also the base content it relies on (`base_dir`,
-/// else looked up under the node store).
-pub fn verify_with_base(path: &Path, base_dir: Option<&Path>) -> Result<Report, ArchiveError> {
-    let mut report = verify(path)?;
-    if let Some(b) = &report.bundle {
-        if let Some(base) = &b.base {
-            let found = base_dir.map(Path::to_path_buf).or_else(|| {
-                crate::bundle::store::find(Path::new(crate::bundle::store::NODE_STORE), &base.bundle_json_sha256)
-            });
-            let extra = check_base(b, found.as_deref());
-            report.problems.extend(extra);
-        }
-    }
-    Ok(report)
 }

@@ -18,7 +18,7 @@ pub struct Args {
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     let t = std::time::Instant::now();
-    let report = crate::bundle::verify::verify_with_base(&a.path, a.base.as_deref())?;
+    let report = crate::bundle::base::verify_with_base(&a.path, a.base.as_deref())?;
     for p in &report.problems {
         eprintln!("{}: {p}", a.path.display());
     }

@@ -211,7 +211,7 @@ pub fn attach_base(vb: &mut VerifiedBundle, store: &Path) -> Result<(), SourceEr
         return Ok(());
     };
     let dir = store::find(store, &base.bundle_json_sha256);
-    let problems = verify::check_base(&vb.bundle, dir.as_deref());
+    let problems = crate::bundle::base::check_base(&vb.bundle, dir.as_deref());
     if !problems.is_empty() {
         return Err(SourceError::Unverified {
             path: vb.dir.clone(),
