@@ -527,3 +527,19 @@ fn a_foreign_directory_in_the_store_is_kept_and_a_partial_unpack_is_replaced() {
     );
     assert!(!slot.join(".unpack-x1y2z3").exists() && slot.join(".complete").exists());
 }
+
+#[test]
+fn unpack_into_a_regular_file_is_a_readable_error() {
+    let b = Built::new(true);
+    let file = b.path("afile");
+    std::fs::write(&file, "x").unwrap();
+    let o = kbundle(&["unpack", b.archive.to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is not a directory") && err.contains("afile"),
+        "{}",
+        text(&o)
+    );
+    assert!(!err.contains("os error"), "{}", text(&o));
+}

@@ -19,6 +19,8 @@ pub enum UnpackError {
     Unverified { archive: PathBuf, problems: Vec<Problem> },
     #[error("{path} already exists: remove it or unpack into another directory")]
     Exists { path: PathBuf },
+    #[error("{path} exists and is not a directory: give the directory to unpack into")]
+    NotADirectory { path: PathBuf },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -91,6 +93,11 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
         Err(e) => return Err(unverified(vec![Problem::from_archive_error(e)])),
     };
     refuse_existing(&dest.join(&meta.name))?;
+    if dest.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !dest.is_dir() {
+        return Err(UnpackError::NotADirectory {
+            path: dest.to_path_buf(),
+        });
+    }
     std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
     let tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)

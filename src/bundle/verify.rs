@@ -73,7 +73,7 @@ impl fmt::Display for Problem {
             Problem::NotExecutable { path } => write!(f, "mode: {} should be executable", esc(path)),
             Problem::UnexpectedExecutable { path } => write!(
                 f,
-                "mode: {} is executable, but bundle.json lists it as data (only files marked executable may be)",
+                "mode: {} is executable, but bundle.json lists it as data (only files marked executable may be; a copy on a FAT/exFAT disk marks every file executable: verify or unpack the archive instead)",
                 esc(path)
             ),
             Problem::Sums { path, detail } => write!(f, "SHA256SUMS: {}: {detail}", esc(path)),
