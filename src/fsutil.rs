@@ -70,11 +70,15 @@ pub fn read_hint(e: &io::Error) -> &'static str {
 /// What a user can do about an I/O error while creating or writing in a directory.
 pub fn write_hint(e: &io::Error) -> &'static str {
     match e.kind() {
-        io::ErrorKind::PermissionDenied => "permission denied: choose a directory this user can write, or fix its permissions",
+        io::ErrorKind::PermissionDenied => {
+            "permission denied: choose a directory this user can write, or fix its permissions"
+        }
         io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only: choose a directory on a writable one",
         io::ErrorKind::StorageFull => "the disk is full: free some space or choose another directory",
         io::ErrorKind::NotADirectory => "a part of the path is a file, not a directory: choose another path",
-        io::ErrorKind::AlreadyExists => "a file is in the way where a directory is needed: remove it or choose another path",
+        io::ErrorKind::AlreadyExists => {
+            "a file is in the way where a directory is needed: remove it or choose another path"
+        }
         _ => "check the path and its permissions",
     }
 }

@@ -419,9 +419,15 @@ etcd = "3.5.25"
     fn missing_and_directory_manifests_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let e = Manifest::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
-        assert!(e.contains("nope.toml") && e.contains("no such file: check the path"), "{e}");
+        assert!(
+            e.contains("nope.toml") && e.contains("no such file: check the path"),
+            "{e}"
+        );
         let e = Manifest::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(&dir.path().display().to_string()) && e.contains("is a directory"), "{e}");
+        assert!(
+            e.contains(&dir.path().display().to_string()) && e.contains("is a directory"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -418,9 +418,15 @@ mod tests {
         assert_eq!(pins[&a.path].key, a.url);
         assert_eq!(pins[&b.path].key, b.path);
 
-        let m = manifest(&format!("\"{}\" = \"{d}\"\n\"https://example.com/x\" = \"{d}\"\n", a.url));
+        let m = manifest(&format!(
+            "\"{}\" = \"{d}\"\n\"https://example.com/x\" = \"{d}\"\n",
+            a.url
+        ));
         let e = pins_by_path(&m, &files).unwrap_err().to_string();
-        assert!(e.starts_with("m.toml:12:") && e.contains("https://example.com/x"), "{e}");
+        assert!(
+            e.starts_with("m.toml:12:") && e.contains("https://example.com/x"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::Path;
 pub(super) fn claim(out: &Path, progress: &Progress) -> Result<DirLock, BuildError> {
     let started = std::time::SystemTime::now();
     if out.exists() && !out.is_dir() {
-        return Err(BuildError::OutNotDir { path: out.to_path_buf() });
+        return Err(BuildError::OutNotDir {
+            path: out.to_path_buf(),
+        });
     }
     let err = |what, source: std::io::Error| BuildError::OutDir {
         path: out.to_path_buf(),

@@ -80,7 +80,12 @@ impl Cache {
     /// Creates (if needed), checks and locks the cache, and sweeps stale temp files.
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
         let started = std::time::SystemTime::now();
-        for d in [root, &root.join("blobs"), &root.join("blobs").join("sha256"), &root.join("tmp")] {
+        for d in [
+            root,
+            &root.join("blobs"),
+            &root.join("blobs").join("sha256"),
+            &root.join("tmp"),
+        ] {
             if d.exists() && !d.is_dir() {
                 return Err(CacheError::NotADir { path: d.to_path_buf() });
             }
@@ -206,8 +211,14 @@ mod tests {
         let f = dir.path().join("cache");
         std::fs::write(&f, b"").unwrap();
         let e = Cache::open(&f).unwrap_err().to_string();
-        assert!(e.contains(&f.display().to_string()) && e.contains("not a directory"), "{e}");
+        assert!(
+            e.contains(&f.display().to_string()) && e.contains("not a directory"),
+            "{e}"
+        );
         let e = Cache::open(&f.join("sub")).unwrap_err().to_string();
-        assert!(e.contains("cannot create cache directory") && e.contains("--cache DIR"), "{e}");
+        assert!(
+            e.contains("cannot create cache directory") && e.contains("--cache DIR"),
+            "{e}"
+        );
     }
 }

@@ -240,7 +240,10 @@ mod tests {
         ] {
             let rule = parse_arg(&format!("https://github.com={to}")).unwrap();
             let e = check_destination(&rule).expect_err(to).to_string();
-            assert!(e.contains("--allow-private-mirror") && e.contains("https://github.com="), "{e}");
+            assert!(
+                e.contains("--allow-private-mirror") && e.contains("https://github.com="),
+                "{e}"
+            );
         }
         let e = check_destination(&parse_arg("registry.k8s.io=http://169.254.169.254:5000").unwrap())
             .unwrap_err()

@@ -50,7 +50,9 @@ pub enum ImageError {
         expected: u64,
         actual: u64,
     },
-    #[error("image {reference}: {what} from {registry}: {hit} ({received} bytes received, after {attempts} attempt(s))")]
+    #[error(
+        "image {reference}: {what} from {registry}: {hit} ({received} bytes received, after {attempts} attempt(s))"
+    )]
     Limit {
         reference: String,
         what: String,

@@ -69,7 +69,13 @@ impl BlobPull<'_> {
 impl Puller {
     /// Ensures blob `digest` of image `r` is in the cache: streamed to a temp file, hashed as
     /// it arrives, resumed after interruptions, committed only when the digest matches.
-    pub async fn fetch_blob(&self, cache: &Cache, r: &ImageRef, digest: Sha256, size: u64) -> Result<Fetched, ImageError> {
+    pub async fn fetch_blob(
+        &self,
+        cache: &Cache,
+        r: &ImageRef,
+        digest: Sha256,
+        size: u64,
+    ) -> Result<Fetched, ImageError> {
         if let Some(hit) = self.cached_blob(cache, digest, size) {
             return Ok(hit);
         }
