@@ -107,14 +107,6 @@ impl Guard {
         Ok(())
     }
 
-    /// Fails with [`LimitHit::Deadline`] once the deadline has passed.
-    pub fn check_deadline(&self) -> Result<(), LimitHit> {
-        if Instant::now() >= self.deadline {
-            return Err(LimitHit::Deadline(self.limits.timeout));
-        }
-        Ok(())
-    }
-
     fn rate_on(&self) -> bool {
         self.limits.min_rate > 0 && !self.limits.rate_time.is_zero()
     }
