@@ -213,14 +213,12 @@ fn run() -> Result<(), String> {
             mirrors: mirror_rules(&up.mirror_args())?,
             jobs: 4,
             quiet: false,
+            ..Default::default()
         },
         out: out.clone(),
         compression: Compression::Zstd,
-        locked: false,
         installer: Some(installer.clone()),
-        upgrade_from: None,
-        base: None,
-        skip_images: false,
+        ..Default::default()
     };
 
     let t = Instant::now();

@@ -3,6 +3,7 @@
 
 use crate::digest::Sha256;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const LOCK_SCHEMA: u32 = 1;
@@ -43,12 +44,8 @@ pub struct Lock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot read lockfile {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::TextError),
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
         path: PathBuf,
@@ -56,20 +53,18 @@ pub enum LockError {
         column: usize,
         message: String,
     },
-    #[error("cannot write lockfile {path}: {source}")]
+    #[error("cannot write lockfile {path}: {source} ({hint}; --lockfile PATH writes it elsewhere)")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+        hint: &'static str,
     },
 }
 
 impl Lock {
     pub fn load(path: &Path) -> Result<Lock, LockError> {
-        let src = std::fs::read_to_string(path).map_err(|source| LockError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let src = crate::fsutil::read_text(path, "lockfile", "run `kbundle lock` to write it again")?;
         Self::parse(path, &src)
     }
 
@@ -116,15 +111,44 @@ impl Lock {
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
         crate::fsutil::write_atomic(path, self.render().as_bytes()).map_err(|source| LockError::Write {
             path: path.to_path_buf(),
+            hint: crate::fsutil::write_hint(&source),
             source,
         })
     }
 
+    /// One entry by path. Linear: for lookups in a loop use [`Lock::index`].
     pub fn file(&self, path: &str) -> Option<&LockedFile> {
         self.files.iter().find(|f| f.path == path)
     }
 
+    /// One image by reference. Linear: for lookups in a loop use [`Lock::index`].
     pub fn image(&self, reference: &str) -> Option<&crate::images::LockedImage> {
         self.images.iter().find(|i| i.reference == reference)
+    }
+
+    /// Maps from path and reference to entries, for lookups in O(1).
+    pub fn index(&self) -> LockIndex<'_> {
+        LockIndex {
+            // Reversed, so that a repeated key keeps its first entry, as `file` and `image` do.
+            files: self.files.iter().rev().map(|f| (f.path.as_str(), f)).collect(),
+            images: self.images.iter().rev().map(|i| (i.reference.as_str(), i)).collect(),
+        }
+    }
+}
+
+/// A lock's entries keyed by file path and image reference.
+#[derive(Debug, Clone)]
+pub struct LockIndex<'a> {
+    pub files: HashMap<&'a str, &'a LockedFile>,
+    pub images: HashMap<&'a str, &'a crate::images::LockedImage>,
+}
+
+impl<'a> LockIndex<'a> {
+    pub fn file(&self, path: &str) -> Option<&'a LockedFile> {
+        self.files.get(path).copied()
+    }
+
+    pub fn image(&self, reference: &str) -> Option<&'a crate::images::LockedImage> {
+        self.images.get(reference).copied()
     }
 }

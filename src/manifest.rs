@@ -17,12 +17,10 @@ pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifest {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::TextError),
+    #[error("manifest {path} is a directory: give the manifest file itself (e.g. manifests/kubernetes-v1.34.3.toml)")]
+    IsDir { path: PathBuf },
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
         path: PathBuf,
@@ -159,13 +157,34 @@ pub struct Manifest {
     pub mirrors: Vec<MirrorRule>,
 }
 
-/// Turns a byte offset into 1-based (line, column).
+/// Turns a byte offset into 1-based (line, column); the column counts characters.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
+    line_cols(src, &[offset])[0]
+}
+
+/// [`line_col`] for many offsets in one pass over `src` (sorted sweep), so a manifest with
+/// many pins costs O(len + pins log pins), not O(len x pins).
+pub fn line_cols(src: &str, offsets: &[usize]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..offsets.len()).collect();
+    order.sort_by_key(|&i| offsets[i]);
+    let mut out = vec![(1, 1); offsets.len()];
+    let (mut line, mut col) = (1, 1);
+    let mut chars = src.char_indices().peekable();
+    for i in order {
+        while let Some(&(at, c)) = chars.peek() {
+            if at >= offsets[i] {
+                break;
+            }
+            chars.next();
+            if c == '\n' {
+                (line, col) = (line + 1, 1);
+            } else {
+                col += 1;
+            }
+        }
+        out[i] = (line, col);
+    }
+    out
 }
 
 /// Is `name` safe as a file and directory name (bundle names, node names)?
@@ -188,10 +207,12 @@ fn valid_image_tag(t: &str) -> bool {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        if path.is_dir() {
+            return Err(ManifestError::IsDir {
+                path: path.to_path_buf(),
+            });
+        }
+        let src = crate::fsutil::read_text(path, "manifest", "re-save it as UTF-8")?;
         Self::parse(path, &src)
     }
 
@@ -269,17 +290,16 @@ impl Manifest {
                 *slot = Some(v.into_inner());
             }
         }
+        let offsets: Vec<usize> = raw.sha256.values().map(|v| v.span().start).collect();
         let pins = raw
             .sha256
             .into_iter()
-            .map(|(key, v)| {
-                let (line, column) = line_col(src, v.span().start);
-                Pin {
-                    key,
-                    sha256: v.into_inner(),
-                    line,
-                    column,
-                }
+            .zip(line_cols(src, &offsets))
+            .map(|((key, v), (line, column))| Pin {
+                key,
+                sha256: v.into_inner(),
+                line,
+                column,
             })
             .collect();
         let mut mirrors = Vec::new();
@@ -364,6 +384,50 @@ etcd = "3.5.25"
     fn bad_arch() {
         let e = parse(&format!("arches = [\"s390x\"]\n{GOOD}")).unwrap_err().to_string();
         assert!(e.starts_with("m.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn line_cols_match_a_naive_scan() {
+        let src = "ab\nc\u{e9}d\n\nxyz";
+        let naive = |off: usize| {
+            let before = &src[..off];
+            let line = before.matches('\n').count() + 1;
+            (line, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
+        };
+        let offsets: Vec<usize> = (0..=src.len()).filter(|&o| src.is_char_boundary(o)).rev().collect();
+        let got = line_cols(src, &offsets);
+        for (o, g) in offsets.iter().zip(got) {
+            assert_eq!(g, naive(*o), "offset {o}");
+        }
+        assert_eq!(line_col(src, 10_000), naive(src.len()));
+    }
+
+    #[test]
+    fn not_utf8_names_offset_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        let mut bytes = GOOD.as_bytes().to_vec();
+        let at = GOOD.find("runc").unwrap() + 2;
+        bytes[at] = 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let e = Manifest::load(&p).unwrap_err().to_string();
+        let want = format!("{}:7:3: not UTF-8: byte 0xff at byte offset {at}", p.display());
+        assert!(e.starts_with(&want), "{e}");
+    }
+
+    #[test]
+    fn missing_and_directory_manifests_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Manifest::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("nope.toml") && e.contains("no such file: check the path"),
+            "{e}"
+        );
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(&dir.path().display().to_string()) && e.contains("is a directory"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::images::pull::{Puller, Resolved};
 use crate::lock::{DigestSource, Lock, LockedFile, LOCK_SCHEMA};
 use crate::manifest::{Manifest, Pin};
 use futures::{StreamExt, TryStreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// Checksum files are tiny; anything bigger is not one.
@@ -47,26 +47,34 @@ pub enum ResolveError {
     Image(#[from] crate::images::pull::ImageError),
 }
 
-/// Maps each pin to the file it names; a pin that names nothing is an error.
+/// Maps each pin to the file it names; a pin that names nothing is an error. Linear: one
+/// map of every file's URL and path, then one lookup per pin.
 pub fn pins_by_path(m: &Manifest, files: &[FileArtifact]) -> Result<HashMap<String, Pin>, ResolveError> {
-    let mut out = HashMap::new();
+    let by_key = files_by_key(files);
+    let mut out = HashMap::with_capacity(m.pins.len());
     for pin in &m.pins {
-        let f = files.iter().find(|f| f.url == pin.key || f.path == pin.key);
-        match f {
-            Some(f) => {
-                out.insert(f.path.clone(), pin.clone());
-            }
-            None => {
-                return Err(ResolveError::UnusedPin {
-                    path: m.path.clone(),
-                    line: pin.line,
-                    column: pin.column,
-                    key: pin.key.clone(),
-                })
-            }
-        }
+        let Some(f) = by_key.get(pin.key.as_str()) else {
+            return Err(ResolveError::UnusedPin {
+                path: m.path.clone(),
+                line: pin.line,
+                column: pin.column,
+                key: pin.key.clone(),
+            });
+        };
+        out.insert(f.path.clone(), pin.clone());
     }
     Ok(out)
+}
+
+/// Every file by its upstream URL and by its bundle path; where two files share a key, the
+/// first one in `files` wins.
+pub fn files_by_key(files: &[FileArtifact]) -> HashMap<&str, &FileArtifact> {
+    let mut by_key = HashMap::with_capacity(files.len() * 2);
+    for f in files {
+        by_key.entry(f.url.as_str()).or_insert(f);
+        by_key.entry(f.path.as_str()).or_insert(f);
+    }
+    by_key
 }
 
 /// The digest upstream (or the manifest) vouches for, per file; `None` where nobody does.
@@ -166,9 +174,11 @@ pub async fn resolve_images(
     check_tags: bool,
     jobs: usize,
 ) -> Result<Vec<Resolved>, ResolveError> {
+    let index = lock.map(Lock::index);
+    let index = &index;
     let out: Vec<Resolved> = futures::stream::iter(images)
         .map(|img| async move {
-            let pinned = lock.and_then(|l| l.image(&img.reference.to_string()));
+            let pinned = index.as_ref().and_then(|l| l.image(&img.reference.to_string()));
             puller
                 .resolve(cache, &img.reference, &m.arches, pinned, check_tags)
                 .await
@@ -263,12 +273,13 @@ pub fn stale_details(
     images: &[CatalogImage],
 ) -> Result<Vec<String>, ResolveError> {
     let pins = pins_by_path(m, files)?;
+    let index = lock.index();
     let mut d = Vec::new();
     if lock.name != m.name {
         d.push(format!("name: lock has {:?}, manifest has {:?}", lock.name, m.name));
     }
     for f in files {
-        match lock.file(&f.path) {
+        match index.file(&f.path) {
             None => d.push(format!("{}: not in the lockfile", f.path)),
             Some(l) if l.url != f.url => {
                 d.push(format!("{}: lock has URL {}, manifest needs {}", f.path, l.url, f.url))
@@ -285,14 +296,15 @@ pub fn stale_details(
             }
         }
     }
+    let paths: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     for l in &lock.files {
-        if !files.iter().any(|f| f.path == l.path) {
+        if !paths.contains(l.path.as_str()) {
             d.push(format!("{}: in the lockfile but no longer in the manifest", l.path));
         }
     }
     for i in images {
         let r = i.reference.to_string();
-        match lock.image(&r) {
+        match index.image(&r) {
             None => d.push(format!("image {r}: not in the lockfile")),
             Some(l) => {
                 if let Some(pin) = i.reference.digest {
@@ -312,8 +324,9 @@ pub fn stale_details(
             }
         }
     }
+    let refs: HashSet<String> = images.iter().map(|i| i.reference.to_string()).collect();
     for l in &lock.images {
-        if !images.iter().any(|i| i.reference.to_string() == l.reference) {
+        if !refs.contains(&l.reference) {
             d.push(format!(
                 "image {}: in the lockfile but no longer in the manifest",
                 l.reference
@@ -352,8 +365,9 @@ pub async fn check_upstream(
     .await?;
     let mut changes = Vec::new();
     let mut tofu_iter = tofu_fetched.iter();
+    let index = lock.index();
     for (f, d) in files.iter().zip(&digests) {
-        let Some(l) = lock.file(&f.path) else {
+        let Some(l) = index.file(&f.path) else {
             continue;
         };
         let now = match d {
@@ -377,5 +391,56 @@ pub async fn check_upstream(
             path: lock_path.to_path_buf(),
             changes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(pins: &str) -> Manifest {
+        let src = format!(
+            "schema = 1\n[kubernetes]\nversion = \"v1.34.3\"\n[components]\ncontainerd = \"2.1.5\"\nrunc = \"1.3.4\"\n\
+             cni-plugins = \"1.8.0\"\ncrictl = \"1.34.0\"\netcd = \"3.5.25\"\n[sha256]\n{pins}"
+        );
+        Manifest::parse(std::path::Path::new("m.toml"), &src).unwrap()
+    }
+
+    #[test]
+    fn pins_match_by_url_or_path_and_an_unused_pin_names_its_line() {
+        let d = Sha256::of(b"x");
+        let probe = manifest("");
+        let files = crate::catalog::manifest_files(&probe);
+        let (a, b) = (&files[0], &files[1]);
+        let m = manifest(&format!("\"{}\" = \"{d}\"\n\"{}\" = \"{d}\"\n", a.url, b.path));
+        let pins = pins_by_path(&m, &files).unwrap();
+        assert_eq!(pins.len(), 2);
+        assert_eq!(pins[&a.path].key, a.url);
+        assert_eq!(pins[&b.path].key, b.path);
+
+        let m = manifest(&format!(
+            "\"{}\" = \"{d}\"\n\"https://example.com/x\" = \"{d}\"\n",
+            a.url
+        ));
+        let e = pins_by_path(&m, &files).unwrap_err().to_string();
+        assert!(
+            e.starts_with("m.toml:12:") && e.contains("https://example.com/x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_by_key_has_one_entry_per_url_and_path_first_file_winning() {
+        let files = crate::catalog::manifest_files(&manifest(""));
+        let by_key = files_by_key(&files);
+        assert_eq!(by_key.len(), files.len() * 2);
+        let mut twice = files.clone();
+        twice.extend(files.iter().cloned().map(|mut f| {
+            f.name = "second".into();
+            f
+        }));
+        let by_key = files_by_key(&twice);
+        assert_eq!(by_key.len(), files.len() * 2);
+        assert!(by_key.values().all(|f| f.name != "second"));
     }
 }

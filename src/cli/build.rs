@@ -3,20 +3,28 @@ use crate::bundle::pack::Compression;
 use std::path::PathBuf;
 
 /// Build the bundle archive of MANIFEST: resolve (or use the lockfile), download and verify
-/// every artifact, and pack one reproducible archive plus its .sha256 into --out.
+/// every artifact, and pack one reproducible archive plus its .sha256 into --out. Writes the
+/// lockfile (MANIFEST.lock beside the manifest, or --lockfile) when it is missing or stale.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  kbundle build manifests/kubernetes-v1.34.3.toml --out bundles/\n  \
 kbundle build manifests/kubernetes-v1.34.3.toml --out bundles/ --locked \\\n      \
 --mirror https://github.com=http://mirror.internal/github.com \\\n      \
 --mirror https://dl.k8s.io=http://mirror.internal/dl.k8s.io\n\n\
-Set SOURCE_DATE_EPOCH to choose the archive's timestamps; the same inputs always give the same bytes."
+Set SOURCE_DATE_EPOCH to choose the archive's timestamps; the same inputs always give the same bytes.\n\n\
+Downloads: each file or image blob must finish within --timeout (default 1800 s, retries included) \
+and keep at least --min-rate bytes/s (default 1024) over every --min-rate-time window (default 30 s)."
 )]
 pub struct Args {
     pub manifest: PathBuf,
-    /// Output directory for <name>.tar.zst (or .tar.gz/.tar) and <archive>.sha256.
+    /// Output directory (created if missing) for <name>.tar.zst (or .tar.gz/.tar) and
+    /// <archive>.sha256. Temp files that interrupted builds left here are deleted.
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
+    /// The lockfile to read, and to write when it is missing or stale.
+    /// Default: MANIFEST with .lock for .toml, beside the manifest.
+    #[arg(long, value_name = "PATH")]
+    pub lockfile: Option<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchArgs,
     /// Archive compression.
@@ -46,7 +54,10 @@ pub struct Args {
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     let opts = crate::builder::BuildOptions {
-        common: a.fetch.options(quiet),
+        common: crate::builder::Options {
+            lockfile: a.lockfile,
+            ..a.fetch.options(quiet)
+        },
         out: a.out,
         compression: a.compression,
         locked: a.locked,

@@ -90,9 +90,29 @@ pub struct FetchArgs {
     /// upstream URLs. Example: --mirror https://github.com=http://mirror.internal/github.com
     #[arg(long, value_name = "FROM=TO", value_parser = parse_mirror)]
     pub mirror: Vec<crate::manifest::MirrorRule>,
+    /// Accept mirrors (from --mirror or the manifest) on link-local and cloud-metadata
+    /// addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200,
+    /// metadata.google.internal), refused by default. Loopback and private networks are
+    /// always allowed.
+    #[arg(long)]
+    pub allow_private_mirror: bool,
     /// Parallel downloads.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Overall deadline for each file or image blob, retries included, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Minimum transfer rate in bytes per second, averaged over --min-rate-time; a slower
+    /// transfer is retried (resuming), and fails once the retries are used up. 0: no minimum.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = crate::fetch::limits::DEFAULT_MIN_RATE)]
+    pub min_rate: u64,
+    /// The window --min-rate is averaged over, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub min_rate_time: u64,
+    /// Retries of a download after a transient failure (5xx, reset, timeout, too slow),
+    /// with backoff; each resumes where the last one stopped.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub retries: u32,
 }
 
 fn parse_mirror(s: &str) -> Result<crate::manifest::MirrorRule, String> {
@@ -101,11 +121,23 @@ fn parse_mirror(s: &str) -> Result<crate::manifest::MirrorRule, String> {
 
 impl FetchArgs {
     pub fn options(&self, quiet: bool) -> crate::builder::Options {
+        use std::time::Duration;
         crate::builder::Options {
             cache_dir: self.cache.clone().unwrap_or_else(crate::fetch::Cache::default_root),
             mirrors: self.mirror.clone(),
             jobs: self.jobs as usize,
             quiet,
+            retry: crate::fetch::Retry {
+                attempts: self.retries + 1,
+                ..Default::default()
+            },
+            limits: crate::fetch::Limits {
+                timeout: Duration::from_secs(self.timeout),
+                min_rate: self.min_rate,
+                rate_time: Duration::from_secs(self.min_rate_time),
+            },
+            allow_private_mirror: self.allow_private_mirror,
+            lockfile: None,
         }
     }
 }

@@ -2,15 +2,19 @@
 //! with backoff, resumed with `Range`, and committed only when the digest matches.
 
 pub mod cache;
+pub mod limits;
 pub mod mirror;
+pub mod sweep;
+mod transfer;
 
 use crate::digest::{Hashing, Sha256};
 use crate::progress::Progress;
 pub use cache::{Cache, CacheError};
+pub use limits::{Guard, LimitHit, Limits};
 pub use mirror::Mirrors;
-use std::io::{Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
+use transfer::{FileSink, Job, Transfer, VecSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -36,6 +40,13 @@ pub enum FetchError {
     },
     #[error("GET {url}: size mismatch: expected {expected} bytes, server sends {actual}")]
     Size { url: String, expected: u64, actual: u64 },
+    #[error("GET {url}: {hit} ({received} bytes received, after {attempts} attempt(s))")]
+    Limit {
+        url: String,
+        hit: LimitHit,
+        received: u64,
+        attempts: u32,
+    },
     #[error("GET {url}: body exceeds the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
     #[error("writing download of {url} to {path}: {source}")]
@@ -102,42 +113,9 @@ pub struct Fetcher {
     client: reqwest::Client,
     mirrors: Mirrors,
     retry: Retry,
+    limits: Limits,
     progress: Progress,
     downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// Where downloaded bytes go: a temp file (blobs) or memory (small checksum files).
-trait Sink {
-    fn reset(&mut self) -> std::io::Result<()>;
-    fn put(&mut self, data: &[u8]) -> std::io::Result<()>;
-}
-
-struct FileSink<'a>(&'a mut std::fs::File);
-impl Sink for FileSink<'_> {
-    fn reset(&mut self) -> std::io::Result<()> {
-        self.0.set_len(0)?;
-        self.0.rewind().map(|_| ())
-    }
-    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(data)
-    }
-}
-
-struct VecSink<'a>(&'a mut Vec<u8>);
-impl Sink for VecSink<'_> {
-    fn reset(&mut self) -> std::io::Result<()> {
-        self.0.clear();
-        Ok(())
-    }
-    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-}
-
-enum Attempt {
-    Done,
-    Retry(String),
 }
 
 impl Fetcher {
@@ -152,9 +130,16 @@ impl Fetcher {
             client,
             mirrors,
             retry,
+            limits: Limits::default(),
             progress,
             downloads: Default::default(),
         })
+    }
+
+    /// The same fetcher with other download limits (deadline, minimum rate).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Files downloaded (not found in the cache) by this fetcher so far.
@@ -184,309 +169,137 @@ impl Fetcher {
     /// Downloads a small text file (checksum files) into memory, at most `limit` bytes.
     pub async fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
         let (real, shown) = self.describe(url);
-        let mut body = Vec::new();
-        let mut hash = Hashing::new();
-        self.transfer(
-            &real,
-            &shown,
+        let job = Job {
+            url: &real,
+            shown: &shown,
             limit,
-            None,
-            &mut VecSink(&mut body),
-            &mut hash,
-            false,
-            None,
-        )
-        .await?;
+            expected_size: None,
+            resume: false,
+            bar: None,
+        };
+        let mut body = Vec::new();
+        let mut t = Transfer {
+            sink: &mut VecSink(&mut body),
+            hash: &mut Hashing::new(),
+            guard: &mut Guard::start(self.limits),
+        };
+        self.transfer(&job, &mut t).await?;
         Ok(body)
     }
 
-    /// Ensures the blob of `req` is in the cache, downloading it if needed.
+    /// The cached blob of `req`, if the cache holds it: trusted by name and size when the
+    /// size is known (packing hashes it again), hashed when it is not. A blob that does not
+    /// match is evicted with a warning.
+    fn cached(&self, cache: &Cache, req: &Request<'_>) -> Option<Fetched> {
+        let d = req.sha256?;
+        let size = cache.size_of(&d)?;
+        let hit = Fetched {
+            sha256: d,
+            size,
+            path: cache.blob_path(&d),
+            downloaded: false,
+        };
+        if req.size == Some(size) {
+            return Some(hit);
+        }
+        match cache.check(&d) {
+            None if req.size.is_none() => return Some(hit),
+            // Right content, but not the size the lock says: fetch it and let the size decide.
+            None => cache.evict(&d),
+            Some(bad) => self.progress.warn(&bad.to_string()),
+        }
+        None
+    }
+
+    /// Ensures the blob of `req` is in the cache, downloading it if needed, within the
+    /// fetcher's limits (one deadline for the artifact, retries included).
     pub async fn fetch(&self, cache: &Cache, req: &Request<'_>) -> Result<Fetched, FetchError> {
-        if let Some(d) = req.sha256 {
-            if let Some(size) = cache.size_of(&d) {
-                if req.size.is_none_or(|s| s == size) {
-                    return Ok(Fetched {
-                        sha256: d,
-                        size,
-                        path: cache.blob_path(&d),
-                        downloaded: false,
-                    });
-                }
-                cache.evict(&d);
-            }
+        if let Some(hit) = self.cached(cache, req) {
+            return Ok(hit);
         }
         let (real, shown) = self.describe(req.url);
         let bar = self.progress.bar(req.label, req.size);
+        let job = Job {
+            url: &real,
+            shown: &shown,
+            limit: req.size.unwrap_or(u64::MAX),
+            expected_size: req.size,
+            resume: true,
+            bar: Some(&bar),
+        };
+        let mut guard = Guard::start(self.limits);
         // One fresh retry after a mismatch, in case a resumed transfer stitched bad bytes.
-        let mut last_err = None;
+        let mut mismatch = None;
         for fresh in 0..2 {
-            let mut tmp = cache.temp()?;
-            let tmp_path = tmp.path().to_path_buf();
-            let mut hash = Hashing::new();
-            let res = self
-                .transfer(
-                    &real,
-                    &shown,
-                    req.size.unwrap_or(u64::MAX),
-                    req.size,
-                    &mut FileSink(tmp.as_file_mut()),
-                    &mut hash,
-                    true,
-                    Some(&bar),
-                )
-                .await;
-            if let Err(e) = res {
-                bar.abandon();
-                return Err(match e {
-                    FetchError::Write { url, source, .. } => FetchError::Write {
-                        url,
-                        path: tmp_path,
-                        source,
-                    },
-                    e => e,
-                });
-            }
-            let (actual, size) = hash.finish();
-            if let Some(expected) = req.sha256 {
-                if expected != actual {
-                    last_err = Some(FetchError::Mismatch {
-                        url: shown.clone(),
-                        expected,
-                        actual,
-                        size,
-                    });
-                    if fresh == 0 {
-                        self.progress.warn(&format!(
-                            "{}: sha256 mismatch, downloading once more from scratch",
-                            req.label
-                        ));
-                    }
-                    continue; // tmp dropped: the bad bytes are deleted
+            match self.download(cache, req, &job, &mut guard).await {
+                Ok(Ok(f)) => {
+                    bar.finish("fetched", f.size);
+                    return Ok(f);
+                }
+                Ok(Err(e)) if fresh == 0 => {
+                    self.progress.warn(&format!(
+                        "{}: sha256 mismatch, downloading once more from scratch",
+                        req.label
+                    ));
+                    mismatch = Some(e);
+                }
+                Ok(Err(e)) | Err(e) => {
+                    mismatch = Some(e);
+                    break;
                 }
             }
-            let path = cache.commit(tmp, &actual)?;
-            self.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            bar.finish("fetched", size);
-            return Ok(Fetched {
-                sha256: actual,
-                size,
-                path,
-                downloaded: true,
-            });
         }
         bar.abandon();
-        Err(last_err.unwrap_or_else(|| FetchError::Transport {
+        Err(mismatch.unwrap_or_else(|| FetchError::Transport {
             url: shown,
             message: "download failed".into(),
             attempts: 2,
         }))
     }
 
-    /// The retry loop. `resume` allows `Range` continuation into the same sink.
-    #[allow(clippy::too_many_arguments)]
-    async fn transfer(
+    /// One download into a fresh temp file: `Ok(Err(Mismatch))` when the bytes arrived but
+    /// hash wrong (the temp file is deleted), `Err` on any other failure.
+    async fn download(
         &self,
-        url: &str,
-        shown: &str,
-        limit: u64,
-        expected_size: Option<u64>,
-        sink: &mut dyn Sink,
-        hash: &mut Hashing,
-        resume: bool,
-        bar: Option<&crate::progress::Bar>,
-    ) -> Result<(), FetchError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = self
-                .attempt(url, shown, limit, expected_size, sink, hash, resume, bar, attempt)
-                .await?;
-            match outcome {
-                Attempt::Done => return Ok(()),
-                Attempt::Retry(why) => {
-                    if attempt >= self.retry.attempts {
-                        return Err(FetchError::Transport {
-                            url: shown.to_string(),
-                            message: why,
-                            attempts: attempt,
-                        });
-                    }
-                    let delay = self.retry.delay(attempt);
-                    self.progress.warn(&format!(
-                        "{shown}: {why}; retrying in {:.1}s (attempt {}/{})",
-                        delay.as_secs_f32(),
-                        attempt + 1,
-                        self.retry.attempts
-                    ));
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &self,
-        url: &str,
-        shown: &str,
-        limit: u64,
-        expected_size: Option<u64>,
-        sink: &mut dyn Sink,
-        hash: &mut Hashing,
-        resume: bool,
-        bar: Option<&crate::progress::Bar>,
-        attempt: u32,
-    ) -> Result<Attempt, FetchError> {
-        let write_err = |source| FetchError::Write {
-            url: shown.to_string(),
-            path: PathBuf::new(),
-            source,
+        cache: &Cache,
+        req: &Request<'_>,
+        job: &Job<'_>,
+        guard: &mut Guard,
+    ) -> Result<Result<Fetched, FetchError>, FetchError> {
+        let mut tmp = cache.temp()?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut hash = Hashing::new();
+        let mut t = Transfer {
+            sink: &mut FileSink(tmp.as_file_mut()),
+            hash: &mut hash,
+            guard,
         };
-        let have = hash.len();
-        let mut rq = self.client.get(url);
-        if resume && have > 0 {
-            rq = rq.header(reqwest::header::RANGE, format!("bytes={have}-"));
-        } else if have > 0 {
-            sink.reset().map_err(write_err)?;
-            *hash = Hashing::new();
+        self.transfer(job, &mut t).await.map_err(|e| match e {
+            FetchError::Write { url, source, .. } => FetchError::Write {
+                url,
+                path: tmp_path,
+                source,
+            },
+            e => e,
+        })?;
+        let (actual, size) = hash.finish();
+        if let Some(expected) = req.sha256.filter(|e| *e != actual) {
+            return Ok(Err(FetchError::Mismatch {
+                url: job.shown.to_string(),
+                expected,
+                actual,
+                size,
+            }));
         }
-        let resp = match rq.send().await {
-            Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(describe_reqwest(&e))),
-        };
-        let status = resp.status().as_u16();
-        let mut start = hash.len();
-        match status {
-            200 => {
-                if start > 0 {
-                    // The server ignored Range: start over.
-                    sink.reset().map_err(write_err)?;
-                    *hash = Hashing::new();
-                    start = 0;
-                }
-            }
-            206 if start > 0 => {
-                let ok = resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with(&format!("bytes {start}-")));
-                if !ok {
-                    sink.reset().map_err(write_err)?;
-                    *hash = Hashing::new();
-                    return Ok(Attempt::Retry(
-                        "server answered Range with an unexpected Content-Range".into(),
-                    ));
-                }
-            }
-            408 | 429 | 500..=599 => return Ok(Attempt::Retry(format!("HTTP {status}"))),
-            416 if start > 0 => {
-                sink.reset().map_err(write_err)?;
-                *hash = Hashing::new();
-                return Ok(Attempt::Retry("HTTP 416 on resume".into()));
-            }
-            _ => {
-                let hint = match status {
-                    404 => " Not Found: is the version right, and does the mirror hold this file?",
-                    401 | 403 => " (access denied)",
-                    _ => "",
-                };
-                return Err(FetchError::Status {
-                    url: shown.to_string(),
-                    status,
-                    hint,
-                    attempts: attempt,
-                });
-            }
-        }
-        let total = resp.content_length().map(|n| n + start);
-        if let (Some(t), Some(e)) = (total, expected_size) {
-            if t != e {
-                return Err(FetchError::Size {
-                    url: shown.to_string(),
-                    expected: e,
-                    actual: t,
-                });
-            }
-        }
-        if let Some(t) = total {
-            if t > limit {
-                return Err(FetchError::TooLarge {
-                    url: shown.to_string(),
-                    limit,
-                });
-            }
-        }
-        if let Some(b) = bar {
-            if let Some(t) = total.or(expected_size) {
-                b.set_total(t);
-            }
-            b.set_position(start);
-        }
-        let mut resp = resp;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if hash.len() + chunk.len() as u64 > limit {
-                        return Err(FetchError::TooLarge {
-                            url: shown.to_string(),
-                            limit,
-                        });
-                    }
-                    sink.put(&chunk).map_err(write_err)?;
-                    hash.update(&chunk);
-                    if let Some(b) = bar {
-                        b.inc(chunk.len() as u64);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    if !resume {
-                        sink.reset().map_err(write_err)?;
-                        *hash = Hashing::new();
-                    }
-                    return Ok(Attempt::Retry(format!(
-                        "body interrupted after {} bytes: {}",
-                        hash.len(),
-                        describe_reqwest(&e)
-                    )));
-                }
-            }
-        }
-        if let Some(t) = total {
-            if hash.len() < t {
-                return Ok(Attempt::Retry(format!("body truncated at {} of {t} bytes", hash.len())));
-            }
-        }
-        if let Some(e) = expected_size {
-            if hash.len() != e {
-                return Err(FetchError::Size {
-                    url: shown.to_string(),
-                    expected: e,
-                    actual: hash.len(),
-                });
-            }
-        }
-        Ok(Attempt::Done)
+        let path = cache.commit(tmp, &actual)?;
+        self.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Ok(Fetched {
+            sha256: actual,
+            size,
+            path,
+            downloaded: true,
+        }))
     }
-}
-
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut msg = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "connection failed".to_string()
-    } else {
-        "transfer failed".to_string()
-    };
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -6,17 +6,18 @@ use super::auth::Credentials;
 use super::{
     checked, parse, select_platforms, LockedImage, LockedPlatform, ManifestError, Parsed, ACCEPT, MAX_MANIFEST,
 };
-use crate::digest::{Hashing, Sha256};
-use crate::fetch::{Cache, CacheError, Fetched, Mirrors, Retry};
+mod blob;
+
+use crate::digest::Sha256;
+use crate::fetch::{Cache, CacheError, LimitHit, Limits, Mirrors, Retry};
 use crate::image_ref::ImageRef;
 use crate::manifest::Arch;
 use crate::progress::Progress;
-use futures::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference, RegistryOperation};
 use std::collections::HashSet;
-use std::io::{Seek, Write};
+use std::io::Write;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -48,6 +49,17 @@ pub enum ImageError {
         digest: Sha256,
         expected: u64,
         actual: u64,
+    },
+    #[error(
+        "image {reference}: {what} from {registry}: {hit} ({received} bytes received, after {attempts} attempt(s))"
+    )]
+    Limit {
+        reference: String,
+        what: String,
+        registry: String,
+        hit: LimitHit,
+        received: u64,
+        attempts: u32,
     },
     #[error("image {reference}: {source}")]
     Manifest {
@@ -88,6 +100,7 @@ pub struct Puller {
     mirrors: Mirrors,
     creds: Credentials,
     retry: Retry,
+    limits: Limits,
     progress: Progress,
     authed: tokio::sync::Mutex<HashSet<(String, String)>>,
     downloads: std::sync::atomic::AtomicUsize,
@@ -95,6 +108,8 @@ pub struct Puller {
 
 enum Failure {
     Retry(String),
+    /// A rate window below `--min-rate`: retried like `Retry`, named if it is the last.
+    Slow(LimitHit),
     Fatal(ImageError),
 }
 
@@ -135,10 +150,17 @@ impl Puller {
             mirrors,
             creds,
             retry,
+            limits: Limits::default(),
             progress,
             authed: tokio::sync::Mutex::new(HashSet::new()),
             downloads: Default::default(),
         }
+    }
+
+    /// The same puller with other download limits (deadline, minimum rate).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Blobs downloaded (not found in the cache) so far.
@@ -230,6 +252,13 @@ impl Puller {
             match op().await {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Slow(hit)) => {
+                    let why = hit.to_string();
+                    if attempt >= self.retry.attempts {
+                        return Err(self.limit_error(r, what, hit, 0, attempt));
+                    }
+                    self.backoff(r, what.as_ref(), &why, attempt).await;
+                }
                 Err(Failure::Retry(why)) => {
                     if attempt >= self.retry.attempts {
                         return Err(ImageError::Registry {
@@ -246,10 +275,29 @@ impl Puller {
         }
     }
 
-    /// GETs a manifest by tag or digest; returns its bytes and their sha256.
+    fn limit_error(&self, r: &ImageRef, what: &str, hit: LimitHit, received: u64, attempts: u32) -> ImageError {
+        ImageError::Limit {
+            reference: r.to_string(),
+            what: what.to_string(),
+            registry: self.shown_registry(r),
+            hit,
+            received,
+            attempts,
+        }
+    }
+
+    /// GETs a manifest by tag or digest, retries included, within the `--timeout` deadline;
+    /// returns its bytes and their sha256.
     async fn get_manifest(&self, r: &ImageRef, by: &str) -> Result<(Vec<u8>, Sha256), ImageError> {
-        let reference = self.reference(r, by);
         let what = format!("manifest {by}");
+        tokio::time::timeout(self.limits.timeout, self.get_manifest_retried(r, by, &what))
+            .await
+            .unwrap_or_else(|_| Err(self.limit_error(r, &what, LimitHit::Deadline(self.limits.timeout), 0, 1)))
+    }
+
+    async fn get_manifest_retried(&self, r: &ImageRef, by: &str, what: &str) -> Result<(Vec<u8>, Sha256), ImageError> {
+        let what = what.to_string();
+        let reference = self.reference(r, by);
         let (bytes, digest) = self
             .with_retry(r, &what, || async {
                 self.ensure_auth(&reference).await?;
@@ -299,7 +347,9 @@ impl Puller {
                 if Sha256::of(&b) == want {
                     return Ok(b);
                 }
-                cache.evict(&want);
+                if let Some(bad) = cache.check(&want) {
+                    self.progress.warn(&bad.to_string());
+                }
             }
         }
         let (bytes, got) = self.get_manifest(r, &want.oci()).await?;
@@ -416,163 +466,6 @@ impl Puller {
                 platforms,
             },
             blobs,
-        })
-    }
-
-    /// Ensures blob `digest` of image `r` is in the cache: streamed to a temp file, hashed as
-    /// it arrives, resumed after interruptions, committed only when the digest matches.
-    pub async fn fetch_blob(
-        &self,
-        cache: &Cache,
-        r: &ImageRef,
-        digest: Sha256,
-        size: u64,
-    ) -> Result<Fetched, ImageError> {
-        if let Some(have) = cache.size_of(&digest) {
-            if have == size {
-                return Ok(Fetched {
-                    sha256: digest,
-                    size,
-                    path: cache.blob_path(&digest),
-                    downloaded: false,
-                });
-            }
-            cache.evict(&digest);
-        }
-        let reference = self.reference(r, &digest.oci());
-        let dstr = digest.oci();
-        let mut tmp = cache.temp()?;
-        let tmp_path = tmp.path().to_path_buf();
-        let mut hash = Hashing::new();
-        let bar = self
-            .progress
-            .bar(&format!("{} {}", r.repository, &digest.hex()[..12]), Some(size));
-        let werr = |source| ImageError::Write {
-            reference: r.to_string(),
-            digest: dstr.clone(),
-            path: tmp_path.clone(),
-            source,
-        };
-        let what = format!("blob {dstr}");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome: Result<(), Failure> = async {
-                self.ensure_auth(&reference).await?;
-                let offset = hash.len();
-                let stream = if offset == 0 {
-                    self.client
-                        .pull_blob_stream(&reference, dstr.as_str())
-                        .await
-                        .map(BlobResponse::Full)
-                } else {
-                    self.client
-                        .pull_blob_stream_partial(&reference, dstr.as_str(), offset, None)
-                        .await
-                };
-                let mut stream = match stream {
-                    Ok(BlobResponse::Full(s)) => {
-                        if !hash.is_empty() {
-                            tmp.as_file_mut().set_len(0).map_err(|e| Failure::Fatal(werr(e)))?;
-                            tmp.as_file_mut().rewind().map_err(|e| Failure::Fatal(werr(e)))?;
-                            hash = Hashing::new();
-                            bar.set_position(0);
-                        }
-                        s
-                    }
-                    Ok(BlobResponse::Partial(s)) => s,
-                    Err(e) if retryable(&e) => return Err(Failure::Retry(e.to_string())),
-                    Err(e) if not_found(&e) => {
-                        return Err(Failure::Fatal(ImageError::NotFound {
-                            reference: r.to_string(),
-                            what: what.clone(),
-                            registry: self.shown_registry(r),
-                            answer: e.to_string(),
-                        }))
-                    }
-                    Err(e) => {
-                        return Err(Failure::Fatal(ImageError::Registry {
-                            reference: r.to_string(),
-                            what: what.clone(),
-                            registry: self.shown_registry(r),
-                            answer: e.to_string(),
-                            attempts: attempt,
-                        }))
-                    }
-                };
-                while let Some(chunk) = stream.next().await {
-                    match chunk {
-                        Ok(b) => {
-                            if hash.len() + b.len() as u64 > size {
-                                return Err(Failure::Fatal(ImageError::Size {
-                                    reference: r.to_string(),
-                                    digest,
-                                    expected: size,
-                                    actual: hash.len() + b.len() as u64,
-                                }));
-                            }
-                            tmp.as_file_mut().write_all(&b).map_err(|e| Failure::Fatal(werr(e)))?;
-                            hash.update(&b);
-                            bar.inc(b.len() as u64);
-                        }
-                        // oci-client's own digest check fails at the very end; ours decides.
-                        Err(_) if hash.len() == size => break,
-                        Err(e) => {
-                            return Err(Failure::Retry(format!(
-                                "body interrupted after {} bytes: {e}",
-                                hash.len()
-                            )))
-                        }
-                    }
-                }
-                if hash.len() < size {
-                    return Err(Failure::Retry(format!(
-                        "body truncated at {} of {size} bytes",
-                        hash.len()
-                    )));
-                }
-                Ok(())
-            }
-            .await;
-            match outcome {
-                Ok(()) => break,
-                Err(Failure::Fatal(e)) => {
-                    bar.abandon();
-                    return Err(e);
-                }
-                Err(Failure::Retry(why)) => {
-                    if attempt >= self.retry.attempts {
-                        bar.abandon();
-                        return Err(ImageError::Registry {
-                            reference: r.to_string(),
-                            what,
-                            registry: self.shown_registry(r),
-                            answer: why,
-                            attempts: attempt,
-                        });
-                    }
-                    self.backoff(r, what.as_ref(), &why, attempt).await;
-                }
-            }
-        }
-        let (actual, n) = hash.finish();
-        if actual != digest {
-            bar.abandon();
-            return Err(ImageError::Mismatch {
-                reference: r.to_string(),
-                what: format!("blob {dstr} ({n} bytes)"),
-                expected: digest,
-                actual,
-            });
-        }
-        let path = cache.commit(tmp, &digest)?;
-        self.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bar.finish("pulled", n);
-        Ok(Fetched {
-            sha256: digest,
-            size: n,
-            path,
-            downloaded: true,
         })
     }
 }

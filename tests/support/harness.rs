@@ -52,7 +52,13 @@ impl Upstream {
 
     /// `--mirror` flags for files and for every registry the images come from.
     pub fn mirror_args(&self) -> Vec<String> {
-        let mut v = upstream::mirror_args(&self.mirror.url());
+        self.mirror_args_via(&self.mirror.url(), &self.registry.url())
+    }
+
+    /// Like [`Upstream::mirror_args`], with files fetched from `files_url` and images from
+    /// `registry_url` (e.g. a [`super::drip::DripProxy`] in front of either).
+    pub fn mirror_args_via(&self, files_url: &str, registry_url: &str) -> Vec<String> {
+        let mut v = upstream::mirror_args(files_url);
         let mut hosts: Vec<String> = self
             .images
             .iter()
@@ -62,7 +68,7 @@ impl Upstream {
         hosts.dedup();
         for h in hosts {
             v.push("--mirror".into());
-            v.push(format!("{h}={}/{h}", self.registry.url()));
+            v.push(format!("{h}={registry_url}/{h}"));
         }
         v
     }

@@ -3,11 +3,13 @@
 //!
 //! * [`mirror`]: a loopback HTTP/1.1 file server with fault injection that
 //!   stands in for dl.k8s.io / github.com.
+//! * [`drip`]: a loopback proxy that slows chosen responses to a drip.
 //! * [`upstream`]: builds a fake upstream tree with upstream's real URL layout
 //!   and checksum-file formats, to be served by the mirror.
 
 pub mod bundles;
 pub mod containerd;
+pub mod drip;
 pub mod harness;
 pub mod images;
 pub mod mirror;

@@ -1,0 +1,437 @@
+//! `kbundle build`: manifest → lock → verified downloads → one deterministic archive.
+
+mod contents;
+mod outdir;
+
+use crate::bundle::meta::BundleJson;
+use crate::bundle::pack::{self, Compression, PackEntry, Source};
+use crate::catalog::{self, FileArtifact};
+use crate::digest::Sha256;
+use crate::fetch::{Cache, Fetcher, Limits, Mirrors, Retry};
+use crate::images::auth::Credentials;
+use crate::images::pull::Puller;
+use crate::lock::Lock;
+use crate::manifest::{Manifest, MirrorRule};
+use crate::progress::Progress;
+use crate::resolve::{self, ResolveError};
+use crate::version::Version;
+use contents::Gathered;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error(transparent)]
+    Cache(#[from] crate::fetch::CacheError),
+    #[error(transparent)]
+    Pack(#[from] pack::PackError),
+    #[error(transparent)]
+    Images(#[from] catalog::images::UnknownKubernetes),
+    #[error("--locked: no lockfile at {path}; run `kbundle lock {manifest}` first")]
+    NoLock { path: PathBuf, manifest: PathBuf },
+    #[error("installer {path}: {source}")]
+    Installer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("bundle layout: {0}")]
+    Layout(String),
+    #[error("upgrade bundle: {0}")]
+    Upgrade(String),
+    #[error("--base: {0}")]
+    Base(String),
+    #[error(transparent)]
+    Mirror(#[from] crate::fetch::mirror::RefusedMirror),
+    #[error("--out {path} is a file, but --out must name a directory (it is created if missing): choose another path or move the file away")]
+    OutNotDir { path: PathBuf },
+    #[error("--out {path}: cannot {what}: {source} ({hint})")]
+    OutDir {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// Settings shared by `lock` and `build`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cache_dir: PathBuf,
+    pub mirrors: Vec<MirrorRule>,
+    pub jobs: usize,
+    pub quiet: bool,
+    /// Attempts and backoff for transient failures.
+    pub retry: Retry,
+    /// Per-artifact deadline and minimum transfer rate.
+    pub limits: Limits,
+    /// Accept mirrors on link-local and cloud-metadata addresses.
+    pub allow_private_mirror: bool,
+    /// Where the lockfile is read and written; default: beside the manifest.
+    pub lockfile: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_dir: Cache::default_root(),
+            mirrors: Vec::new(),
+            jobs: 4,
+            quiet: false,
+            retry: Retry::default(),
+            limits: Limits::default(),
+            allow_private_mirror: false,
+            lockfile: None,
+        }
+    }
+}
+
+impl Options {
+    /// `--lockfile`, else `MANIFEST.lock` beside the manifest.
+    pub fn lock_path(&self, m: &Manifest) -> PathBuf {
+        self.lockfile.clone().unwrap_or_else(|| m.lock_path())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub common: Options,
+    pub out: PathBuf,
+    pub compression: Compression,
+    pub locked: bool,
+    /// The executable shipped as the bundle's installer; default: this program.
+    pub installer: Option<PathBuf>,
+    /// Build an upgrade bundle from this cluster version (every minor hop to the target).
+    pub upgrade_from: Option<Version>,
+    /// Build a delta bundle that leaves out everything this earlier bundle holds.
+    pub base: Option<PathBuf>,
+    /// Files only: no container images (for sites that serve images from their own registry).
+    pub skip_images: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            common: Options::default(),
+            out: PathBuf::from("."),
+            compression: Compression::Zstd,
+            locked: false,
+            installer: None,
+            upgrade_from: None,
+            base: None,
+            skip_images: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub archive: PathBuf,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub bundle: BundleJson,
+    pub downloaded: usize,
+    pub lock_path: PathBuf,
+    pub lock_written: bool,
+}
+
+/// What talks to upstream for one command: the cache, both download engines, a runtime.
+struct Engines {
+    cache: Cache,
+    files: Fetcher,
+    images: Puller,
+    rt: tokio::runtime::Runtime,
+    progress: Progress,
+}
+
+impl Engines {
+    /// Checks the mirrors, opens (and sweeps) the cache, and sets up both engines.
+    fn start(m: &Manifest, o: &Options) -> Result<Engines, BuildError> {
+        let mirrors = Mirrors::new(&o.mirrors, &m.mirrors);
+        if !o.allow_private_mirror {
+            mirrors.check_destinations()?;
+        }
+        let progress = Progress::new(o.quiet);
+        let cache = Cache::open(&o.cache_dir)?;
+        outdir::report(&progress, &o.cache_dir, cache.swept());
+        let files = Fetcher::new(mirrors.clone(), o.retry, progress.clone())?.with_limits(o.limits);
+        let creds = Credentials::load_default().map_err(|e| BuildError::Resolve(ResolveError::Image(e.into())))?;
+        let images = Puller::new(mirrors, o.retry, progress.clone(), creds).with_limits(o.limits);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(BuildError::Runtime)?;
+        Ok(Engines {
+            cache,
+            files,
+            images,
+            rt,
+            progress,
+        })
+    }
+
+    fn downloads(&self) -> usize {
+        self.files.downloads() + self.images.downloads()
+    }
+}
+
+/// What one bundle carries: its files, its images, and its hops in upgrade order.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub files: Vec<FileArtifact>,
+    pub images: Vec<catalog::images::CatalogImage>,
+    /// Kubernetes versions in order; an install bundle has one.
+    pub hops: Vec<Version>,
+    pub upgrade_from: Option<Version>,
+}
+
+/// Kubernetes versions pinned by the manifests beside `manifest` (e.g. `manifests/`), for
+/// the intermediate hops of upgrade bundles. Unreadable files are skipped.
+pub fn sibling_pins(manifest: &Path) -> Vec<Version> {
+    let dir = manifest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut out: Vec<Version> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| Manifest::load(&p).ok().map(|m| m.kubernetes))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Files, images and hops of a bundle of `m`, optionally upgrading from `from`.
+pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
+    let mut files = catalog::manifest_files(m);
+    let mut images = catalog::images::manifest_images(m)?;
+    let hops = match from {
+        None => vec![m.kubernetes],
+        Some(f) => {
+            let mut pins = sibling_pins(&m.path);
+            pins.extend_from_slice(catalog::KUBERNETES_PINS);
+            crate::upgrade::plan::hop_chain(f, m.kubernetes, &pins).map_err(|e| BuildError::Upgrade(e.to_string()))?
+        }
+    };
+    for &h in hops.iter().filter(|h| **h != m.kubernetes) {
+        for &arch in &m.arches {
+            files.extend(catalog::kubernetes_binaries(h, arch));
+        }
+        images.extend(catalog::images::kubeadm_images(h, None, None, None)?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    images.sort_by_key(|i| i.reference.to_string());
+    images.dedup_by(|a, b| a.reference == b.reference);
+    Ok(Scope {
+        files,
+        images,
+        hops,
+        upgrade_from: from,
+    })
+}
+
+/// `kbundle lock`: resolve and write the lockfile (beside the manifest, or `--lockfile`).
+pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Result<(Lock, PathBuf), BuildError> {
+    let m = Manifest::load(manifest)?;
+    let Scope { files, images, .. } = scope(&m, upgrade_from)?;
+    let e = Engines::start(&m, o)?;
+    let lock = e.rt.block_on(resolve::lock(
+        &e.files, &e.images, &e.cache, &m, &files, &images, o.jobs,
+    ))?;
+    let path = o.lock_path(&m);
+    lock.write(&path)?;
+    Ok((lock, path))
+}
+
+/// `kbundle build`.
+pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
+    let m = Manifest::load(manifest)?;
+    // Validate everything that needs no network before touching it.
+    let mut sc = scope(&m, o.upgrade_from)?;
+    if o.skip_images {
+        sc.images.clear();
+    }
+    resolve::pins_by_path(&m, &sc.files)?;
+    let installer = installer(&m, o)?;
+    let _out = outdir::claim(&o.out, &Progress::new(o.common.quiet))?;
+    let e = Engines::start(&m, &o.common)?;
+    let lock_path = o.common.lock_path(&m);
+    let (lock, lock_written) = settle_lock(&e, &m, &sc, o, &lock_path)?;
+    let (bundle, (archive, sha256, size)) = gather_and_pack(&e, &m, &sc, &lock, &installer, o)?;
+    Ok(Built {
+        archive,
+        sha256,
+        size,
+        bundle,
+        downloaded: e.downloads(),
+        lock_path,
+        lock_written,
+    })
+}
+
+/// The executable shipped as the installer (warns when it cannot run on the targets).
+fn installer(m: &Manifest, o: &BuildOptions) -> Result<PathBuf, BuildError> {
+    if let Some(p) = &o.installer {
+        return Ok(p.clone());
+    }
+    if !m.arches.iter().any(|a| Some(*a) == crate::manifest::Arch::host()) {
+        Progress::new(o.common.quiet).warn(&format!(
+            "this kbundle runs on {}, but the bundle targets {}: pass --installer with a kbundle built for the target",
+            std::env::consts::ARCH,
+            m.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    std::env::current_exe().map_err(|source| BuildError::Installer {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })
+}
+
+/// The lock to build from: the existing one if it still matches the manifest (with
+/// `--locked`: it must exist, match, and upstream must still agree), else a fresh one,
+/// written to `lock_path`. Returns the lock and whether it was written.
+fn settle_lock(
+    e: &Engines,
+    m: &Manifest,
+    sc: &Scope,
+    o: &BuildOptions,
+    lock_path: &Path,
+) -> Result<(Lock, bool), BuildError> {
+    let existing = if lock_path.exists() {
+        Some(Lock::load(lock_path)?)
+    } else {
+        None
+    };
+    let jobs = o.common.jobs;
+    match existing {
+        None if o.locked => Err(BuildError::NoLock {
+            path: lock_path.to_path_buf(),
+            manifest: m.path.clone(),
+        }),
+        Some(l) if o.locked => {
+            let stale = resolve::stale_details(&l, m, &sc.files, &sc.images)?;
+            if !stale.is_empty() {
+                return Err(ResolveError::Stale {
+                    path: lock_path.to_path_buf(),
+                    details: stale,
+                }
+                .into());
+            }
+            let check = resolve::check_upstream(&e.files, &e.cache, &l, lock_path, m, &sc.files, jobs);
+            e.rt.block_on(check)?;
+            Ok((l, false))
+        }
+        Some(l) if resolve::stale_details(&l, m, &sc.files, &sc.images)?.is_empty() => Ok((l, false)),
+        _ => {
+            let fresh = resolve::lock(&e.files, &e.images, &e.cache, m, &sc.files, &sc.images, jobs);
+            let l = e.rt.block_on(fresh)?;
+            l.write(lock_path)?;
+            Ok((l, true))
+        }
+    }
+}
+
+/// Every file and image blob, verified into the cache (cache hits cost no network).
+fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) -> Result<Gathered, BuildError> {
+    let index = lock.index();
+    let locked: Vec<_> = sc.files.iter().map(|a| index.file(&a.path)).collect();
+    let digests: Vec<Option<Sha256>> = locked.iter().map(|l| l.map(|l| l.sha256)).collect();
+    let sizes: Vec<Option<u64>> = locked.iter().map(|l| l.map(|l| l.size)).collect();
+    let jobs = o.common.jobs;
+    let files = e.rt.block_on(resolve::fetch_all(
+        &e.files, &e.cache, &sc.files, &digests, &sizes, jobs,
+    ))?;
+    // Images by their locked digests (`--locked` also checks that tags have not moved).
+    let resolved = e.rt.block_on(resolve::resolve_images(
+        &e.images,
+        &e.cache,
+        m,
+        &sc.images,
+        Some(lock),
+        o.locked,
+        jobs,
+    ))?;
+    let fetch = resolve::fetch_images(&e.images, &e.cache, &sc.images, &resolved, jobs);
+    let (blobs, _) = e.rt.block_on(fetch)?;
+    Ok(Gathered {
+        files,
+        images: resolved.into_iter().map(|r| r.locked).collect(),
+        blobs,
+    })
+}
+
+/// Fetches and packs. Cache entries are trusted by name and size until packing hashes them;
+/// if packing finds one that changed, every cache entry of the bundle is checked, the bad
+/// ones are evicted (with a warning) and fetched again, and packing starts over, once.
+fn gather_and_pack(
+    e: &Engines,
+    m: &Manifest,
+    sc: &Scope,
+    lock: &Lock,
+    installer: &Path,
+    o: &BuildOptions,
+) -> Result<(BundleJson, (PathBuf, Sha256, u64)), BuildError> {
+    let mut round = 0;
+    loop {
+        round += 1;
+        let g = gather(e, m, sc, lock, o)?;
+        let contents = contents::assemble(m, sc, lock, &g, installer, o.base.as_deref())?;
+        let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
+        match pack_all(&m.name, &entries, o) {
+            Err(err @ pack::PackError::Changed { .. }) if round == 1 => {
+                if evict_corrupt(&e.cache, &entries, &e.progress) == 0 {
+                    return Err(err.into());
+                }
+            }
+            packed => return Ok((bundle, packed?)),
+        }
+    }
+}
+
+fn pack_all(name: &str, entries: &[PackEntry], o: &BuildOptions) -> Result<(PathBuf, Sha256, u64), pack::PackError> {
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let bar = Progress::new(o.common.quiet).bar(name, Some(total));
+    let sde = pack::source_date_epoch();
+    let packed = pack::write_archive(&o.out, name, entries, o.compression, sde, |n| bar.inc(n));
+    match &packed {
+        Ok(_) => bar.finish("packed", total),
+        Err(_) => bar.abandon(),
+    }
+    packed
+}
+
+/// Hashes every cache blob the entries come from; evicts (and warns about) each whose
+/// content does not match its name. Returns how many were evicted.
+fn evict_corrupt(cache: &Cache, entries: &[PackEntry], progress: &Progress) -> usize {
+    let mut seen = HashSet::new();
+    let mut evicted = 0;
+    for e in entries {
+        let Source::File(p) = &e.source else { continue };
+        if *p != cache.blob_path(&e.sha256) || !seen.insert(e.sha256) {
+            continue;
+        }
+        if let Some(bad) = cache.check(&e.sha256) {
+            progress.warn(&bad.to_string());
+            evicted += 1;
+        }
+    }
+    evicted
+}
