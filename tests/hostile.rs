@@ -543,3 +543,21 @@ fn unpack_into_a_regular_file_is_a_readable_error() {
     );
     assert!(!err.contains("os error"), "{}", text(&o));
 }
+
+#[test]
+fn a_killed_unpacks_temp_directory_is_removed_by_the_next_unpack() {
+    let b = Built::new(true);
+    let dest = b.path("dest");
+    let stale = dest.join(".unpack-Ab12Cd");
+    std::fs::create_dir_all(stale.join("files")).unwrap();
+    std::fs::write(stale.join("files/partial"), "half").unwrap();
+    let keep = dest.join(".unpack-notours-keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    // Older than the run that follows.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = kbundle(&["unpack", b.archive.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!stale.exists(), "the stale temp dir was not removed");
+    assert!(keep.exists(), "a directory that is not kbundle's temp was removed");
+    assert!(dest.join(NAME).join("bundle.json").is_file());
+}

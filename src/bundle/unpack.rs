@@ -99,6 +99,8 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
         });
     }
     std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
+    // Leftovers of a killed unpack into the same directory, when no other unpack is alive.
+    let (_lock, _) = crate::fetch::sweep::claim(dest, dest, is_temp, std::time::SystemTime::now());
     let tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempdir_in(dest)
@@ -124,6 +126,12 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
     std::fs::rename(tmp.path(), &final_dir).map_err(io("renaming into place", &final_dir))?;
     let _ = tmp.keep();
     Ok(Unpacked { dir: final_dir, report })
+}
+
+/// `.unpack-XXXXXX`: an unpacking temp directory.
+pub fn is_temp(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 fn refuse_existing(p: &Path) -> Result<(), UnpackError> {

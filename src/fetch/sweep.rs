@@ -101,11 +101,16 @@ fn sweep(dir: &Path, is_temp: fn(&str) -> bool, started: SystemTime, swept: &mut
             continue;
         }
         let Ok(meta) = e.metadata() else { continue };
-        let stale = meta.is_file() && meta.modified().is_ok_and(|m| m < started);
+        let stale = (meta.is_file() || meta.is_dir()) && meta.modified().is_ok_and(|m| m < started);
         if !stale {
             continue;
         }
-        match std::fs::remove_file(e.path()) {
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        match removed {
             Ok(()) => swept.removed.push((e.path(), meta.len())),
             Err(err) => swept
                 .problems
