@@ -78,15 +78,7 @@ fn fixture(join_secrets: bool) -> Fixture {
 
 /// A scratch node root that looks like Rocky Linux 10 with swap and SELinux on.
 fn node_root(f: &Fixture, name: &str) -> PathBuf {
-    let r = f.tmp.path().join(name);
-    for d in ["etc/selinux", "usr/bin", "usr/sbin"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    std::fs::write(
-        r.join("etc/os-release"),
-        "NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"10.0\"\nPRETTY_NAME=\"Rocky Linux 10.0 (Red Quartz)\"\n",
-    )
-    .unwrap();
+    let r = support::bundles::node_root(&f.tmp.path().join(name));
     std::fs::write(
         r.join("etc/fstab"),
         "/dev/vda1 / xfs defaults 0 0\n/dev/vda2 none swap defaults 0 0\n",
@@ -97,10 +89,6 @@ fn node_root(f: &Fixture, name: &str) -> PathBuf {
         "SELINUX=enforcing\nSELINUXTYPE=targeted\n",
     )
     .unwrap();
-    for c in ["mount", "umount", "nsenter", "iptables"] {
-        std::fs::write(r.join("usr/bin").join(c), "").unwrap();
-    }
-    std::fs::write(r.join("usr/sbin/modprobe"), "").unwrap();
     r
 }
 

@@ -18,8 +18,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::harness::Upstream;
-use support::upstream::UpstreamSpec;
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 const NAME: &str = "kubernetes-v1.34.3";
@@ -70,45 +68,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(compression: &str) -> Fixture {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let spec = UpstreamSpec::v1_34_3().tiny();
-        let mdir = tmp.path().join("m");
-        std::fs::create_dir_all(&mdir).unwrap();
-        let manifest = mdir.join(format!("{NAME}.toml"));
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("manifests/{NAME}.toml")),
-            &manifest,
-        )
-        .expect("copy manifest");
-        let up = Upstream::start(&spec, &manifest);
-        let inst = tmp.path().join("installer");
-        std::fs::write(&inst, "#!/bin/sh\necho test installer\n").unwrap();
-        std::fs::set_permissions(&inst, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = tmp.path().join("out");
-        let mut args: Vec<String> = vec![
-            "build".into(),
-            manifest.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-            "--cache".into(),
-            tmp.path().join("cache").display().to_string(),
-            "--installer".into(),
-            inst.display().to_string(),
-            "--compression".into(),
-            compression.into(),
-            "--quiet".into(),
-        ];
-        args.extend(up.mirror_args());
-        let o = kbundle(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(o.status.success(), "build failed: {}", text(&o));
-        let ext = match compression {
-            "zstd" => "tar.zst",
-            "gzip" => "tar.gz",
-            _ => "tar",
-        };
-        let archive = out.join(format!("{NAME}.{ext}"));
-        assert!(archive.is_file(), "{}", text(&o));
-        Fixture { tmp, archive }
+        let b = support::bundles::Built::with(true, compression);
+        Fixture {
+            tmp: b.tmp,
+            archive: b.archive,
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {

@@ -44,6 +44,11 @@ pub struct Built {
 
 impl Built {
     pub fn new(tiny: bool) -> Built {
+        Self::with(tiny, "zstd")
+    }
+
+    /// A bundle with the given `--compression` (zstd, gzip or none).
+    pub fn with(tiny: bool, compression: &str) -> Built {
         let tmp = tempfile::tempdir().expect("tempdir");
         let spec = if tiny {
             UpstreamSpec::v1_34_3().tiny()
@@ -67,10 +72,17 @@ impl Built {
         args.push(out.display().to_string());
         args.extend(["--cache".into(), tmp.path().join("cache").display().to_string()]);
         args.extend(["--installer".into(), inst.display().to_string(), "--quiet".into()]);
+        args.extend(["--compression".into(), compression.into()]);
         args.extend(up.mirror_args());
         let o = kbundle(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "build failed: {}", text(&o));
-        let archive = out.join(format!("{NAME}.tar.zst"));
+        let ext = match compression {
+            "zstd" => "tar.zst",
+            "gzip" => "tar.gz",
+            _ => "tar",
+        };
+        let archive = out.join(format!("{NAME}.{ext}"));
+        assert!(archive.is_file(), "{}", text(&o));
         Built { tmp, archive }
     }
 
