@@ -331,34 +331,16 @@ fn zstd_bytes(plain: &[u8]) -> Vec<u8> {
 /// The entries of an unpacked bundle directory as kbundle packs them: `<NAME>/`, every
 /// directory and file sorted by path, modes as on disk.
 fn dir_entries(dir: &Path) -> Vec<Raw> {
-    let mut items: Vec<(String, Option<PathBuf>)> = Vec::new();
-    let mut stack = vec![(String::new(), dir.to_path_buf())];
-    while let Some((rel, d)) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            if e.file_type().unwrap().is_dir() {
-                items.push((format!("{r}/"), None));
-                stack.push((r, e.path()));
+    support::bundles::members_of(dir, NAME)
+        .into_iter()
+        .map(|m| {
+            if m.dir {
+                Raw::dir(&m.name)
             } else {
-                items.push((r, Some(e.path())));
+                Raw::file(&m.name, m.mode, &m.data)
             }
-        }
-    }
-    items.sort();
-    let mut out = vec![Raw::dir(&format!("{NAME}/"))];
-    for (rel, p) in items {
-        let full = format!("{NAME}/{rel}");
-        match p {
-            None => out.push(Raw::dir(&full)),
-            Some(p) => {
-                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
-                out.push(Raw::file(&full, mode, &std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// Packs an (edited) bundle directory into `out` (`.tar.zst` when `zstd`), no sidecar.
