@@ -6,10 +6,8 @@
 //! (including the grub.cfg inside the UEFI image) carries the right `inst.ks=`, the volume ID
 //! and boot records are unchanged and the media checksum passes.
 
-#[path = "kickstart/common.rs"]
-mod common;
-#[path = "kickstart/fake_iso.rs"]
-mod fake_iso;
+use crate::support::ks::common;
+use crate::support::ks::fake_iso;
 
 use common::*;
 use fake_iso::*;

@@ -3,7 +3,7 @@
 //! kubectl and systemctl stand-ins record the order; real containerd imports the images;
 //! real etcd is snapshotted), rollback, and delta bundles.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! generated config and really imports the images; kubeadm, kubectl-against-a-cluster and
 //! systemctl are test stand-ins under tests/stand-ins.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! finishes, no process it started is left, no temp file remains, and the node tree equals
 //! an uninterrupted install's.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

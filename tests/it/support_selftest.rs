@@ -1,7 +1,7 @@
-//! Self-test of the test-support code (tests/support): the fake upstream tree
+//! Self-test of the test-support code (tests/it/support): the fake upstream tree
 //! and the loopback mirror.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

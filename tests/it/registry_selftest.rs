@@ -1,9 +1,9 @@
-//! Self-test of the registry/image/containerd test support (tests/support):
+//! Self-test of the registry/image/containerd test support (tests/it/support):
 //! a real docker-registry, umoci-built images, skopeo, and containerd 1.6 on
 //! loopback. Also pins down how `ctr images import` names images and treats
-//! partial multi-platform indexes (see tests/support/containerd.rs docs).
+//! partial multi-platform indexes (see tests/it/support/containerd.rs docs).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

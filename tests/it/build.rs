@@ -1,7 +1,7 @@
 //! Builder end to end against a loopback upstream: build, verify, reproducibility, cache,
 //! faults, --locked, list without network.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

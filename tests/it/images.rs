@@ -2,7 +2,7 @@
 //! umoci-built images, kbundle pulling them into the bundle's OCI layout, and skopeo and
 //! Debian's containerd reading that layout.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! that a marker tree outside the node root is byte-identical afterwards and that nothing
 //! new appeared outside the root.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

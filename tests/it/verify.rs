@@ -7,7 +7,7 @@
 //! Each test builds its own small bundle through the CLI (tiny upstream files from the
 //! loopback mirror, stand-in images from the loopback registry, a small installer).
 
-mod support;
+use crate::support;
 
 use kbundle::bundle::verify::verify;
 use kbundle::digest::Sha256;

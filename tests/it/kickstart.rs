@@ -4,10 +4,8 @@
 //! tests/snapshots/kickstart/, rewrite with KBUNDLE_UPDATE_SNAPSHOTS=1), secrets are
 //! written 0600, and bad input writes nothing.
 
-#[path = "kickstart/common.rs"]
-mod common;
-#[path = "kickstart/pyks.rs"]
-mod pyks;
+use crate::support::ks::common;
+use crate::support::ks::pyks;
 
 use common::*;
 use kbundle::bundle::pack::Compression;

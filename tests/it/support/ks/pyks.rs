@@ -65,7 +65,7 @@ pub fn ksvalidator(version: &str, file: &Path) -> (i32, String) {
 
 pub fn bash_n_helper(version: &str, files: &[PathBuf]) -> (i32, String) {
     pykickstart().as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kickstart/ks_post_bash_n.py");
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/ks/ks_post_bash_n.py");
     let o = Command::new("python3")
         .arg(helper)
         .arg(version)

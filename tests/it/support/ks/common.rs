@@ -1,4 +1,4 @@
-//! Shared by tests/kickstart.rs and tests/iso.rs: a small but valid bundle archive made
+//! Shared by tests/it/kickstart.rs and tests/it/iso.rs: a small but valid bundle archive made
 //! here (no mirror or registry needed), the example cluster config, running kbundle, and
 //! making sure the outside tools the tests drive are installed.
 #![allow(dead_code)]
@@ -138,10 +138,10 @@ pub fn ensure_debian_tools(tools: &[(&str, &str)]) {
     }
 }
 
-/// Compares `actual` with tests/snapshots/kickstart/<name>; KBUNDLE_UPDATE_SNAPSHOTS=1 rewrites it.
+/// Compares `actual` with tests/it/snapshots/kickstart/<name>; KBUNDLE_UPDATE_SNAPSHOTS=1 rewrites it.
 pub fn snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots/kickstart")
+        .join("tests/it/snapshots/kickstart")
         .join(name);
     if std::env::var_os("KBUNDLE_UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

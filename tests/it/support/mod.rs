@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod drip;
 pub mod harness;
 pub mod images;
+pub mod ks;
 pub mod mirror;
 pub mod registry;
 pub mod upstream;

@@ -3,7 +3,7 @@
 //! deadline and a minimum rate; metadata-address mirrors are refused; lockfile location;
 //! non-UTF-8 inputs; readable I/O errors.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,20 @@
+//! kbundle's integration tests, in one binary (one compile and link of the shared support
+//! code). Each module is one area; `cargo test --test it <module>::` runs one of them.
+
+mod support;
+
+mod build;
+mod build_hostile;
+mod crash;
+mod etcd;
+mod fuzz_archive;
+mod hostile;
+mod images;
+mod install;
+mod iso;
+mod kickstart;
+mod registry_selftest;
+mod skew;
+mod support_selftest;
+mod upgrade;
+mod verify;
