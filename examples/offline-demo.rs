@@ -5,13 +5,13 @@
 //! ```
 //!
 //! 1. builds a fake upstream tree with upstream's URL layout and checksum files (the test
-//!    fixture in `tests/support/upstream.rs`): real Debian binaries (`containerd`, `runc`,
+//!    fixture in `tests/it/support/upstream.rs`): real Debian binaries (`containerd`, `runc`,
 //!    `etcd-server`, `etcd-client`, `containernetworking-plugins`, `/usr/bin/kubectl`) when
 //!    they are installed, small stand-in scripts otherwise;
-//! 2. serves it on a loopback HTTP mirror (`tests/support/mirror.rs`), and the manifest's
-//!    container images (small busybox-based stand-ins, `tests/support/images.rs`) from a
+//! 2. serves it on a loopback HTTP mirror (`tests/it/support/mirror.rs`), and the manifest's
+//!    container images (small busybox-based stand-ins, `tests/it/support/images.rs`) from a
 //!    loopback registry (Debian's `docker-registry`, filled with `skopeo`,
-//!    `tests/support/registry.rs`), together as in the tests (`tests/support/harness.rs`);
+//!    `tests/it/support/registry.rs`), together as in the tests (`tests/it/support/harness.rs`);
 //! 3. builds `manifests/kubernetes-v1.34.3.toml` through `--mirror` rules with the library
 //!    (`kbundle::builder::build`), from a copy of the manifest in a temp dir (so the lockfile
 //!    is not written into the repository), with a temp download cache, into `bundles/`;
@@ -22,15 +22,15 @@
 //! `cargo build --bin kbundle` in the same profile if needed). Exit status 1 on any failure.
 
 // The test support code, as the tests use it (`harness` refers to its siblings as `super::`).
-#[path = "../tests/support/harness.rs"]
+#[path = "../tests/it/support/harness.rs"]
 mod harness;
-#[path = "../tests/support/images.rs"]
+#[path = "../tests/it/support/images.rs"]
 mod images;
-#[path = "../tests/support/mirror.rs"]
+#[path = "../tests/it/support/mirror.rs"]
 mod mirror;
-#[path = "../tests/support/registry.rs"]
+#[path = "../tests/it/support/registry.rs"]
 mod registry;
-#[path = "../tests/support/upstream.rs"]
+#[path = "../tests/it/support/upstream.rs"]
 mod upstream;
 
 use indicatif::HumanBytes;
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Host files the Real payload needs (see `binary_source` in tests/support/upstream.rs).
+/// Host files the Real payload needs (see `binary_source` in tests/it/support/upstream.rs).
 fn missing_host_binaries() -> Vec<String> {
     let mut missing = Vec::new();
     let need: &[(&[&str], &str)] = &[

@@ -6,10 +6,10 @@
 //! cargo run --release --example serve-mirror -- DIR [--tree tiny|real] [--images MANIFEST]
 //! ```
 //!
-//! * `--tree`: first builds the fake upstream tree of `tests/support/upstream.rs` (v1.34.3)
+//! * `--tree`: first builds the fake upstream tree of `tests/it/support/upstream.rs` (v1.34.3)
 //!   into DIR.
-//! * `--images`: also starts a registry (Debian's `docker-registry`, `tests/support/registry.rs`)
-//!   holding stand-ins for every image of MANIFEST (`tests/support/harness.rs`).
+//! * `--images`: also starts a registry (Debian's `docker-registry`, `tests/it/support/registry.rs`)
+//!   holding stand-ins for every image of MANIFEST (`tests/it/support/harness.rs`).
 //!
 //! Prints the mirror's base URL (`http://127.0.0.1:PORT`) on the first line, then one
 //! `--mirror` rule (`FROM=TO`) per line for kbundle (files, and image registries with
@@ -17,15 +17,15 @@
 //! or the writer of a pipe closing it), and stops the registry. Killing the process instead
 //! would leave the registry's `docker-registry` process behind.
 
-#[path = "../tests/support/harness.rs"]
+#[path = "../tests/it/support/harness.rs"]
 mod harness;
-#[path = "../tests/support/images.rs"]
+#[path = "../tests/it/support/images.rs"]
 mod images;
-#[path = "../tests/support/mirror.rs"]
+#[path = "../tests/it/support/mirror.rs"]
 mod mirror;
-#[path = "../tests/support/registry.rs"]
+#[path = "../tests/it/support/registry.rs"]
 mod registry;
-#[path = "../tests/support/upstream.rs"]
+#[path = "../tests/it/support/upstream.rs"]
 mod upstream;
 
 use std::io::Write;
