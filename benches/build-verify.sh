@@ -11,7 +11,7 @@
 #
 # What it does:
 #   0. builds target/release/kbundle and the serve-mirror example (the tests' support code as
-#      a binary), which builds the fake upstream tree of tests/support/upstream.rs for
+#      a binary), which builds the fake upstream tree of tests/it/support/upstream.rs for
 #      manifests/kubernetes-v1.34.3.toml (real Debian binaries when installed, else tiny
 #      stand-ins), serves it on a loopback HTTP mirror, and serves the manifest's images
 #      (small busybox-based stand-ins, ~1 MiB in all) from a loopback registry;
