@@ -74,9 +74,9 @@ pub fn verify_with_base(path: &Path, base_dir: Option<&Path>) -> Result<Report, 
     let mut report = verify(path)?;
     if let Some(b) = &report.bundle {
         if let Some(base) = &b.base {
-            let found = base_dir
-                .map(Path::to_path_buf)
-                .or_else(|| super::store::find(Path::new(super::store::NODE_STORE), &base.bundle_json_sha256));
+            let found = base_dir.map(Path::to_path_buf).or_else(|| {
+                super::store::find(&crate::host::Host::new(Path::new("/"), true), &base.bundle_json_sha256)
+            });
             let extra = check_base(b, found.as_deref());
             report.problems.extend(extra);
         }

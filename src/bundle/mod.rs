@@ -12,6 +12,7 @@ pub mod rules;
 pub mod store;
 pub mod tarread;
 pub mod unpack;
+pub mod verified;
 pub mod verify;
 pub mod walk;
 

@@ -5,7 +5,7 @@
 use super::archive::ArchiveError;
 use super::check::{self, Sink, SinkError};
 use super::verify::{check_sidecar, Problem, Report};
-use std::io::Write;
+use crate::host::sys::Sys;
 use std::path::{Path, PathBuf};
 
 /// Prefix of unpacking temp directories.
@@ -38,10 +38,25 @@ pub struct Unpacked {
 }
 
 /// Writes each listed entry below `root` (a directory of our own), mode 0755 for entries
-/// bundle.json marks executable and 0644 otherwise.
+/// bundle.json marks executable and 0644 otherwise, through the node seam.
 struct DirSink<'a> {
+    sys: &'a dyn Sys,
     archive: &'a Path,
     root: &'a Path,
+}
+
+/// A reader that remembers whether it failed (to tell read errors from write errors).
+struct Watched<'a> {
+    inner: &'a mut dyn std::io::Read,
+    failed: Option<std::io::Error>,
+}
+
+impl std::io::Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
 }
 
 impl Sink for DirSink<'_> {
@@ -56,26 +71,37 @@ impl Sink for DirSink<'_> {
             })
         };
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| wr(parent, e))?;
+            self.sys.create_dir_all(parent).map_err(|e| wr(parent, e))?;
         }
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(if executable { 0o755 } else { 0o644 });
+        let mode = if executable { 0o755 } else { 0o644 };
+        let mut r = Watched {
+            inner: content,
+            failed: None,
+        };
+        match self.sys.write_atomic(&target, ".part-", &mut r, mode) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(match r.failed.take() {
+                Some(read) => SinkError::Read(read),
+                None => wr(&target, e),
+            }),
         }
-        let f = opts.open(&target).map_err(|e| wr(&target, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        check::copy(content, &mut w).map_err(|(read, e)| if read { SinkError::Read(e) } else { wr(&target, e) })?;
-        w.flush().map_err(|e| wr(&target, e))?;
-        Ok(())
     }
 }
 
 /// Unpacks `archive` into `dest/<name>` and returns that directory with its report.
-/// The sidecar, when present, must match first.
+/// The sidecar, when present, must match first. A killed unpack's temp directory in `dest`
+/// is removed when no other unpack is running there.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
+    let started = std::time::SystemTime::now();
+    // Held while this unpack runs, so another one never takes its temp dir for a leftover.
+    let _claim = dest
+        .is_dir()
+        .then(|| crate::fetch::sweep::claim(dest, dest, is_temp, started));
+    unpack_with(&crate::host::sys::Real, archive, dest)
+}
+
+/// [`unpack`] through a node seam (the node store; its clean-up is the node lock's job).
+pub fn unpack_with(sys: &dyn Sys, archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
     let unverified = |problems| UnpackError::Unverified {
         archive: archive.to_path_buf(),
         problems,
@@ -92,40 +118,41 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked, UnpackError> {
         Err(e @ ArchiveError::Open { .. }) => return Err(e.into()),
         Err(e) => return Err(unverified(vec![Problem::from_archive_error(e)])),
     };
-    refuse_existing(&dest.join(&meta.name))?;
-    if dest.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !dest.is_dir() {
+    refuse_existing(sys, &dest.join(&meta.name))?;
+    if sys.meta(dest).is_ok_and(|m| !m.is_dir) && !dest.is_dir() {
         return Err(UnpackError::NotADirectory {
             path: dest.to_path_buf(),
         });
     }
-    std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
-    // Leftovers of a killed unpack into the same directory, when no other unpack is alive.
-    let (_lock, _) = crate::fetch::sweep::claim(dest, dest, is_temp, std::time::SystemTime::now());
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempdir_in(dest)
+    sys.create_dir_all(dest).map_err(io("creating", dest))?;
+    let tmp = sys
+        .temp_dir(dest, TEMP_PREFIX)
         .map_err(io("creating a temp directory in", dest))?;
-    let report = check::check_archive(
-        archive,
-        &mut DirSink {
-            archive,
-            root: tmp.path(),
-        },
-    )?;
-    let Some(bundle) = report.bundle.as_ref().filter(|_| report.ok()) else {
-        return Err(unverified(report.problems));
-    };
-    let final_dir = dest.join(&bundle.name);
-    refuse_existing(&final_dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(io("setting the mode of", tmp.path()))?;
+    let done = fill(sys, archive, &tmp).and_then(|report| {
+        let Some(bundle) = report.bundle.as_ref().filter(|_| report.ok()) else {
+            return Err(unverified(report.problems));
+        };
+        let final_dir = dest.join(&bundle.name);
+        refuse_existing(sys, &final_dir)?;
+        sys.set_mode(&tmp, 0o755).map_err(io("setting the mode of", &tmp))?;
+        sys.rename(&tmp, &final_dir)
+            .map_err(io("renaming into place", &final_dir))?;
+        Ok(Unpacked { dir: final_dir, report })
+    });
+    if done.is_err() {
+        let _ = sys.remove_dir_all(&tmp);
     }
-    std::fs::rename(tmp.path(), &final_dir).map_err(io("renaming into place", &final_dir))?;
-    let _ = tmp.keep();
-    Ok(Unpacked { dir: final_dir, report })
+    done
+}
+
+/// Checks the archive while writing it below `tmp`.
+fn fill(sys: &dyn Sys, archive: &Path, tmp: &Path) -> Result<Report, UnpackError> {
+    let mut sink = DirSink {
+        sys,
+        archive,
+        root: tmp,
+    };
+    Ok(check::check_archive(archive, &mut sink)?)
 }
 
 /// `.unpack-XXXXXX`: an unpacking temp directory.
@@ -134,8 +161,8 @@ pub fn is_temp(name: &str) -> bool {
         .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-fn refuse_existing(p: &Path) -> Result<(), UnpackError> {
-    if p.symlink_metadata().is_ok() {
+fn refuse_existing(sys: &dyn Sys, p: &Path) -> Result<(), UnpackError> {
+    if sys.meta(p).is_ok() {
         return Err(UnpackError::Exists { path: p.to_path_buf() });
     }
     Ok(())

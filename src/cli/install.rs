@@ -87,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let bundle = match a.bundle {
         Some(b) => b,
-        None => install::source::default_bundle()?,
+        None => crate::bundle::verified::default_bundle()?,
     };
     install::run(install::Options {
         bundle,

@@ -89,13 +89,6 @@ pub struct RollbackArgs {
     pub dry_run: bool,
 }
 
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().split('.').next().unwrap_or("").to_string())
-        .filter(|h| !h.is_empty())
-}
-
 pub fn run(a: Args) -> anyhow::Result<i32> {
     match a.command {
         Sub::Plan(p) => {
@@ -112,7 +105,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                             PathBuf::from("kubectl")
                         }
                     });
-                    observe::from_kubectl(&kubectl, &p.kubeconfig, p.first.as_deref())?
+                    let host = crate::host::Host::new(std::path::Path::new("/"), true);
+                    observe::from_kubectl(&host, &kubectl, &p.kubeconfig, p.first.as_deref())?
                 }
             };
             match plan::plan(&state, &hops) {
@@ -134,7 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Sub::Apply(x) => {
             let node = x
                 .node
-                .or_else(hostname)
+                .or_else(|| crate::install::hostname(&crate::host::Host::new(&x.root, true)))
                 .ok_or_else(|| anyhow::anyhow!("pass --node NAME (no hostname found)"))?;
             apply::run(&apply::Options {
                 bundle: x.bundle,

@@ -6,12 +6,11 @@
 //! recorded), its scratch directory, temp files in every directory it had written to, and
 //! half-unpacked bundles. Nothing else is touched.
 
-use super::{Host, HostError, TEMP_PREFIX, WRITE_DIRS};
-use std::fs::File;
-use std::io::{self, Write};
-
+use super::sys::Held;
+use super::{io, Host, HostError, TEMP_PREFIX, WRITE_DIRS};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// The node lock file.
 pub const LOCK: &str = "/var/lib/kbundle/lock";
@@ -23,7 +22,7 @@ pub const CHILDREN: &str = "/var/lib/kbundle/run";
 /// Held for as long as a command changes the node.
 #[derive(Debug)]
 pub struct NodeLock {
-    _file: File,
+    _held: Box<dyn Held>,
 }
 
 /// What the clean-up found.
@@ -55,21 +54,6 @@ impl Swept {
     }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> HostError {
-    let path = path.to_path_buf();
-    move |source| HostError::Io { action, path, source }
-}
-
-/// Appends one line to `path` (created with its directory if needed) and syncs it.
-pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(format!("{line}\n").as_bytes())?;
-    f.sync_all()
-}
-
 impl Host {
     /// Takes the node lock (refusing when another kbundle holds it), then cleans up after
     /// an interrupted run. `None` in dry-run mode, which changes nothing.
@@ -79,24 +63,15 @@ impl Host {
         }
         let path = self.path(LOCK)?;
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io_err("creating directory", d))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
-        if let Err(e) = file.try_lock() {
-            return match e {
-                std::fs::TryLockError::WouldBlock => Err(HostError::Busy { path }),
-                std::fs::TryLockError::Error(e) => Err(io_err("locking", &path)(e)),
-            };
+            self.sys().create_dir_all(d).map_err(io("creating directory", d))?;
         }
         // The file is never written: a re-run of a finished install changes nothing.
+        let held = self.sys().try_lock(&path).map_err(io("locking", &path))?;
+        let Some(held) = held else {
+            return Err(HostError::Busy { path });
+        };
         let swept = self.sweep()?;
-        Ok(Some((NodeLock { _file: file }, swept)))
+        Ok(Some((NodeLock { _held: held }, swept)))
     }
 
     /// Removes an interrupted run's leftovers (call only while holding the lock).
@@ -105,35 +80,29 @@ impl Host {
             processes: self.stop_recorded_children()?,
             ..Default::default()
         };
-        let scratch = self.path(SCRATCH)?;
-        if scratch.exists() {
-            release_mounts_below(&scratch);
-            std::fs::remove_dir_all(&scratch).map_err(io_err("removing", &scratch))?;
+        if self.exists(SCRATCH) {
+            self.release_mounts_below(&self.path(SCRATCH)?, &[]);
+            self.remove(SCRATCH)?;
             s.scratch = true;
         }
         s.temp_files = self.remove_temp_files()?;
-        let store = self.path(crate::bundle::store::NODE_STORE)?;
-        s.partial_unpacks = crate::bundle::store::sweep(&store).map_err(|e| HostError::Io {
-            action: "cleaning",
-            path: store.clone(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        s.partial_unpacks = crate::bundle::store::sweep(self)?;
         Ok(s)
     }
 
     /// `.kbundle-tmp.*` files in every directory recorded in [`WRITE_DIRS`].
     fn remove_temp_files(&self) -> Result<usize, HostError> {
-        let list = self.path(WRITE_DIRS)?;
-        let text = std::fs::read_to_string(&list).unwrap_or_default();
+        let text = self.read(WRITE_DIRS).unwrap_or_default();
         let mut n = 0;
-        for line in text.lines() {
+        for dir in text.lines() {
             // A line that is not a clean node path is ignored, never followed.
-            let Ok(dir) = self.path(line) else { continue };
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                let ours = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
-                if ours && e.file_type().is_ok_and(|t| !t.is_dir()) {
-                    std::fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+            if self.path(dir).is_err() {
+                continue;
+            }
+            for name in self.list(dir).into_iter().filter(|n| n.starts_with(TEMP_PREFIX)) {
+                let abs = format!("{}/{name}", dir.trim_end_matches('/'));
+                if !self.is_dir(&abs) {
+                    self.remove(&abs)?;
                     n += 1;
                 }
             }
@@ -142,89 +111,100 @@ impl Host {
     }
 
     /// Records a process this run started, so a later run can stop it if this one is
-    /// killed before it does.
-    pub fn record_child(&self, name: &str, pid: u32) -> Result<PathBuf, HostError> {
-        let p = self.path(&format!("{CHILDREN}/{name}.pid"))?;
-        let start = start_time(pid).unwrap_or_default();
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(io_err("creating directory", d))?;
-        }
-        crate::fsutil::write_atomic(&p, format!("{pid} {start}\n").as_bytes()).map_err(io_err("writing", &p))?;
-        Ok(p)
+    /// killed before it does. Returns the record's node path.
+    pub fn record_child(&self, name: &str, pid: u32) -> Result<String, HostError> {
+        let abs = format!("{CHILDREN}/{name}.pid");
+        let start = self.start_time(pid).unwrap_or_default();
+        self.write(&abs, format!("{pid} {start}\n").as_bytes(), 0o644)?;
+        Ok(abs)
     }
 
     /// Stops every recorded child that is still the process it was (same PID and start
     /// time, still running kbundle's scratch config), and forgets the records.
     fn stop_recorded_children(&self) -> Result<Vec<String>, HostError> {
-        let dir = self.path(CHILDREN)?;
         let scratch = self.path(SCRATCH)?;
         let mut stopped = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return Ok(stopped);
-        };
-        for e in rd.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for name in self.list(CHILDREN) {
+            let abs = format!("{CHILDREN}/{name}");
+            let text = self.read(&abs).unwrap_or_default();
             let mut it = text.split_whitespace();
             let pid: Option<u32> = it.next().and_then(|p| p.parse().ok());
             let start: Option<u64> = it.next().and_then(|s| s.parse().ok());
             if let (Some(pid), Some(start)) = (pid, start) {
-                if start_time(pid) == Some(start) && cmdline_mentions(pid, &scratch) {
-                    kill_and_wait(pid);
-                    stopped.push(format!("pid {pid} ({})", e.file_name().to_string_lossy()));
+                if self.start_time(pid) == Some(start) && self.cmdline_mentions(pid, &scratch) {
+                    self.kill_and_wait(pid);
+                    stopped.push(format!("pid {pid} ({name})"));
                 }
             }
-            std::fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+            self.remove(&abs)?;
         }
         Ok(stopped)
     }
-}
 
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+    /// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let stat = self.kernel(&format!("/proc/{pid}/stat"))?;
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.split_whitespace().nth(19)?.parse().ok()
+    }
 
-/// Is the process gone or a zombie (its exit is only waiting to be reaped)?
-pub fn finished(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
-    matches!(state, None | Some("Z") | Some("X"))
-}
+    /// Is the process gone or a zombie (its exit is only waiting to be reaped)?
+    pub fn finished(&self, pid: u32) -> bool {
+        let Some(stat) = self.kernel(&format!("/proc/{pid}/stat")) else {
+            return true;
+        };
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        matches!(state, None | Some("Z") | Some("X"))
+    }
 
-fn cmdline_mentions(pid: u32, dir: &Path) -> bool {
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = dir.as_os_str().as_encoded_bytes();
-    !needle.is_empty() && cmd.windows(needle.len()).any(|w| w == needle)
-}
+    fn cmdline_mentions(&self, pid: u32, dir: &Path) -> bool {
+        let cmd = self.kernel(&format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = dir.to_string_lossy();
+        !needle.is_empty() && cmd.contains(needle.as_ref())
+    }
 
-fn kill_and_wait(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !finished(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    /// SIGKILL, then waits (10 s at most) until the process is gone.
+    fn kill_and_wait(&self, pid: u32) {
+        let _ = self.exec(
+            Command::new("kill").args(["-KILL", &pid.to_string()]),
+            super::sys::Stdin::Null,
+            None,
+        );
+        self.poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            self.finished(pid).then_some(())
+        });
+    }
+
+    /// Lazily unmounts whatever is mounted strictly below `dir` (deepest first), except
+    /// the mount points in `keep`.
+    pub fn release_mounts_below(&self, dir: &Path, keep: &[String]) {
+        let mounts = self.kernel("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| Path::new(p).starts_with(dir) && Path::new(p) != dir)
+            .filter(|p| !keep.iter().any(|k| k == p))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = self.exec(Command::new("umount").arg("-l").arg(p), super::sys::Stdin::Null, None);
+        }
+    }
+
+    /// The mount points of the running system.
+    pub fn mount_points(&self) -> Vec<String> {
+        let mounts = self.kernel("/proc/self/mounts").unwrap_or_default();
+        mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .collect()
     }
 }
 
-/// Lazily unmounts whatever is mounted strictly below `dir` (deepest first).
-pub fn release_mounts_below(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|p| Path::new(p).starts_with(dir) && Path::new(p) != dir)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = std::process::Command::new("umount").arg("-l").arg(p).status();
-    }
+/// Where a child's record lives on the machine (for messages).
+pub fn record_path(host: &Host, name: &str) -> Option<PathBuf> {
+    host.path(&format!("{CHILDREN}/{name}.pid")).ok()
 }
 
 #[cfg(test)]
@@ -251,7 +231,8 @@ mod tests {
 
     #[test]
     fn start_time_of_this_process() {
-        assert!(start_time(std::process::id()).is_some());
-        assert!(!finished(std::process::id()));
+        let h = Host::new(Path::new("/"), true);
+        assert!(h.start_time(std::process::id()).is_some());
+        assert!(!h.finished(std::process::id()));
     }
 }

@@ -1,16 +1,25 @@
-//! The node seam: every file write relative to a root directory and atomic, every command
-//! through one runner that records argv and puts stderr into errors, and a dry-run mode that
-//! prints what would happen instead.
+//! The node seam. Every side effect on a node goes through [`Host`]: files relative to a
+//! root directory and written atomically, commands with their argv and stderr in errors,
+//! the running kernel's `/proc` and `/sys`, the temporary containerd, locks and time. Host
+//! is policy (re-rooting, dry-run, errors); the primitive effects are a trait,
+//! [`sys::Sys`], done for real by [`sys::Real`] and recorded for tests by
+//! [`record::Recorder`].
 //!
 //! Every node path is built by [`node_path`], which refuses anything that could leave the
 //! root. Temp files are named `.kbundle-tmp.*` in directories recorded in the node state,
 //! so an interrupted run's leftovers are found and removed by the next one ([`lock`]).
 
+pub mod journal;
 pub mod lock;
+pub mod record;
+mod run;
+pub mod sys;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+use std::sync::Arc;
+use sys::Sys;
 
 /// Prefix of every temp file kbundle creates on a node.
 pub const TEMP_PREFIX: &str = ".kbundle-tmp.";
@@ -50,6 +59,10 @@ pub enum HostError {
 pub struct Host {
     root: PathBuf,
     dry_run: bool,
+    /// The running system itself (root `/`, not a chroot): its kernel, swap and services
+    /// are ours to change.
+    live: bool,
+    sys: Arc<dyn Sys>,
     /// Directories already recorded in [`WRITE_DIRS`] during this run.
     recorded: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
@@ -99,12 +112,27 @@ pub fn argv_string(cmd: &Command) -> String {
 }
 
 impl Host {
+    /// The real node at `root`.
     pub fn new(root: &Path, dry_run: bool) -> Host {
+        let sys: Arc<dyn Sys> = Arc::new(sys::Real);
+        let live = root == Path::new("/") && !in_chroot(sys.as_ref());
+        Host::with_sys(root, dry_run, sys, live)
+    }
+
+    /// A node whose side effects go to `sys` (a [`record::Recorder`] in tests); `live` says
+    /// whether it is to be treated as the running system.
+    pub fn with_sys(root: &Path, dry_run: bool, sys: Arc<dyn Sys>, live: bool) -> Host {
         Host {
             root: root.to_path_buf(),
             dry_run,
+            live,
+            sys,
             recorded: Default::default(),
         }
+    }
+
+    pub fn sys(&self) -> &dyn Sys {
+        self.sys.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -117,13 +145,13 @@ impl Host {
 
     /// Is this the real root of the running system (not a `--root` image)?
     pub fn is_live(&self) -> bool {
-        self.root == Path::new("/")
+        self.root == Path::new("/") || self.live
     }
 
     /// The running system itself: root `/` and not inside a chroot (a kickstart `%post`
     /// chroot is `/` too, but its kernel, swap and services belong to the installer).
     pub fn is_running_system(&self) -> bool {
-        self.is_live() && !in_chroot()
+        self.live
     }
 
     /// `abs` (an absolute node path such as `/etc/containerd/config.toml`) under the root;
@@ -144,7 +172,7 @@ impl Host {
         let mut cur = normalize(Path::new(abs));
         for _ in 0..16 {
             let p = self.path(&cur)?;
-            match std::fs::read_link(&p) {
+            match self.sys.read_link(&p) {
                 Ok(t) if t.is_absolute() => cur = normalize(&t),
                 Ok(t) => {
                     let parent = Path::new(&cur).parent().unwrap_or(Path::new("/"));
@@ -156,33 +184,62 @@ impl Host {
         self.path(&cur)
     }
 
+    /// Does `abs` exist (following symlinks inside the root)?
     pub fn exists(&self, abs: &str) -> bool {
-        self.path(abs).is_ok_and(|p| p.exists())
+        self.resolve(abs).is_ok_and(|p| self.sys.meta(&p).is_ok())
+    }
+
+    pub fn is_dir(&self, abs: &str) -> bool {
+        self.resolve(abs)
+            .is_ok_and(|p| self.sys.meta(&p).is_ok_and(|m| m.is_dir))
+    }
+
+    pub fn is_file(&self, abs: &str) -> bool {
+        self.resolve(abs)
+            .is_ok_and(|p| self.sys.meta(&p).is_ok_and(|m| m.is_file))
     }
 
     pub fn read(&self, abs: &str) -> Option<String> {
-        std::fs::read_to_string(self.path(abs).ok()?).ok()
+        let bytes = self.sys.read(&self.path(abs).ok()?).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// The bytes of node file `abs`.
+    pub fn read_bytes(&self, abs: &str) -> Result<Vec<u8>, HostError> {
+        let p = self.path(abs)?;
+        self.sys.read(&p).map_err(io("reading", &p))
+    }
+
+    /// The names in directory `abs` (empty when it does not exist).
+    pub fn list(&self, abs: &str) -> Vec<String> {
+        let Ok(p) = self.path(abs) else { return Vec::new() };
+        self.sys
+            .list(&p)
+            .map(|v| v.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The target of the symlink `abs`, if it is one.
+    pub fn read_link(&self, abs: &str) -> Option<PathBuf> {
+        self.sys.read_link(&self.path(abs).ok()?).ok()
     }
 
     pub fn mkdir(&self, abs: &str) -> Result<(), HostError> {
         let p = self.path(abs)?;
         if self.dry_run {
-            if !p.is_dir() {
+            if !self.is_dir(abs) {
                 self.say(&format!("mkdir -p {abs}"));
             }
             return Ok(());
         }
-        std::fs::create_dir_all(&p).map_err(|source| HostError::Io {
-            action: "creating directory",
-            path: p,
-            source,
-        })
+        self.sys.create_dir_all(&p).map_err(io("creating directory", &p))
     }
 
     /// Writes a file atomically with `mode`; unchanged content is left untouched.
     pub fn write(&self, abs: &str, data: &[u8], mode: u32) -> Result<bool, HostError> {
         let p = self.path(abs)?;
-        if std::fs::read(&p).is_ok_and(|old| old == data) && mode_of(&p) == Some(mode) {
+        let same = self.sys.read(&p).is_ok_and(|old| old == data);
+        if same && self.sys.meta(&p).is_ok_and(|m| m.mode == mode) {
             return Ok(false);
         }
         if self.dry_run {
@@ -193,17 +250,13 @@ impl Host {
         Ok(true)
     }
 
-    /// Copies a file atomically (streamed), with `mode`.
+    /// Copies a file (from the bundle, not the node) atomically, streamed, with `mode`.
     pub fn install_file(&self, src: &Path, abs: &str, mode: u32) -> Result<(), HostError> {
         if self.dry_run {
             self.say(&format!("install {} -> {abs} (mode {mode:o})", src.display()));
             return Ok(());
         }
-        let mut f = std::fs::File::open(src).map_err(|source| HostError::Io {
-            action: "reading",
-            path: src.to_path_buf(),
-            source,
-        })?;
+        let mut f = std::fs::File::open(src).map_err(io("reading", src))?;
         self.install_reader(&mut f, abs, mode)
     }
 
@@ -214,21 +267,10 @@ impl Host {
             self.say(&format!("install {abs} (mode {mode:o})"));
             return Ok(());
         }
-        let parent = self.temp_dir_for(&p)?;
-        let io = |action, source| HostError::Io {
-            action,
-            path: p.clone(),
-            source,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&parent)
-            .map_err(|e| io("creating a temp file for", e))?;
-        std::io::copy(r, tmp.as_file_mut()).map_err(|e| io("writing", e))?;
-        set_mode(tmp.path(), mode).map_err(|e| io("setting the mode of", e))?;
-        tmp.as_file().sync_all().map_err(|e| io("syncing", e))?;
-        tmp.persist(&p).map_err(|e| io("renaming into place", e.error))?;
-        Ok(())
+        self.temp_dir_for(&p)?;
+        self.sys
+            .write_atomic(&p, TEMP_PREFIX, r, mode)
+            .map_err(io("writing", &p))
     }
 
     /// Points the symlink `abs` at `target`, atomically (temp link, then rename).
@@ -238,7 +280,7 @@ impl Host {
         if target != "/dev/null" {
             self.path(target)?;
         }
-        if std::fs::read_link(&p).is_ok_and(|t| t == Path::new(target)) {
+        if self.sys.read_link(&p).is_ok_and(|t| t == Path::new(target)) {
             return Ok(());
         }
         if self.dry_run {
@@ -247,30 +289,32 @@ impl Host {
         }
         let parent = self.temp_dir_for(&p)?;
         let tmp = parent.join(format!("{TEMP_PREFIX}link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(target, &tmp).map_err(|source| HostError::Io {
-            action: "creating symlink",
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, &p).map_err(|source| HostError::Io {
-            action: "renaming symlink into place",
-            path: p.clone(),
-            source,
-        })
+        self.sys
+            .symlink_atomic(Path::new(target), &p, &tmp)
+            .map_err(io("creating symlink", &p))
+    }
+
+    /// Removes the file or directory tree `abs` (kbundle's own state only).
+    pub fn remove(&self, abs: &str) -> Result<(), HostError> {
+        let p = self.path(abs)?;
+        if self.dry_run {
+            self.say(&format!("rm -rf {abs}"));
+            return Ok(());
+        }
+        match self.sys.meta(&p) {
+            Ok(m) if m.is_dir => self.sys.remove_dir_all(&p).map_err(io("removing", &p)),
+            Ok(_) => self.sys.remove_file(&p).map_err(io("removing", &p)),
+            Err(_) => Ok(()),
+        }
     }
 
     /// The parent directory of `p`, created if needed and recorded in [`WRITE_DIRS`] before
     /// the first temp file is made in it.
     fn temp_dir_for(&self, p: &Path) -> Result<PathBuf, HostError> {
         let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let io = |action, path: &Path, source| HostError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| io("creating directory", &parent, e))?;
+        self.sys
+            .create_dir_all(&parent)
+            .map_err(io("creating directory", &parent))?;
         let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
         if recorded.contains(&parent) {
             return Ok(parent);
@@ -279,45 +323,29 @@ impl Host {
             Ok(rel) => format!("/{}", rel.display()),
             Err(_) => return Ok(parent),
         };
+        // The scratch dir is removed whole by the next run; its temp dirs are not recorded.
+        if Path::new(&node).starts_with(lock::SCRATCH) {
+            return Ok(parent);
+        }
         let list = self.path(WRITE_DIRS)?;
-        let known = std::fs::read_to_string(&list).unwrap_or_default();
-        if !known.lines().any(|l| l == node) {
-            lock::append_line(&list, &node).map_err(|e| io("recording a write directory in", &list, e))?;
+        let known = self.sys.read(&list).unwrap_or_default();
+        if !String::from_utf8_lossy(&known).lines().any(|l| l == node) {
+            if let Some(d) = list.parent() {
+                self.sys.create_dir_all(d).map_err(io("creating directory", d))?;
+            }
+            self.sys
+                .append(&list, format!("{node}\n").as_bytes())
+                .map_err(io("recording a write directory in", &list))?;
         }
         recorded.insert(parent.clone());
         Ok(parent)
     }
+}
 
-    /// Runs a command (not in dry-run mode); fails with argv and stderr on non-zero exit.
-    pub fn run(&self, cmd: &mut Command) -> Result<Output, HostError> {
-        let argv = argv_string(cmd);
-        if self.dry_run {
-            self.say(&format!("run: {argv}"));
-            return Ok(Output {
-                status: exit_ok(),
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            });
-        }
-        self.query(cmd)
-    }
-
-    /// Runs a command that only reads (also in dry-run mode).
-    pub fn query(&self, cmd: &mut Command) -> Result<Output, HostError> {
-        let argv = argv_string(cmd);
-        let out = cmd.stdin(Stdio::null()).output().map_err(|source| HostError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(HostError::Command {
-                argv,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(4000).collect(),
-            });
-        }
-        Ok(out)
-    }
+/// An I/O error with what was being done and where.
+pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HostError {
+    let path = path.to_path_buf();
+    move |source| HostError::Io { action, path, source }
 }
 
 /// Lexically normalises an absolute node path, clamping `..` at `/` so it cannot leave
@@ -337,33 +365,9 @@ fn normalize(p: &Path) -> String {
 }
 
 /// Are we in a chroot? `/` differs from PID 1's root.
-pub fn in_chroot() -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root/.")) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
-            _ => false,
-        }
+fn in_chroot(sys: &dyn Sys) -> bool {
+    match (sys.meta(Path::new("/")), sys.meta(Path::new("/proc/1/root/."))) {
+        (Ok(a), Ok(b)) => (a.dev, a.ino) != (b.dev, b.ino),
+        _ => false,
     }
-    #[cfg(not(unix))]
-    false
-}
-
-#[cfg(unix)]
-fn exit_ok() -> std::process::ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    std::process::ExitStatus::from_raw(0)
-}
-
-#[cfg(unix)]
-fn mode_of(p: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o7777)
-}
-
-#[cfg(unix)]
-fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }

@@ -5,8 +5,8 @@
 
 use super::{files, prepare, Ctx, InstallError};
 use crate::cluster::Role;
+use crate::host::journal::Journaled;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn step_err(step: &str, message: String) -> InstallError {
     InstallError::Step {
@@ -17,7 +17,7 @@ fn step_err(step: &str, message: String) -> InstallError {
 
 /// systemd is running on the node: `/run/systemd/system` exists (sd_booted(3)).
 fn systemd_running(c: &Ctx) -> bool {
-    c.host.path("/run/systemd/system").is_ok_and(|p| p.is_dir())
+    c.host.is_dir("/run/systemd/system")
 }
 
 fn bin(c: &Ctx, name: &str) -> Result<Command, InstallError> {
@@ -32,7 +32,7 @@ fn bootstrap_command(c: &Ctx, node: &str) -> String {
     format!(
         "{} install --bundle {} --config /etc/kbundle/cluster.toml --node {node} --phase bootstrap",
         c.node_path(&c.kbundle_exe()),
-        c.node_path(&c.bundle.dir)
+        c.node_path(c.bundle.dir())
     )
 }
 
@@ -85,18 +85,7 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                 c.host.run(&mut k)?;
                 Ok(())
             })?;
-            c.step("admin-kubeconfig", |c| {
-                let admin = c.host.path("/etc/kubernetes/admin.conf")?;
-                if c.host.dry_run() {
-                    c.host
-                        .say("copy /etc/kubernetes/admin.conf to /root/.kube/config (0600)");
-                    return Ok(());
-                }
-                let data = std::fs::read(&admin)
-                    .map_err(|e| step_err("admin-kubeconfig", format!("{}: {e}", admin.display())))?;
-                c.host.write("/root/.kube/config", &data, 0o600)?;
-                Ok(())
-            })?;
+            c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
             c.step("addons", addons)?;
         }
         role => {
@@ -124,16 +113,7 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
                 Ok(())
             })?;
             if role == Role::ControlPlane {
-                c.step("admin-kubeconfig", |c| {
-                    if c.host.dry_run() {
-                        return Ok(());
-                    }
-                    let admin = c.host.path("/etc/kubernetes/admin.conf")?;
-                    let data = std::fs::read(&admin)
-                        .map_err(|e| step_err("admin-kubeconfig", format!("{}: {e}", admin.display())))?;
-                    c.host.write("/root/.kube/config", &data, 0o600)?;
-                    Ok(())
-                })?;
+                c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
             }
         }
     }
@@ -146,14 +126,22 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// The admin kubeconfig for root's kubectl (0600).
+fn copy_admin_kubeconfig(c: &mut Ctx) -> Result<(), InstallError> {
+    if c.host.dry_run() {
+        c.host
+            .say("copy /etc/kubernetes/admin.conf to /root/.kube/config (0600)");
+        return Ok(());
+    }
+    let data = c.host.read_bytes("/etc/kubernetes/admin.conf")?;
+    c.host.write("/root/.kube/config", &data, 0o600)?;
+    Ok(())
+}
+
 /// An earlier `kubeadm init`/`join` that failed part-way leaves manifests and certificates
 /// that make kubeadm's preflight refuse every retry: clear them with `kubeadm reset`.
 fn reset_partial(c: &Ctx) -> Result<(), InstallError> {
-    let manifests = c.host.path("/etc/kubernetes/manifests")?;
-    let leftovers = std::fs::read_dir(&manifests)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-        || c.host.exists("/etc/kubernetes/pki/ca.crt");
+    let leftovers = !c.host.list("/etc/kubernetes/manifests").is_empty() || c.host.exists("/etc/kubernetes/pki/ca.crt");
     if leftovers {
         println!("    an earlier kubeadm run left files behind: kubeadm reset -f before retrying");
         let mut k = bin(c, "kubeadm")?;
@@ -166,7 +154,7 @@ fn reset_partial(c: &Ctx) -> Result<(), InstallError> {
 fn addons(c: &mut Ctx) -> Result<(), InstallError> {
     let entries: Vec<(String, String)> = c
         .bundle
-        .bundle
+        .json()
         .entries
         .iter()
         .filter(|e| matches!(e.component.as_deref(), Some("flannel") | Some("metrics-server")))
@@ -200,50 +188,20 @@ fn addons(c: &mut Ctx) -> Result<(), InstallError> {
 fn wait_ready(c: &mut Ctx) -> Result<(), InstallError> {
     let node = c.node()?.name.clone();
     let kubeconfig = if c.role.is_control_plane() {
-        admin_conf(c)?
+        c.host.path("/etc/kubernetes/admin.conf")?
     } else {
-        c.host.path("/etc/kubernetes/kubelet.conf")?.display().to_string()
+        c.host.path("/etc/kubernetes/kubelet.conf")?
     };
-    if c.host.dry_run() {
-        c.host.say(&format!(
-            "wait until node {node} is Ready (timeout {:?})",
-            c.opts.ready_timeout
-        ));
-        return Ok(());
-    }
-    let deadline = Instant::now() + c.opts.ready_timeout;
-    loop {
-        let out = bin(c, "kubectl")?
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args([
-                "get",
-                "node",
-                &node,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .output();
-        let last = match out {
-            Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True" => return Ok(()),
-            Ok(o) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout).trim(),
-                String::from_utf8_lossy(&o.stderr).trim()
+    let kubectl = c.host.resolve("/usr/local/bin/kubectl")?;
+    super::ready::wait_node_ready(&c.host, &kubectl, &kubeconfig, &node, c.opts.ready_timeout).map_err(|last| {
+        step_err(
+            "wait-ready",
+            format!(
+                "node {node} not Ready after {:?} (last answer: {last:?})",
+                c.opts.ready_timeout
             ),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() > deadline {
-            return Err(step_err(
-                "wait-ready",
-                format!(
-                    "node {node} not Ready after {:?} (last answer: {last:?})",
-                    c.opts.ready_timeout
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+        )
+    })
 }
 
 /// Prints the exact `kbundle install` lines for every other node.

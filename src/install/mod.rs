@@ -9,12 +9,13 @@ pub mod files;
 pub mod kubeadm;
 pub mod preflight;
 pub mod prepare;
+pub mod ready;
 pub mod runtime;
-pub mod source;
 
+use crate::bundle::verified::{self as source, VerifiedBundle};
 use crate::cluster::{Cluster, Node, Role};
+use crate::host::journal::Journal;
 use crate::host::{Host, HostError};
-use source::VerifiedBundle;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,44 +64,22 @@ pub struct Ctx {
     pub role: Role,
     pub node: Option<Node>,
     pub opts: Options,
-    journal: PathBuf,
+    journal: Journal,
     /// Held until the install ends: one kbundle at a time changes a node.
     _lock: Option<crate::host::lock::NodeLock>,
 }
 
+impl crate::host::journal::Journaled for Ctx {
+    type Error = InstallError;
+    fn host(&self) -> &Host {
+        &self.host
+    }
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
+}
+
 impl Ctx {
-    fn done_path(&self, step: &str) -> PathBuf {
-        self.journal.join(format!("{step}.done"))
-    }
-
-    /// Runs `f` unless the journal says `step` completed; records completion.
-    pub fn step(
-        &mut self,
-        step: &str,
-        f: impl FnOnce(&mut Ctx) -> Result<(), InstallError>,
-    ) -> Result<(), InstallError> {
-        if self.done_path(step).exists() {
-            println!("  {step}: done earlier, skipped");
-            return Ok(());
-        }
-        println!("  {step} ...");
-        f(self)?;
-        if !self.host.dry_run() {
-            let p = self.done_path(step);
-            std::fs::create_dir_all(&self.journal).map_err(|source| HostError::Io {
-                action: "creating journal directory",
-                path: self.journal.clone(),
-                source,
-            })?;
-            crate::fsutil::write_atomic(&p, b"done\n").map_err(|source| HostError::Io {
-                action: "recording step in",
-                path: p.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
     /// The node's own entry, required for bootstrap.
     pub fn node(&self) -> Result<&Node, InstallError> {
         self.node.as_ref().ok_or_else(|| {
@@ -131,16 +110,14 @@ impl Ctx {
     }
 }
 
-fn hostname(root: &Host) -> Option<String> {
-    root.read("/etc/hostname")
+/// The node's short host name: `/etc/hostname` under the root, else the running kernel's.
+pub fn hostname(host: &Host) -> Option<String> {
+    host.read("/etc/hostname")
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
+        .or_else(|| host.kernel("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()))
         .map(|h| h.split('.').next().unwrap_or(&h).to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// A running node moves to another version only through `upgrade apply` (drain, order,
@@ -212,17 +189,16 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
     let checked = source::check_source(&opts.bundle)?;
     println!(
         "bundle {} (Kubernetes {}) verified: {} entries",
-        checked.bundle().name,
-        checked.bundle().kubernetes,
-        checked.bundle().entries.len()
+        checked.json().name,
+        checked.json().kubernetes,
+        checked.json().entries.len()
     );
-    refuse_other_version(&host, checked.bundle(), &opts)?;
+    refuse_other_version(&host, checked.json(), &opts)?;
     // Nothing is written before this point.
     let lock = lock_node(&host)?;
-    let store = host.path(crate::bundle::store::NODE_STORE)?;
-    let mut bundle = source::open(checked, &store, opts.dry_run)?;
-    source::attach_base(&mut bundle, &store)?;
-    let journal = host.path(&format!("/var/lib/kbundle/state/{}", &bundle.id.hex()[..16]))?;
+    let mut bundle = source::open(checked, &host)?;
+    source::attach_base(&mut bundle, &host)?;
+    let journal = Journal::new(format!("/var/lib/kbundle/state/{}", &bundle.id().hex()[..16]));
     let mut ctx = Ctx {
         host,
         bundle,

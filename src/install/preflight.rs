@@ -47,7 +47,7 @@ fn find_command(host: &Host, name: &str) -> bool {
         "/bin",
     ]
     .iter()
-    .any(|d| host.path(&format!("{d}/{name}")).is_ok_and(|p| p.is_file()))
+    .any(|d| host.is_file(&format!("{d}/{name}")))
 }
 
 pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform], skip: &[String]) -> Outcome {
@@ -84,11 +84,7 @@ pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform
     }
     if role.is_control_plane() {
         if !skipped("memory") {
-            if let Some(mib) = std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .as_deref()
-                .and_then(meminfo_mib)
-            {
+            if let Some(mib) = host.kernel("/proc/meminfo").as_deref().and_then(meminfo_mib) {
                 if mib < 1700 {
                     fail(
                         "memory",
@@ -98,14 +94,18 @@ pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform
             }
         }
         if !skipped("cpu") {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cpus = host
+                .kernel("/proc/cpuinfo")
+                .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             if cpus < 2 {
                 fail("cpu", format!("{cpus} CPU; a control plane needs at least 2"));
             }
         }
     }
     if host.is_running_system() {
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        let swaps = host.kernel("/proc/swaps").unwrap_or_default();
         if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
             o.warnings
                 .push("swap is on: prepare turns it off (swapoff -a) and takes it out of /etc/fstab".into());

@@ -6,6 +6,7 @@ use super::files::{self, ContainerdSettings};
 use super::kubeadm::{self, Images, Secrets};
 use super::{preflight, runtime, Ctx, InstallError};
 use crate::cluster::{Firewall, Role};
+use crate::host::journal::Journaled;
 use std::io::Read;
 use std::path::Path;
 
@@ -23,7 +24,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
         ctx.host.root().display()
     );
     ctx.step("preflight", |c| {
-        let o = preflight::run(&c.host, c.role, &c.bundle.bundle.platforms, &c.opts.skip_preflight);
+        let o = preflight::run(&c.host, c.role, &c.bundle.json().platforms, &c.opts.skip_preflight);
         for w in &o.warnings {
             println!("    warning: {w}");
         }
@@ -45,7 +46,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     ctx.step("containerd-config", containerd_config)?;
     ctx.step("images", images)?;
     ctx.step("kubeadm-config", kubeadm_config)?;
-    let v = format!("{}\n", ctx.bundle.bundle.kubernetes);
+    let v = format!("{}\n", ctx.bundle.json().kubernetes);
     ctx.host
         .write("/var/lib/kbundle/kubernetes-version", v.as_bytes(), 0o644)?;
     println!("prepare complete");
@@ -108,14 +109,14 @@ fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
                 files::firewalld_service(c.role).as_bytes(),
                 0o644,
             )?;
-            let offline = h.path("/usr/bin/firewall-offline-cmd")?;
-            if offline.exists() && !h.is_live() {
+            let offline = h.is_file("/usr/bin/firewall-offline-cmd");
+            if offline && !h.is_live() {
                 h.run(
                     std::process::Command::new("chroot")
                         .arg(h.root())
                         .args(["firewall-offline-cmd", &format!("--add-service={svc}")]),
                 )?;
-            } else if h.is_live() && offline.exists() {
+            } else if h.is_live() && offline {
                 h.run(std::process::Command::new("firewall-offline-cmd").arg(format!("--add-service={svc}")))?;
                 if h.is_running_system() {
                     let _ = h.run(std::process::Command::new("firewall-cmd").arg("--reload"));
@@ -138,7 +139,7 @@ fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
         let _ = h.run(std::process::Command::new("modprobe").arg("br_netfilter"));
         let _ = h.run(std::process::Command::new("sysctl").arg("--system"));
         let _ = h.run(std::process::Command::new("swapoff").arg("-a"));
-        if Path::new("/usr/sbin/setenforce").exists() {
+        if h.is_file("/usr/sbin/setenforce") {
             let _ = h.run(std::process::Command::new("setenforce").arg("0"));
         }
     }
@@ -188,7 +189,7 @@ fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
     };
     // kubeadm, kubelet, kubectl: one directory per version, switched by symlinks (upgrades
     // swap the links atomically and can roll back).
-    let k8s = c.bundle.bundle.kubernetes.clone();
+    let k8s = c.bundle.json().kubernetes.clone();
     for bin in ["kubeadm", "kubelet", "kubectl"] {
         let src = need(bin)?;
         let dir = format!("/opt/kbundle/versions/kubernetes-{k8s}");
@@ -245,9 +246,9 @@ fn units(c: &mut Ctx) -> Result<(), InstallError> {
 /// The image references of the bundle's target version (its last hop): an upgrade bundle
 /// also carries older hops' pause, etcd and coredns, which must not be picked.
 fn target_images(c: &Ctx) -> Vec<String> {
-    match c.bundle.bundle.hops.last() {
+    match c.bundle.json().hops.last() {
         Some(h) if !h.images.is_empty() => h.images.clone(),
-        _ => c.bundle.bundle.images.iter().map(|i| i.reference.clone()).collect(),
+        _ => c.bundle.json().images.iter().map(|i| i.reference.clone()).collect(),
     }
 }
 
@@ -262,7 +263,7 @@ fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
     if c.host.dry_run() && !c.host.exists("/usr/local/bin/containerd") {
         let v = c
             .bundle
-            .bundle
+            .json()
             .components
             .get("containerd")
             .map(|t| t.to_string())
@@ -291,7 +292,7 @@ fn containerd_config(c: &mut Ctx) -> Result<(), InstallError> {
     if let Some(m) = c.cluster.registry_mirror.clone() {
         let mut registries: Vec<String> = c
             .bundle
-            .bundle
+            .json()
             .images
             .iter()
             .filter_map(|i| i.reference.split('/').next().map(str::to_string))
@@ -310,7 +311,7 @@ fn containerd_config(c: &mut Ctx) -> Result<(), InstallError> {
 }
 
 fn images(c: &mut Ctx) -> Result<(), InstallError> {
-    let expected: Vec<String> = c.bundle.bundle.images.iter().map(|i| i.reference.clone()).collect();
+    let expected: Vec<String> = c.bundle.json().images.iter().map(|i| i.reference.clone()).collect();
     if expected.is_empty() {
         println!("    the bundle carries no images");
         return Ok(());
@@ -359,7 +360,7 @@ pub fn write_kubeadm_config(c: &Ctx) -> Result<Option<String>, InstallError> {
     // version: a pinned tag is stored in the cluster and would freeze them across upgrades.
     let defaults = c
         .bundle
-        .bundle
+        .json()
         .kubernetes
         .parse()
         .ok()
@@ -377,7 +378,7 @@ pub fn write_kubeadm_config(c: &Ctx) -> Result<Option<String>, InstallError> {
             Some(kubeadm::init_config(
                 &c.cluster,
                 &node,
-                &c.bundle.bundle.kubernetes,
+                &c.bundle.json().kubernetes,
                 &images,
                 &secrets,
             )),

@@ -1,14 +1,28 @@
 //! containerd during `prepare`: read the shipped binary's version, and import the bundle's
 //! images through a temporary containerd on a private socket (no systemd needed), leaving
-//! no process behind.
+//! no process behind. Every process goes through the node seam.
 
 use super::files;
 use super::InstallError;
-use crate::host::{argv_string, Host};
+use crate::host::lock::SCRATCH;
+use crate::host::sys::{Proc, Stdin};
+use crate::host::Host;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+/// The record name of the temporary containerd (see [`Host::record_child`]).
+const CHILD: &str = "import-containerd";
+/// Longest unix socket path the kernel accepts is 107 bytes; stay well below.
+const MAX_SOCKET_PATH: usize = 100;
+
+fn images_err(message: String) -> InstallError {
+    InstallError::Step {
+        step: "images".into(),
+        message,
+    }
+}
 
 /// `(major, minor)` of the containerd at `bin`, by running it.
 pub fn containerd_version(host: &Host, bin: &Path) -> Result<(u32, u32), InstallError> {
@@ -24,60 +38,70 @@ pub fn containerd_version(host: &Host, bin: &Path) -> Result<(u32, u32), Install
     })
 }
 
-/// The record name of the temporary containerd (see [`Host::record_child`]).
-const CHILD: &str = "import-containerd";
-/// Longest unix socket path the kernel accepts is 107 bytes; stay well below.
-const MAX_SOCKET_PATH: usize = 100;
+/// A command for `program` that dies with this process: `setpriv --pdeathsig KILL` (from
+/// util-linux, on every Rocky node) sets the parent-death signal and execs the program, so
+/// its PID is the program's own. Without setpriv the program is started directly (for the
+/// temporary containerd, the PID record then still lets the next run stop it).
+pub fn dies_with_us(host: &Host, program: &Path) -> Command {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| host.sys().meta(p).is_ok_and(|m| m.is_file));
+    match setpriv {
+        Some(sp) => {
+            let mut c = Command::new(sp);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
 
 /// A containerd child that is always stopped (and its mounts released) when dropped. It is
 /// started under `setpriv --pdeathsig KILL`, so it also dies when kbundle is killed, and
 /// its PID is recorded so the next run stops it should even that fail.
-struct TempContainerd {
-    child: Child,
+struct TempContainerd<'h> {
+    host: &'h Host,
+    child: Box<dyn Proc>,
     stopped: bool,
-    /// Under the node's scratch dir (`/var/lib/kbundle/tmp`), removed by the next run if
-    /// this one is killed.
-    state: tempfile::TempDir,
+    /// Node path of its state dir under the scratch dir (removed by the next run if this
+    /// one is killed).
+    state: String,
     address: PathBuf,
     root: PathBuf,
-    record: PathBuf,
+    record: String,
     /// Mount points that existed before it started: never touched.
     mounts_before: Vec<String>,
 }
 
-fn mount_points() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-impl TempContainerd {
-    fn start(host: &Host, containerd: &Path, major: u32, root: &Path) -> Result<TempContainerd, InstallError> {
-        let scratch = host.path(crate::host::lock::SCRATCH)?;
-        std::fs::create_dir_all(&scratch).map_err(|e| images_err(format!("creating {}: {e}", scratch.display())))?;
-        let state = tempfile::Builder::new()
-            .prefix("containerd-")
-            .tempdir_in(&scratch)
+impl<'h> TempContainerd<'h> {
+    fn start(host: &'h Host, containerd: &Path, major: u32, root: &Path) -> Result<Self, InstallError> {
+        host.mkdir(SCRATCH)?;
+        let scratch = host.path(SCRATCH)?;
+        let dir = host
+            .sys()
+            .temp_dir(&scratch, "containerd-")
             .map_err(|e| images_err(format!("temp dir in {}: {e}", scratch.display())))?;
-        let address = socket_path(state.path());
-        let config = state.path().join("config.toml");
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let state = format!("{SCRATCH}/{name}");
+        let address = socket_path(&dir);
         let text = files::import_config(
             major,
             &root.display().to_string(),
-            &state.path().join("state").display().to_string(),
+            &dir.join("state").display().to_string(),
             &address.display().to_string(),
         );
-        std::fs::write(&config, text).map_err(|e| images_err(format!("writing {}: {e}", config.display())))?;
-        let log = std::fs::File::create(state.path().join("containerd.log")).map_err(|e| images_err(e.to_string()))?;
-        let mounts_before = mount_points();
-        let child = spawn_supervised(containerd, &config, log)?;
+        host.write(&format!("{state}/config.toml"), text.as_bytes(), 0o644)?;
+        let mounts_before = host.mount_points();
+        let mut cmd = dies_with_us(host, containerd);
+        cmd.arg("--config").arg(dir.join("config.toml"));
+        let child = host.spawn(&mut cmd, &dir.join("containerd.log"))?;
         let record = host.record_child(CHILD, child.id())?;
         Ok(TempContainerd {
+            host,
             child,
             stopped: false,
             state,
@@ -88,36 +112,38 @@ impl TempContainerd {
         })
     }
 
+    fn log(&self) -> String {
+        self.host
+            .read(&format!("{}/containerd.log", self.state))
+            .unwrap_or_default()
+    }
+
     /// Waits until the socket answers (30 s at most).
     fn wait_ready(&mut self, ctr: &Path) -> Result<(), InstallError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = self.host.now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.state.path().join("containerd.log")).unwrap_or_default();
                 return Err(images_err(format!(
                     "temporary containerd exited ({status}): {}",
-                    log.trim()
+                    self.log().trim()
                 )));
             }
-            let up = dies_with_us(ctr)
-                .arg("--address")
-                .arg(&self.address)
-                .arg("version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if up.is_ok_and(|s| s.success()) {
+            let mut probe = ctr_cmd(self.host, ctr, &self.address, &["version"]);
+            if self
+                .host
+                .exec(&mut probe, Stdin::Null, None)
+                .is_ok_and(|r| r.status.success())
+            {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.state.path().join("containerd.log")).unwrap_or_default();
+            if self.host.now() > deadline {
                 return Err(images_err(format!(
                     "temporary containerd did not answer on {} within 30 s: {}",
                     self.address.display(),
-                    log.trim()
+                    self.log().trim()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            self.host.sleep(Duration::from_millis(100));
         }
     }
 
@@ -126,32 +152,23 @@ impl TempContainerd {
             return;
         }
         self.stopped = true;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-            }
+        let mut term = Command::new("kill");
+        term.arg("-TERM").arg(self.child.id().to_string());
+        let _ = self.host.exec(&mut term, Stdin::Null, None);
+        let exited = self.host.poll(Duration::from_secs(15), Duration::from_millis(50), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
         self.release_mounts();
-        let _ = std::fs::remove_file(&self.record);
-        if !self.address.starts_with(self.state.path()) {
-            let _ = std::fs::remove_file(&self.address);
-        }
+        let _ = self.host.remove(&self.record);
+        let _ = self.host.remove_outside(&self.address);
         // Leave no scratch behind: the state dir, then the scratch dir if now empty.
-        let _ = std::fs::remove_dir_all(self.state.path());
-        if let Some(scratch) = self.state.path().parent() {
-            let _ = std::fs::remove_dir(scratch);
+        let _ = self.host.remove(&self.state);
+        if self.host.list(SCRATCH).is_empty() {
+            let _ = self.host.remove(SCRATCH);
         }
     }
 
@@ -159,33 +176,16 @@ impl TempContainerd {
     /// below its state dir or the containerd root, never the root itself (a dedicated
     /// /var/lib/containerd filesystem must stay mounted).
     fn release_mounts(&self) {
-        let under = [self.state.path().to_path_buf(), self.root.clone()];
-        let mut points: Vec<String> = mount_points()
-            .into_iter()
-            .filter(|p| !self.mounts_before.contains(p))
-            .filter(|p| {
-                under
-                    .iter()
-                    .any(|u| Path::new(p).starts_with(u) && Path::new(p) != u.as_path())
-            })
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").arg("-l").arg(&p).status();
+        if let Ok(state) = self.host.path(&self.state) {
+            self.host.release_mounts_below(&state, &self.mounts_before);
         }
+        self.host.release_mounts_below(&self.root, &self.mounts_before);
     }
 }
 
-impl Drop for TempContainerd {
+impl Drop for TempContainerd<'_> {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn images_err(message: String) -> InstallError {
-    InstallError::Step {
-        step: "images".into(),
-        message,
     }
 }
 
@@ -200,36 +200,17 @@ fn socket_path(state: &Path) -> PathBuf {
     }
 }
 
-/// A command for `program` that dies with this process: `setpriv --pdeathsig KILL` (from
-/// util-linux, on every Rocky node) sets the parent-death signal and execs the program, so
-/// its PID is the program's own. Without setpriv the program is started directly (for the
-/// temporary containerd, the PID record then still lets the next run stop it).
-pub fn dies_with_us(program: &Path) -> Command {
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file());
-    match setpriv {
-        Some(sp) => {
-            let mut c = Command::new(sp);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
-            c
-        }
-        None => Command::new(program),
-    }
+fn ctr_cmd(host: &Host, ctr: &Path, address: &Path, args: &[&str]) -> Command {
+    let mut c = dies_with_us(host, ctr);
+    c.arg("--address").arg(address).args(args);
+    c
 }
 
-/// Starts the temporary containerd (see [`dies_with_us`]).
-fn spawn_supervised(containerd: &Path, config: &Path, log: std::fs::File) -> Result<Child, InstallError> {
-    let mut cmd = dies_with_us(containerd);
-    cmd.arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let argv = argv_string(&cmd);
-    cmd.spawn()
-        .map_err(|e| images_err(format!("cannot start `{argv}`: {e}")))
+/// Is a containerd answering on `sock`?
+fn answers(host: &Host, ctr: &Path, sock: &Path) -> bool {
+    let mut probe = ctr_cmd(host, ctr, sock, &["version"]);
+    host.exec(&mut probe, Stdin::Null, None)
+        .is_ok_and(|r| r.status.success())
 }
 
 /// Imports every image of the bundle's OCI layout into the node's containerd (`k8s.io`
@@ -242,12 +223,10 @@ pub fn import_images(
     layout: &[(String, PathBuf)],
     expected: &[String],
 ) -> Result<Vec<String>, InstallError> {
-    let root = host.path("/var/lib/containerd")?;
     if host.dry_run() {
         host.say(&format!(
-            "start {} on a private socket (root {}), `ctr -n k8s.io images import` {} images ({} layout files), stop it",
+            "start {} on a private socket (root /var/lib/containerd), `ctr -n k8s.io images import` {} images ({} layout files), stop it",
             containerd.display(),
-            root.display(),
             expected.len(),
             layout.len()
         ));
@@ -256,22 +235,14 @@ pub fn import_images(
     // On a running node whose containerd is up, import through it: a second containerd must
     // never open the same root.
     let live_sock = Path::new("/run/containerd/containerd.sock");
-    if host.is_running_system() && live_sock.exists() {
-        let up = dies_with_us(ctr)
-            .arg("--address")
-            .arg(live_sock)
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if up.is_ok_and(|s| s.success()) {
-            return import_with(ctr, live_sock, layout, expected);
-        }
+    if host.is_running_system() && host.sys().meta(live_sock).is_ok() && answers(host, ctr, live_sock) {
+        return import_with(host, ctr, live_sock, layout, expected);
     }
-    std::fs::create_dir_all(&root).map_err(|e| images_err(format!("creating {}: {e}", root.display())))?;
+    host.mkdir("/var/lib/containerd")?;
+    let root = host.path("/var/lib/containerd")?;
     let mut tc = TempContainerd::start(host, containerd, major, &root)?;
     tc.wait_ready(ctr)?;
-    let names = import_with(ctr, &tc.address.clone(), layout, expected);
+    let names = import_with(host, ctr, &tc.address.clone(), layout, expected);
     tc.stop();
     names
 }
@@ -279,58 +250,34 @@ pub fn import_images(
 /// Streams a tar of the layout into `ctr images import -` on `address` and checks that
 /// every expected name is then listed.
 fn import_with(
+    host: &Host,
     ctr: &Path,
     address: &Path,
     layout: &[(String, PathBuf)],
     expected: &[String],
 ) -> Result<Vec<String>, InstallError> {
-    let step = |message: String| InstallError::Step {
-        step: "images".into(),
-        message,
-    };
-    let ctr_cmd = |args: &[&str]| {
-        let mut c = dies_with_us(ctr);
-        c.arg("--address").arg(address).args(args);
-        c
-    };
-    // Stream a tar of the layout into `ctr images import -`.
-    let mut import = ctr_cmd(&["-n", "k8s.io", "images", "import", "-"]);
-    import
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let argv = argv_string(&import);
-    let mut child = import.spawn().map_err(|e| step(format!("cannot run `{argv}`: {e}")))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| step("no stdin for ctr".into()))?;
+    let mut import = ctr_cmd(host, ctr, address, &["-n", "k8s.io", "images", "import", "-"]);
     let members = layout.to_vec();
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut b = tar::Builder::new(&mut stdin);
+    let tar_stream = Stdin::Stream(Box::new(move |w: &mut dyn Write| {
+        let mut b = tar::Builder::new(w);
         b.follow_symlinks(false);
         for (name, path) in &members {
             b.append_path_with_name(path, name)?;
         }
         b.into_inner()?.flush()
-    });
-    let out = child.wait_with_output().map_err(|e| step(format!("`{argv}`: {e}")))?;
-    let wrote = writer.join().map_err(|_| step("tar writer panicked".into()))?;
-    if !out.status.success() {
-        return Err(step(format!(
-            "`{argv}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    wrote.map_err(|e| step(format!("streaming the image layout to ctr: {e}")))?;
-    let ls = ctr_cmd(&["-n", "k8s.io", "images", "ls", "-q"])
-        .output()
-        .map_err(|e| step(format!("ctr images ls: {e}")))?;
-    let names: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+    }));
+    host.query_with(&mut import, tar_stream)?;
+    let mut ls = ctr_cmd(host, ctr, address, &["-n", "k8s.io", "images", "ls", "-q"]);
+    let out = host.query(&mut ls)?;
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect();
     let missing: Vec<&String> = expected.iter().filter(|e| !names.contains(e)).collect();
     if !missing.is_empty() {
-        return Err(step(format!("containerd does not list {:?} after the import", missing)));
+        return Err(images_err(format!(
+            "containerd does not list {missing:?} after the import"
+        )));
     }
     Ok(names)
 }

@@ -6,12 +6,13 @@
 
 use super::observe;
 use super::plan::{self, NodeAction};
+use crate::bundle::verified::{self as source, VerifiedBundle};
+use crate::host::journal::{Journal, Journaled};
 use crate::host::{Host, HostError};
-use crate::install::source::{self, VerifiedBundle};
 use crate::version::Version;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -68,35 +69,22 @@ struct Run<'a> {
     bundle: VerifiedBundle,
     opts: &'a Options,
     hop: Version,
-    journal: PathBuf,
+    journal: Journal,
     /// Held until the hop ends: one kbundle at a time changes a node.
     _lock: Option<crate::host::lock::NodeLock>,
 }
 
-impl Run<'_> {
-    fn step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<(), ApplyError>) -> Result<(), ApplyError> {
-        let done = self.journal.join(format!("{name}.done"));
-        if done.exists() {
-            println!("  {name}: done earlier, skipped");
-            return Ok(());
-        }
-        println!("  {name} ...");
-        f(self)?;
-        if !self.host.dry_run() {
-            std::fs::create_dir_all(&self.journal).map_err(|source| HostError::Io {
-                action: "creating journal directory",
-                path: self.journal.clone(),
-                source,
-            })?;
-            crate::fsutil::write_atomic(&done, b"done\n").map_err(|source| HostError::Io {
-                action: "recording step in",
-                path: done.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+impl crate::host::journal::Journaled for Run<'_> {
+    type Error = ApplyError;
+    fn host(&self) -> &Host {
+        &self.host
     }
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
+}
 
+impl Run<'_> {
     fn kubectl(&self) -> Result<Command, ApplyError> {
         let mut c = Command::new(self.host.resolve("/usr/local/bin/kubectl")?);
         c.arg("--kubeconfig").arg(&self.opts.kubeconfig);
@@ -113,7 +101,7 @@ impl Run<'_> {
         let platform = crate::manifest::Arch::host().map(|a| a.platform());
         let entry = self
             .bundle
-            .bundle
+            .json()
             .entries
             .iter()
             .find(|e| {
@@ -130,7 +118,7 @@ impl Run<'_> {
             .path
             .clone();
         let link = format!("/usr/local/bin/{bin}");
-        if let Ok(prev) = std::fs::read_link(self.host.path(&link)?) {
+        if let Some(prev) = self.host.read_link(&link) {
             let target = prev.display().to_string();
             if !target.contains(&self.hop.with_v()) {
                 self.host.write(
@@ -148,36 +136,14 @@ impl Run<'_> {
 }
 
 fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
-    if run.host.dry_run() {
-        run.host.say(&format!("wait until {node} is Ready"));
-        return Ok(());
-    }
-    let deadline = Instant::now() + run.opts.ready_timeout;
-    loop {
-        let out = run
-            .kubectl()?
-            .args([
-                "get",
-                "node",
-                node,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .output();
-        if out
-            .as_ref()
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True")
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(step_err(
-                "wait-ready",
-                format!("{node} not Ready after {:?}", run.opts.ready_timeout),
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let kubectl = run.host.resolve("/usr/local/bin/kubectl")?;
+    let timeout = run.opts.ready_timeout;
+    crate::install::ready::wait_node_ready(&run.host, &kubectl, &run.opts.kubeconfig, node, timeout).map_err(|last| {
+        step_err(
+            "wait-ready",
+            format!("{node} not Ready after {timeout:?} (last answer: {last:?})"),
+        )
+    })
 }
 
 /// Upgrades this node by one hop.
@@ -185,12 +151,11 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
     let host = Host::new(&opts.root, opts.dry_run);
     let checked = source::check_source(&opts.bundle)?;
     let lock = crate::install::lock_node(&host)?;
-    let store = host.path(crate::bundle::store::NODE_STORE)?;
-    let mut bundle = source::open(checked, &store, opts.dry_run)?;
-    source::attach_base(&mut bundle, &store)?;
-    let hops = hops(&bundle.bundle)?;
+    let mut bundle = source::open(checked, &host)?;
+    source::attach_base(&mut bundle, &host)?;
+    let hops = hops(bundle.json())?;
     let kubectl = host.resolve("/usr/local/bin/kubectl")?;
-    let state = observe::from_kubectl(&kubectl, &opts.kubeconfig, opts.first.as_deref())?;
+    let state = observe::from_kubectl(&host, &kubectl, &opts.kubeconfig, opts.first.as_deref())?;
     // Which hop: the one asked for, else the first this node still needs.
     let me = state.nodes.iter().find(|n| n.name == opts.node).ok_or_else(|| {
         ApplyError::Usage(format!(
@@ -229,11 +194,11 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
         return Ok(());
     }
     println!("upgrading {} to {} ({action:?})", opts.node, hop.with_v());
-    let journal = host.path(&format!(
+    let journal = Journal::new(format!(
         "/var/lib/kbundle/state/upgrade-{}-{}",
         hop.with_v(),
-        &bundle.id.hex()[..12]
-    ))?;
+        &bundle.id().hex()[..12]
+    ));
     let mut run = Run {
         host,
         bundle,
@@ -249,7 +214,7 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
     run.step("images", |r| {
         let expected: Vec<String> = r
             .bundle
-            .bundle
+            .json()
             .hops
             .iter()
             .find(|h| h.kubernetes.version() == r.hop)
@@ -282,9 +247,9 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
         Ok(())
     })?;
     let node = opts.node.clone();
-    if control_plane && !run.host.dry_run() && !run.journal.join("kubelet.done").exists() {
+    if control_plane && !run.host.dry_run() && !run.journal.is_done(&run.host, "kubelet") {
         // A control plane's kubelet moves only once every control plane runs the hop.
-        let now = observe::from_kubectl(&kubectl, &opts.kubeconfig, opts.first.as_deref())?;
+        let now = observe::from_kubectl(&run.host, &kubectl, &opts.kubeconfig, opts.first.as_deref())?;
         if let Err(e @ plan::PlanError::NotYourTurn { .. }) = plan::check_node_turn(&now, &hops, &node, hop) {
             println!(
                 "control plane of {node} is at {}; its kubelet waits: {e}
@@ -376,16 +341,9 @@ pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
         ));
     }
     // Forget the rolled-back hops' journals, so a later `upgrade apply` redoes them.
-    if !dry_run {
-        let state = host.path("/var/lib/kbundle/state")?;
-        for e in std::fs::read_dir(&state).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("upgrade-") {
-                std::fs::remove_dir_all(e.path()).map_err(|source| HostError::Io {
-                    action: "removing upgrade journal",
-                    path: e.path(),
-                    source,
-                })?;
-            }
+    for name in host.list("/var/lib/kbundle/state") {
+        if name.starts_with("upgrade-") {
+            host.remove(&format!("/var/lib/kbundle/state/{name}"))?;
         }
     }
     host.run(Command::new("systemctl").arg("daemon-reload"))?;

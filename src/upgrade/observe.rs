@@ -2,41 +2,37 @@
 //! kube-apiserver image tag) or from a declared `--current` version.
 
 use super::plan::{ClusterState, NodeRole, NodeState};
+use crate::host::Host;
 use crate::version::Version;
 use std::path::Path;
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
-    #[error("`{argv}` failed: {stderr}")]
-    Kubectl { argv: String, stderr: String },
-    #[error("cannot run `{argv}`: {source}")]
-    Spawn {
+    #[error(transparent)]
+    Kubectl(#[from] crate::host::HostError),
+    #[error("`{argv}` did not print JSON")]
+    Json {
         argv: String,
         #[source]
-        source: std::io::Error,
+        source: serde_json::Error,
     },
     #[error("unexpected answer from `{argv}`: {reason}")]
     Parse { argv: String, reason: String },
 }
 
-fn kubectl_json(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Result<serde_json::Value, ObserveError> {
+fn kubectl_json(
+    host: &Host,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> Result<serde_json::Value, ObserveError> {
     let mut cmd = Command::new(kubectl);
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args).args(["-o", "json"]);
-    let argv = crate::host::argv_string(&cmd);
-    let out = cmd.output().map_err(|source| ObserveError::Spawn {
-        argv: argv.clone(),
+    let out = host.query(&mut cmd)?;
+    serde_json::from_slice(&out.stdout).map_err(|source| ObserveError::Json {
+        argv: crate::host::argv_string(&cmd),
         source,
-    })?;
-    if !out.status.success() {
-        return Err(ObserveError::Kubectl {
-            argv,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| ObserveError::Parse {
-        argv,
-        reason: e.to_string(),
     })
 }
 
@@ -52,9 +48,15 @@ fn version_of(s: &str) -> Option<Version> {
 
 /// Reads nodes and kube-apiserver pods. `first` names the control plane that runs
 /// `kubeadm upgrade apply` (default: the first control plane by name).
-pub fn from_kubectl(kubectl: &Path, kubeconfig: &Path, first: Option<&str>) -> Result<ClusterState, ObserveError> {
-    let nodes = kubectl_json(kubectl, kubeconfig, &["get", "nodes"])?;
+pub fn from_kubectl(
+    host: &Host,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    first: Option<&str>,
+) -> Result<ClusterState, ObserveError> {
+    let nodes = kubectl_json(host, kubectl, kubeconfig, &["get", "nodes"])?;
     let pods = kubectl_json(
+        host,
         kubectl,
         kubeconfig,
         &["get", "pods", "-n", "kube-system", "-l", "component=kube-apiserver"],

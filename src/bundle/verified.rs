@@ -1,12 +1,14 @@
-//! The bundle an install works from: verified in full before anything is written, then
-//! (for archives) unpacked under `/var/lib/kbundle/bundles/<sha256>/` (see
-//! [`crate::bundle::store`]), verified again as it is written.
+//! A bundle whose every entry was hashed and matched its `bundle.json`: the only way install
+//! and upgrade get a bundle. An archive is verified in full before anything is written,
+//! then unpacked under `/var/lib/kbundle/bundles/<sha256>/` ([`super::store`]) and checked
+//! again as it is written.
 
-use crate::bundle::meta::BundleJson;
-use crate::bundle::store::{self, StoreError};
-use crate::bundle::unpack::{self, UnpackError};
-use crate::bundle::verify::{self, Report};
+use super::meta::BundleJson;
+use super::store::{self, StoreError};
+use super::unpack::{self, UnpackError};
+use super::verify::{self, Report};
 use crate::digest::Sha256;
+use crate::host::{Host, HostError};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,11 +16,13 @@ pub enum SourceError {
     #[error("bundle {path} failed verification; nothing was changed on this node:\n  {}", problems.join("\n  "))]
     Unverified { path: PathBuf, problems: Vec<String> },
     #[error(transparent)]
-    Archive(#[from] crate::bundle::archive::ArchiveError),
+    Archive(#[from] super::archive::ArchiveError),
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Host(#[from] HostError),
     #[error("no bundle given and none next to this kbundle ({exe}): pass --bundle PATH")]
     NoDefault { exe: PathBuf },
     #[error("{path}: {source}")]
@@ -29,26 +33,54 @@ pub enum SourceError {
     },
 }
 
-/// A bundle whose every entry was hashed and matched `bundle.json`. Only [`open`] makes one.
+/// A bundle that passed verification; nothing has been written yet.
+#[derive(Debug)]
+pub struct Checked {
+    path: PathBuf,
+    bundle: BundleJson,
+    /// For archives: the archive's sha256 (names its slot in the node store).
+    archive: Option<Sha256>,
+}
+
+impl Checked {
+    pub fn json(&self) -> &BundleJson {
+        &self.bundle
+    }
+}
+
+/// A verified bundle on disk. Only [`open`] makes one.
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     /// The unpacked bundle directory (holds bundle.json).
-    pub dir: PathBuf,
-    pub bundle: BundleJson,
-    /// sha256 of bundle.json: names this bundle's install journal.
-    pub id: Sha256,
+    dir: PathBuf,
+    bundle: BundleJson,
+    /// sha256 of bundle.json: names this bundle's journals.
+    id: Sha256,
     /// Delta bundles: the node's copy of the base bundle, checked for every entry used.
-    pub base_dir: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
     /// For `--dry-run` of an archive: a scratch unpack outside the node, removed on drop.
     _scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl VerifiedBundle {
+    pub fn json(&self) -> &BundleJson {
+        &self.bundle
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// sha256 of bundle.json.
+    pub fn id(&self) -> &Sha256 {
+        &self.id
+    }
+
     /// Where entry `rel` is on disk: in this bundle, or for a delta bundle's `in_base`
     /// entries, in the base bundle (found by digest).
     pub fn file(&self, rel: &str) -> PathBuf {
         if let (Some(e), Some(base)) = (self.bundle.entry(rel).filter(|e| e.in_base), &self.base_dir) {
-            if let Ok(bb) = crate::bundle::read_bundle_json(base) {
+            if let Ok(bb) = super::read_bundle_json(base) {
                 if let Some(b) = bb.entries.iter().find(|b| b.sha256 == e.sha256 && !b.in_base) {
                     return base.join(&b.path);
                 }
@@ -102,23 +134,8 @@ pub fn default_bundle() -> Result<PathBuf, SourceError> {
         source,
     })?;
     match exe.parent() {
-        Some(d) if d.join(crate::bundle::meta::BUNDLE_JSON).is_file() => Ok(d.to_path_buf()),
+        Some(d) if d.join(super::meta::BUNDLE_JSON).is_file() => Ok(d.to_path_buf()),
         _ => Err(SourceError::NoDefault { exe }),
-    }
-}
-
-/// A bundle that passed verification; nothing has been written yet.
-#[derive(Debug)]
-pub struct Checked {
-    path: PathBuf,
-    bundle: BundleJson,
-    /// For archives: the archive's sha256 (names its slot in the node store).
-    archive: Option<Sha256>,
-}
-
-impl Checked {
-    pub fn bundle(&self) -> &BundleJson {
-        &self.bundle
     }
 }
 
@@ -144,49 +161,53 @@ pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
     })
 }
 
-/// A checked bundle ready to use: an archive is unpacked under `store` (normally
-/// `<root>/var/lib/kbundle/bundles`, verified again as it is written) unless `dry_run`.
-pub fn open(checked: Checked, store: &Path, dry_run: bool) -> Result<VerifiedBundle, SourceError> {
+/// A checked bundle ready to use on `host`: an archive is unpacked into the node store
+/// (verified again as it is written); in dry-run mode, into a scratch dir off the node.
+pub fn open(checked: Checked, host: &Host) -> Result<VerifiedBundle, SourceError> {
     let Checked { path, bundle, archive } = checked;
-    let path = path.as_path();
     let Some(archive_digest) = archive else {
-        return verified(path.to_path_buf(), bundle, None);
+        return verified(path, bundle, None);
     };
-    if dry_run {
-        let dir = store.join(archive_digest.hex()).join(&bundle.name);
-        println!("[dry-run] unpack {} -> {}", path.display(), dir.display());
-        // Steps still need to read the bundle: unpack into a scratch dir off the node.
-        let scratch = tempfile::Builder::new()
-            .prefix("kbundle-dry-run-")
-            .tempdir()
-            .map_err(|source| SourceError::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let out = unpack::unpack(path, scratch.path())?;
-        return verified(out.dir, bundle, Some(std::sync::Arc::new(scratch)));
+    if host.dry_run() {
+        return open_scratch(&path, bundle, &archive_digest);
     }
-    let slot = store::slot(store, &archive_digest)?;
-    let dir = slot.join(&bundle.name);
-    if let Some(b) = reuse(&slot, &dir, &bundle)? {
-        return verified(dir, b, None);
+    let slot = store::slot(host, &archive_digest)?;
+    let dir = format!("{slot}/{}", bundle.name);
+    if let Some(b) = reuse(host, &slot, &dir, &bundle)? {
+        return verified(host.path(&dir)?, b, None);
     }
     // Not there, partial, or changed since: start again (the slot is ours).
-    store::clear(&slot, &bundle.name)?;
-    let out = unpack::unpack(path, &slot)?;
+    store::clear(host, &slot, &bundle.name)?;
+    let out = unpack::unpack_with(host.sys(), &path, &host.path(&slot)?)?;
     let b = check(out.report, &out.dir)?;
     let vb = verified(out.dir, b, None)?;
-    store::mark_complete(&slot, &vb.bundle.name, &vb.id)?;
+    store::mark_complete(host, &slot, &vb.bundle.name, &vb.id)?;
     Ok(vb)
 }
 
+/// Dry-run: steps still read the bundle, from a scratch unpack off the node.
+fn open_scratch(path: &Path, bundle: BundleJson, digest: &Sha256) -> Result<VerifiedBundle, SourceError> {
+    let dir = format!("{}/{}", store::slot_of(digest), bundle.name);
+    println!("[dry-run] unpack {} -> {dir}", path.display());
+    let scratch = tempfile::Builder::new()
+        .prefix("kbundle-dry-run-")
+        .tempdir()
+        .map_err(|source| SourceError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let out = unpack::unpack(path, scratch.path())?;
+    verified(out.dir, bundle, Some(std::sync::Arc::new(scratch)))
+}
+
 /// The bundle unpacked by an earlier run, when it completed and still verifies.
-fn reuse(slot: &Path, dir: &Path, want: &BundleJson) -> Result<Option<BundleJson>, SourceError> {
-    match store::completed(slot) {
-        Some((name, _)) if name == want.name && dir.is_dir() => {}
+fn reuse(host: &Host, slot: &str, dir: &str, want: &BundleJson) -> Result<Option<BundleJson>, SourceError> {
+    match store::completed(host, slot) {
+        Some((name, _)) if name == want.name && host.is_dir(dir) => {}
         _ => return Ok(None),
     }
-    Ok(check(verify::verify_dir(dir)?, dir).ok())
+    let on_disk = host.path(dir)?;
+    Ok(check(verify::verify_dir(&on_disk)?, &on_disk).ok())
 }
 
 fn verified(
@@ -194,7 +215,8 @@ fn verified(
     bundle: BundleJson,
     scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 ) -> Result<VerifiedBundle, SourceError> {
-    let id = bundle_id(&dir)?;
+    let p = dir.join(super::meta::BUNDLE_JSON);
+    let (id, _) = crate::digest::hash_file(&p).map_err(|source| SourceError::Io { path: p, source })?;
     Ok(VerifiedBundle {
         dir,
         bundle,
@@ -204,14 +226,14 @@ fn verified(
     })
 }
 
-/// For a delta bundle: finds the base under `store`, checks every entry the delta relies on,
-/// and records it. Names anything missing.
-pub fn attach_base(vb: &mut VerifiedBundle, store: &Path) -> Result<(), SourceError> {
+/// For a delta bundle: finds the base in the node store, checks every entry the delta
+/// relies on, and records it. Names anything missing.
+pub fn attach_base(vb: &mut VerifiedBundle, host: &Host) -> Result<(), SourceError> {
     let Some(base) = vb.bundle.base.clone() else {
         return Ok(());
     };
-    let dir = store::find(store, &base.bundle_json_sha256);
-    let problems = crate::bundle::base::check_base(&vb.bundle, dir.as_deref());
+    let dir = store::find(host, &base.bundle_json_sha256);
+    let problems = super::base::check_base(&vb.bundle, dir.as_deref());
     if !problems.is_empty() {
         return Err(SourceError::Unverified {
             path: vb.dir.clone(),
@@ -220,11 +242,4 @@ pub fn attach_base(vb: &mut VerifiedBundle, store: &Path) -> Result<(), SourceEr
     }
     vb.base_dir = dir;
     Ok(())
-}
-
-fn bundle_id(dir: &Path) -> Result<Sha256, SourceError> {
-    let p = dir.join(crate::bundle::meta::BUNDLE_JSON);
-    crate::digest::hash_file(&p)
-        .map(|(d, _)| d)
-        .map_err(|source| SourceError::Io { path: p, source })
 }
