@@ -28,3 +28,6 @@ pub mod progress;
 pub mod resolve;
 pub mod upgrade;
 pub mod version;
+
+#[cfg(test)]
+pub mod testkit;

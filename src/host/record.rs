@@ -43,6 +43,8 @@ struct Answer {
 struct State {
     events: Vec<Event>,
     answers: Vec<Answer>,
+    /// Files a command creates when it runs: (argv needle, path, content).
+    effects: Vec<(String, PathBuf, String)>,
     kernel: BTreeMap<String, String>,
     clock: Duration,
     next_pid: u32,
@@ -119,6 +121,15 @@ impl Recorder {
         if let Some(a) = self.lock().answers.last_mut() {
             a.times = Some(times);
         }
+        self
+    }
+
+    /// When a command whose argv contains `needle` runs, `path` is written with `text` (what
+    /// the real program would leave behind, such as kubeadm's admin.conf).
+    pub fn creates(&self, needle: &str, path: &Path, text: &str) -> &Self {
+        self.lock()
+            .effects
+            .push((needle.to_string(), path.to_path_buf(), text.to_string()));
         self
     }
 
@@ -245,6 +256,19 @@ impl Sys for Recorder {
             f(&mut io::sink())?;
         }
         let (code, stdout, stderr) = self.scripted(&argv);
+        let effects: Vec<(PathBuf, String)> = self
+            .lock()
+            .effects
+            .iter()
+            .filter(|(n, _, _)| argv.contains(n.as_str()))
+            .map(|(_, p, t)| (p.clone(), t.clone()))
+            .collect();
+        for (p, text) in effects {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&p, text)?;
+        }
         Ok(Ran {
             status: exit_status(code),
             stdout: stdout.into_bytes(),

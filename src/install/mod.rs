@@ -148,43 +148,18 @@ pub fn lock_node(host: &Host) -> Result<Option<crate::host::lock::NodeLock>, Hos
     Ok(Some(lock))
 }
 
-/// Runs an install. Verification happens before anything is written.
+/// Runs an install on this machine (or the image at `--root`). Verification happens
+/// before anything is written.
 pub fn run(opts: Options) -> Result<(), InstallError> {
-    let cluster = Cluster::load(&opts.config)?;
     let host = Host::new(&opts.root, opts.dry_run);
-    let node = match &opts.node {
-        Some(n) => Some(cluster.node(n).cloned().ok_or_else(|| {
-            InstallError::Usage(format!(
-                "node {n:?} is not in {} (nodes: {})",
-                cluster.path.display(),
-                cluster
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?),
-        None => hostname(&host).and_then(|h| cluster.node(&h).cloned()),
-    };
-    let role = match (opts.role, &node) {
-        (Some(r), Some(n)) if r != n.role => {
-            return Err(InstallError::Usage(format!(
-                "--role {} contradicts {}, which gives node {} the role {}",
-                r.as_str(),
-                cluster.path.display(),
-                n.name,
-                n.role.as_str()
-            )))
-        }
-        (Some(r), _) => r,
-        (None, Some(n)) => n.role,
-        (None, None) => {
-            return Err(InstallError::Usage(
-                "cannot tell this node's role: pass --role init|control-plane|worker or --node NAME".into(),
-            ))
-        }
-    };
+    run_on(host, opts)
+}
+
+/// Runs an install through `host` (the node seam).
+pub fn run_on(host: Host, opts: Options) -> Result<(), InstallError> {
+    let cluster = Cluster::load(&opts.config)?;
+    let node = this_node(&host, &cluster, &opts)?;
+    let role = this_role(&cluster, node.as_ref(), &opts)?;
     println!("kbundle install: verifying {}", opts.bundle.display());
     let checked = source::check_source(&opts.bundle)?;
     println!(
@@ -217,3 +192,47 @@ pub fn run(opts: Options) -> Result<(), InstallError> {
     }
     Ok(())
 }
+
+fn node_names(cluster: &Cluster) -> String {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// This node's entry: `--node`, else the one named like this host.
+fn this_node(host: &Host, cluster: &Cluster, opts: &Options) -> Result<Option<Node>, InstallError> {
+    match &opts.node {
+        Some(n) => cluster.node(n).cloned().map(Some).ok_or_else(|| {
+            InstallError::Usage(format!(
+                "node {n:?} is not in {} (nodes: {})",
+                cluster.path.display(),
+                node_names(cluster)
+            ))
+        }),
+        None => Ok(hostname(host).and_then(|h| cluster.node(&h).cloned())),
+    }
+}
+
+/// This node's role: `--role`, which must agree with the config, else the config's.
+fn this_role(cluster: &Cluster, node: Option<&Node>, opts: &Options) -> Result<Role, InstallError> {
+    match (opts.role, node) {
+        (Some(r), Some(n)) if r != n.role => Err(InstallError::Usage(format!(
+            "--role {} contradicts {}, which gives node {} the role {}",
+            r.as_str(),
+            cluster.path.display(),
+            n.name,
+            n.role.as_str()
+        ))),
+        (Some(r), _) => Ok(r),
+        (None, Some(n)) => Ok(n.role),
+        (None, None) => Err(InstallError::Usage(
+            "cannot tell this node's role: pass --role init|control-plane|worker or --node NAME".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -234,9 +234,9 @@ pub fn import_images(
     }
     // On a running node whose containerd is up, import through it: a second containerd must
     // never open the same root.
-    let live_sock = Path::new("/run/containerd/containerd.sock");
-    if host.is_running_system() && host.sys().meta(live_sock).is_ok() && answers(host, ctr, live_sock) {
-        return import_with(host, ctr, live_sock, layout, expected);
+    let live_sock = host.path("/run/containerd/containerd.sock")?;
+    if host.is_running_system() && host.exists("/run/containerd/containerd.sock") && answers(host, ctr, &live_sock) {
+        return import_with(host, ctr, &live_sock, layout, expected);
     }
     host.mkdir("/var/lib/containerd")?;
     let root = host.path("/var/lib/containerd")?;
