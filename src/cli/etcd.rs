@@ -1,4 +1,5 @@
-use crate::etcd::snapshot::{self, RestoreOptions, SaveOptions, Tls};
+use crate::etcd::restore::RestoreOptions;
+use crate::etcd::snapshot::{self, SaveOptions, Tls};
 use crate::etcd::Level;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -186,10 +187,10 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
                 pki_dir: PathBuf::from(snapshot::KUBEADM_ETCD_PKI),
                 etcdctl: s.etcdctl,
                 etcdutl: s.etcdutl,
-                root: PathBuf::from("/"),
                 timeout: s.timeout,
             };
-            let r = snapshot::save(&opts, &mut notes)?;
+            let host = crate::host::Host::new(std::path::Path::new("/"), false);
+            let r = snapshot::save(&host, &opts, &mut notes)?;
             println!("saved {}", r.file.display());
             println!("  revision  {}", r.status.revision);
             println!("  keys      {}", r.status.total_key);
@@ -198,10 +199,10 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
             Ok(0)
         }
         EtcdCommand::Snapshot(SnapshotCommand::Restore(r)) => {
+            let host = crate::host::Host::new(&r.root, false);
             let opts = RestoreOptions {
                 file: r.file,
                 data_dir: r.data_dir,
-                root: r.root,
                 name: r.name,
                 initial_cluster: r.initial_cluster,
                 initial_advertise_peer_urls: r.initial_advertise_peer_urls,
@@ -212,8 +213,8 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
                 timeout: r.timeout,
             };
             // One kbundle at a time changes a node (and an interrupted run is cleaned up).
-            let _lock = crate::install::lock_node(&crate::host::Host::new(&opts.root, false))?;
-            let rep = snapshot::restore(&opts, &mut notes)?;
+            let _lock = crate::install::lock_node(&host)?;
+            let rep = crate::etcd::restore::restore(&host, &opts, &mut notes)?;
             println!("restored {} into {}", opts.file.display(), rep.data_dir.display());
             if let Some(old) = &rep.old_data_dir {
                 println!(

@@ -12,6 +12,7 @@
 //!   step undone if a later one fails.
 
 pub mod manifest;
+pub mod restore;
 pub mod snapshot;
 pub mod tools;
 pub mod yaml;

@@ -5,17 +5,20 @@
 //! file, its sha256 into `FILE.sha256` (sha256sum format), and only then the rename to
 //! `FILE`. Any failure removes the part file, so nothing is ever left at `FILE`.
 //!
-//! Restore: verify `FILE.sha256` when it exists, refuse a non-empty data directory, restore
-//! into a hidden staging directory beside it (etcd refuses even an empty existing
-//! directory) and rename that into place; then, with `--update-manifest`, point kubeadm's
-//! etcd static pod at it ([`super::manifest`]).
+//! Restore ([`super::restore`]): verify `FILE.sha256` when it exists, refuse a non-empty
+//! data directory, restore into a hidden staging directory beside it (etcd refuses even an
+//! empty existing directory) and rename that into place; then, with `--update-manifest`,
+//! point kubeadm's etcd static pod at it ([`super::manifest`]).
+//!
+//! Every process and file operation goes through the node seam ([`Host`]).
 
-use super::manifest::{self, ApplyOptions, Plan};
 use super::tools::{self, Invocation, Kind, Tool};
-use super::{parent_dir, sync_dir, under_root, with_suffix, EtcdError, Level, Notes};
-use crate::digest::{hash_file, Sha256};
+use super::{parent_dir, with_suffix, EtcdError, Level, Notes};
+use crate::digest::Sha256;
+use crate::host::sys::Sys;
+use crate::host::Host;
 use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where kubeadm's etcd serves clients on a control-plane node.
@@ -152,7 +155,7 @@ pub fn parse_status(stdout: &str) -> Result<SnapshotStatus, String> {
 }
 
 /// A path as a tool argument: `./-x` rather than `-x`, so it is never taken for a flag.
-fn path_arg(p: &Path) -> OsString {
+pub(crate) fn path_arg(p: &Path) -> OsString {
     if p.as_os_str().to_string_lossy().starts_with('-') {
         Path::new(".").join(p).into_os_string()
     } else {
@@ -160,21 +163,21 @@ fn path_arg(p: &Path) -> OsString {
     }
 }
 
-fn flag_arg(flag: &str, p: &Path) -> OsString {
+pub(crate) fn flag_arg(flag: &str, p: &Path) -> OsString {
     let mut a = OsString::from(flag);
     a.push(p);
     a
 }
 
 /// Runs `snapshot status` on `file` with `tool`.
-pub fn status(tool: &Tool, file: &Path) -> Result<SnapshotStatus, EtcdError> {
+pub fn status(host: &Host, tool: &Tool, file: &Path) -> Result<SnapshotStatus, EtcdError> {
     let inv = tool.command([
         OsString::from("snapshot"),
         "status".into(),
         "--write-out=json".into(),
         path_arg(file),
     ]);
-    let out = inv.run(Some(Duration::from_secs(600)))?;
+    let out = inv.run(host, Some(Duration::from_secs(600)))?;
     parse_status(&out.stdout).map_err(|reason| EtcdError::BadToolOutput {
         command: inv.display(),
         reason,
@@ -192,8 +195,6 @@ pub struct SaveOptions {
     pub pki_dir: PathBuf,
     pub etcdctl: Option<PathBuf>,
     pub etcdutl: Option<PathBuf>,
-    /// Tool lookup root (`<root>/usr/local/bin`).
-    pub root: PathBuf,
     /// The whole `snapshot save` is killed after this long.
     pub timeout: Duration,
 }
@@ -210,90 +211,53 @@ pub struct SaveReport {
 }
 
 /// Removes the listed files when dropped, unless disarmed.
-struct Cleanup(Vec<PathBuf>);
+struct Cleanup<'s> {
+    sys: &'s dyn Sys,
+    files: Vec<PathBuf>,
+}
 
-impl Cleanup {
+impl Cleanup<'_> {
     fn disarm(mut self) {
-        self.0.clear();
+        self.files.clear();
     }
 }
 
-impl Drop for Cleanup {
+impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
+        for p in &self.files {
+            let _ = self.sys.remove_file(p);
         }
     }
 }
 
-/// Takes a snapshot from `opts.endpoint` into `opts.file` (see the module docs).
-pub fn save(opts: &SaveOptions, notes: Notes) -> Result<SaveReport, EtcdError> {
-    check_endpoint(&opts.endpoint)?;
-    let file = &opts.file;
-    if file.symlink_metadata().is_ok() {
-        return Err(EtcdError::SnapshotExists { path: file.clone() });
-    }
-    let dir = parent_dir(file);
-    if !dir.is_dir() {
-        return Err(EtcdError::Io {
-            action: "cannot save a snapshot into",
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
-        });
-    }
-    let tls = opts.tls.resolve(&opts.endpoint, &opts.pki_dir)?;
-    let etcdctl = tools::require(Kind::Etcdctl, opts.etcdctl.as_deref(), &opts.root)?;
-    let etcdutl = tools::find(Kind::Etcdutl, opts.etcdutl.as_deref(), &opts.root)?;
-    notes(Level::Step, &format!("using etcdctl {}", etcdctl.describe()));
+/// The sha256 and size of a file, read through the node seam.
+pub(crate) fn hash_on(sys: &dyn Sys, p: &Path) -> Result<(Sha256, u64), EtcdError> {
+    sys.open(p)
+        .and_then(crate::digest::hash_reader)
+        .map_err(EtcdError::io("cannot read", p))
+}
 
+/// Takes a snapshot from `opts.endpoint` into `opts.file` (see the module docs), with the
+/// etcd tools of `host` and every file operation through it.
+pub fn save(host: &Host, opts: &SaveOptions, notes: Notes) -> Result<SaveReport, EtcdError> {
+    check_endpoint(&opts.endpoint)?;
+    let dir = check_save_target(host.sys(), &opts.file)?;
+    let tls = opts.tls.resolve(&opts.endpoint, &opts.pki_dir)?;
+    let etcdctl = tools::require(host, Kind::Etcdctl, opts.etcdctl.as_deref())?;
+    let etcdutl = tools::find(host, Kind::Etcdutl, opts.etcdutl.as_deref())?;
+    notes(Level::Step, &format!("using etcdctl {}", etcdctl.describe()));
     let mut client = vec![OsString::from(format!("--endpoints={}", opts.endpoint))];
     client.extend(tls.args());
     client.push(DIAL_TIMEOUT.into());
-
-    // 1. Is the member there at all? Fails in seconds instead of hanging.
-    let mut args = client.clone();
-    args.extend([
-        PREFLIGHT_TIMEOUT.into(),
-        "endpoint".into(),
-        "status".into(),
-        "--write-out=json".into(),
-    ]);
-    let out = etcdctl.command(args).run(Some(Duration::from_secs(60)))?;
-    let (server_version, db_size) = parse_endpoint_status(&out.stdout);
-    notes(
-        Level::Step,
-        &format!(
-            "{} is up (etcd {}, database {} bytes)",
-            opts.endpoint,
-            server_version.as_deref().unwrap_or("version unknown"),
-            db_size.map_or("size unknown".to_string(), |n| n.to_string())
-        ),
-    );
-
-    // 2. Save into FILE.part (etcdctl itself writes FILE.part.part and renames it).
-    let part = with_suffix(file, ".part");
-    let cleanup = Cleanup(vec![part.clone(), with_suffix(&part, ".part")]);
-    for p in &cleanup.0 {
-        if p.symlink_metadata().is_ok() {
-            notes(
-                Level::Warn,
-                &format!("removing {} left by an earlier failed save", p.display()),
-            );
-            std::fs::remove_file(p).map_err(EtcdError::io("cannot remove", p))?;
-        }
-    }
-    let mut args = client;
-    args.extend(["snapshot".into(), "save".into(), path_arg(&part)]);
-    let inv: Invocation = etcdctl.command(args);
-    notes(Level::Step, &format!("running {}", inv.display()));
-    inv.run(Some(opts.timeout))?;
-    std::fs::File::open(&part)
-        .and_then(|f| f.sync_all())
-        .map_err(EtcdError::io("cannot open the snapshot etcdctl wrote", &part))?;
-
-    // 3. Check it.
+    let server_version = check_member(host, &etcdctl, &client, &opts.endpoint, notes)?;
+    let part = with_suffix(&opts.file, ".part");
+    let cleanup = Cleanup {
+        sys: host.sys(),
+        files: vec![part.clone(), with_suffix(&part, ".part")],
+    };
+    save_part(host, &etcdctl, client, &cleanup.files, opts.timeout, notes)?;
     let checker = etcdutl.as_ref().unwrap_or(&etcdctl);
-    let st = status(checker, &part)?;
+    let st = status(host, checker, &part)?;
     notes(
         Level::Step,
         &format!(
@@ -304,34 +268,115 @@ pub fn save(opts: &SaveOptions, notes: Notes) -> Result<SaveReport, EtcdError> {
             st.total_size
         ),
     );
-
-    // 4. Record its sha256, then move it into place.
-    let (sha256, size) = hash_file(&part).map_err(EtcdError::io("cannot read", &part))?;
-    let sums_file = with_suffix(file, ".sha256");
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    crate::fsutil::write_atomic(&sums_file, format!("{sha256}  {name}\n").as_bytes())
-        .map_err(EtcdError::io("cannot write", &sums_file))?;
-    if let Err(source) = std::fs::rename(&part, file) {
-        let _ = std::fs::remove_file(&sums_file);
-        return Err(EtcdError::Io {
-            action: "cannot rename the checked snapshot into place at",
-            path: file.clone(),
-            source,
-        });
-    }
+    let (sha256, size, sums_file) = commit(host.sys(), &part, &opts.file, dir)?;
     cleanup.disarm();
-    sync_dir(dir);
     Ok(SaveReport {
-        file: file.clone(),
+        file: opts.file.clone(),
         sums_file,
         sha256,
         size,
         status: st,
         server_version,
     })
+}
+
+/// The snapshot file must not exist yet and its directory must; returns that directory.
+fn check_save_target<'p>(sys: &dyn Sys, file: &'p Path) -> Result<&'p Path, EtcdError> {
+    if sys.meta(file).is_ok() {
+        return Err(EtcdError::SnapshotExists {
+            path: file.to_path_buf(),
+        });
+    }
+    let dir = parent_dir(file);
+    if !sys.stat(dir).is_ok_and(|m| m.is_dir) {
+        return Err(EtcdError::Io {
+            action: "cannot save a snapshot into",
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    Ok(dir)
+}
+
+/// `endpoint status` first: fails in seconds on a dead member instead of hanging (etcdctl
+/// 3.4's `snapshot save` never gives up). Returns the server's version when it says.
+fn check_member(
+    host: &Host,
+    etcdctl: &Tool,
+    client: &[OsString],
+    endpoint: &str,
+    notes: Notes,
+) -> Result<Option<String>, EtcdError> {
+    let mut args = client.to_vec();
+    args.extend([
+        PREFLIGHT_TIMEOUT.into(),
+        "endpoint".into(),
+        "status".into(),
+        "--write-out=json".into(),
+    ]);
+    let out = etcdctl.command(args).run(host, Some(Duration::from_secs(60)))?;
+    let (server_version, db_size) = parse_endpoint_status(&out.stdout);
+    notes(
+        Level::Step,
+        &format!(
+            "{endpoint} is up (etcd {}, database {} bytes)",
+            server_version.as_deref().unwrap_or("version unknown"),
+            db_size.map_or("size unknown".to_string(), |n| n.to_string())
+        ),
+    );
+    Ok(server_version)
+}
+
+/// `snapshot save FILE.part` (etcdctl itself writes FILE.part.part and renames it), after
+/// removing what an earlier failed save left; the part file is synced to disk.
+fn save_part(
+    host: &Host,
+    etcdctl: &Tool,
+    mut args: Vec<OsString>,
+    parts: &[PathBuf],
+    timeout: Duration,
+    notes: Notes,
+) -> Result<(), EtcdError> {
+    let sys = host.sys();
+    for p in parts {
+        if sys.meta(p).is_ok() {
+            notes(
+                Level::Warn,
+                &format!("removing {} left by an earlier failed save", p.display()),
+            );
+            sys.remove_file(p).map_err(EtcdError::io("cannot remove", p))?;
+        }
+    }
+    let part = &parts[0];
+    args.extend(["snapshot".into(), "save".into(), path_arg(part)]);
+    let inv: Invocation = etcdctl.command(args);
+    notes(Level::Step, &format!("running {}", inv.display()));
+    inv.run(host, Some(timeout))?;
+    sys.sync(part)
+        .map_err(EtcdError::io("cannot open the snapshot etcdctl wrote", part))
+}
+
+/// Records the part file's sha256 in `FILE.sha256`, then renames it to `FILE`.
+fn commit(sys: &dyn Sys, part: &Path, file: &Path, dir: &Path) -> Result<(Sha256, u64, PathBuf), EtcdError> {
+    let (sha256, size) = hash_on(sys, part)?;
+    let sums_file = with_suffix(file, ".sha256");
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let line = format!("{sha256}  {name}\n");
+    sys.write_atomic(&sums_file, ".kbundle-tmp.", &mut line.as_bytes(), 0o644)
+        .map_err(EtcdError::io("cannot write", &sums_file))?;
+    if let Err(source) = sys.rename(part, file) {
+        let _ = sys.remove_file(&sums_file);
+        return Err(EtcdError::Io {
+            action: "cannot rename the checked snapshot into place at",
+            path: file.to_path_buf(),
+            source,
+        });
+    }
+    let _ = sys.sync(dir);
+    Ok((sha256, size, sums_file))
 }
 
 /// Version and database size from `endpoint status -w json`, when it says.
@@ -342,292 +387,6 @@ fn parse_endpoint_status(stdout: &str) -> (Option<String>, Option<u64>) {
     };
     let st = &v[0]["Status"];
     (st["version"].as_str().map(str::to_string), st["dbSize"].as_u64())
-}
-
-/// Reads the sha256 for `file_name` from a sha256sum-format file (`<hex>  name` or
-/// `<hex> *name`; a file with a single digest line is taken whatever name it gives).
-pub fn read_checksum_file(path: &Path, file_name: &str) -> Result<Sha256, EtcdError> {
-    let meta = std::fs::metadata(path).map_err(EtcdError::io("cannot read", path))?;
-    if meta.len() > 64 * 1024 {
-        return Err(EtcdError::BadChecksumFile {
-            path: path.to_path_buf(),
-            reason: "too large for a checksum file".into(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(EtcdError::io("cannot read", path))?;
-    let bad = |reason: String| EtcdError::BadChecksumFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut entries = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (hex, name) = match line.split_once(char::is_whitespace) {
-            Some((h, n)) => (h, n.trim_start().trim_start_matches('*')),
-            None => (line, ""),
-        };
-        let d = Sha256::parse_any(hex).map_err(|e| bad(format!("line {}: {e}", i + 1)))?;
-        entries.push((d, name.to_string()));
-    }
-    match entries.as_slice() {
-        [] => Err(bad("holds no sha256".into())),
-        [(d, _)] => Ok(*d),
-        many => many
-            .iter()
-            .find(|(_, n)| n == file_name)
-            .map(|(d, _)| *d)
-            .ok_or_else(|| bad(format!("has no line for {file_name}"))),
-    }
-}
-
-/// Options for [`restore`].
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    pub file: PathBuf,
-    /// The new data directory as the node sees it (under `root`).
-    pub data_dir: PathBuf,
-    pub root: PathBuf,
-    pub name: Option<String>,
-    pub initial_cluster: Option<String>,
-    pub initial_advertise_peer_urls: Option<String>,
-    pub etcdctl: Option<PathBuf>,
-    pub etcdutl: Option<PathBuf>,
-    pub update_manifest: bool,
-    /// How long to wait for kube-apiserver to exit once its manifest is moved away
-    /// (only when `root` is `/`; zero skips the wait).
-    pub apiserver_stop_timeout: Duration,
-    /// The restore tool is killed after this long.
-    pub timeout: Duration,
-}
-
-/// What [`restore`] did.
-#[derive(Debug, Clone)]
-pub struct RestoreReport {
-    /// The restored data directory (under the root).
-    pub data_dir: PathBuf,
-    pub tool: Tool,
-    /// The verified sha256, when `FILE.sha256` existed.
-    pub verified: Option<Sha256>,
-    /// With `--update-manifest`: the data directory etcd.yaml used before.
-    pub old_data_dir: Option<String>,
-}
-
-/// Restores `opts.file` into a new data directory (see the module docs).
-pub fn restore(opts: &RestoreOptions, notes: Notes) -> Result<RestoreReport, EtcdError> {
-    let file = &opts.file;
-    if !std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
-        return Err(EtcdError::NotASnapshot { path: file.clone() });
-    }
-    let at_root = opts.root == Path::new("/");
-    if (opts.update_manifest || !at_root) && !opts.data_dir.is_absolute() {
-        return Err(EtcdError::Usage(format!(
-            "--data-dir {} must be an absolute path on the node with --update-manifest or --root",
-            opts.data_dir.display()
-        )));
-    }
-    if opts.data_dir.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(EtcdError::Usage(format!(
-            "--data-dir {} must not contain `..`",
-            opts.data_dir.display()
-        )));
-    }
-    let host_dir = if at_root {
-        opts.data_dir.clone()
-    } else {
-        under_root(&opts.root, &opts.data_dir)?
-    };
-
-    // Everything --update-manifest needs is checked before anything is written.
-    let plan: Option<Plan> = if opts.update_manifest {
-        let node_dir = opts
-            .data_dir
-            .to_str()
-            .ok_or_else(|| EtcdError::Usage(format!("--data-dir {} is not UTF-8", opts.data_dir.display())))?;
-        let plan = manifest::plan(&opts.root, node_dir)?;
-        notes(
-            Level::Step,
-            &format!(
-                "{}: etcd uses --data-dir={} (volume {}); it will be pointed at {}",
-                plan.paths.etcd_manifest().display(),
-                plan.rewrite.old_data_dir,
-                plan.rewrite.volume,
-                plan.rewrite.new_data_dir
-            ),
-        );
-        Some(plan)
-    } else {
-        None
-    };
-
-    check_new_data_dir(&host_dir)?;
-
-    let sums = with_suffix(file, ".sha256");
-    let verified = if sums.exists() {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let expected = read_checksum_file(&sums, &name)?;
-        let (actual, _) = hash_file(file).map_err(EtcdError::io("cannot read", file))?;
-        if actual != expected {
-            return Err(EtcdError::ChecksumMismatch {
-                file: file.clone(),
-                sums,
-                expected: expected.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        notes(
-            Level::Step,
-            &format!("{}: sha256 matches {}", file.display(), sums.display()),
-        );
-        Some(actual)
-    } else {
-        notes(
-            Level::Warn,
-            &format!("no {}: the snapshot's sha256 is not checked", sums.display()),
-        );
-        None
-    };
-
-    let tool = match tools::find(Kind::Etcdutl, opts.etcdutl.as_deref(), &opts.root)? {
-        Some(t) => t,
-        None => tools::find(Kind::Etcdctl, opts.etcdctl.as_deref(), &opts.root)?.ok_or_else(|| {
-            EtcdError::Usage(format!(
-                "neither etcdutl nor etcdctl found ({}; {}): pass --etcdutl or --etcdctl",
-                tools::not_found(Kind::Etcdutl, &opts.root),
-                tools::not_found(Kind::Etcdctl, &opts.root)
-            ))
-        })?,
-    };
-    notes(
-        Level::Step,
-        &format!("restoring with {} {}", tool.kind.name(), tool.describe()),
-    );
-
-    // Member flags: given, else (with --update-manifest) what etcd.yaml runs etcd with.
-    let mut member = Vec::new();
-    for (flag, given) in [
-        ("--name", &opts.name),
-        ("--initial-cluster", &opts.initial_cluster),
-        ("--initial-advertise-peer-urls", &opts.initial_advertise_peer_urls),
-    ] {
-        let value = match (given, &plan) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(plan)) => plan.flag(flag).map(|v| {
-                notes(Level::Step, &format!("using {flag}={v} from etcd.yaml"));
-                v.to_string()
-            }),
-            (None, None) => None,
-        };
-        if let Some(v) = value {
-            member.push(OsString::from(format!("{flag}={v}")));
-        }
-    }
-    if let Some(plan) = &plan {
-        if opts.initial_cluster.is_none() && plan.flag("--initial-cluster-state") == Some("existing") {
-            notes(
-                Level::Warn,
-                "etcd.yaml has --initial-cluster-state=existing: this member joined an existing \
-                 cluster and its --initial-cluster may not list every member. A multi-member \
-                 cluster is restored on every member with the same full --initial-cluster.",
-            );
-        }
-    }
-
-    // Restore into <parent>/.<name>.kbundle-restore-XXXX/data, then rename into place.
-    let parent = parent_dir(&host_dir);
-    std::fs::create_dir_all(parent).map_err(EtcdError::io(
-        "cannot create the parent directory of the data directory",
-        parent,
-    ))?;
-    let base = host_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "etcd".to_string());
-    let holder = tempfile::Builder::new()
-        .prefix(&format!(".{base}.kbundle-restore-"))
-        .tempdir_in(parent)
-        .map_err(EtcdError::io("cannot create a staging directory in", parent))?;
-    let staging = holder.path().join("data");
-    let mut args = vec![
-        OsString::from("snapshot"),
-        "restore".into(),
-        path_arg(file),
-        flag_arg("--data-dir=", &staging),
-    ];
-    args.extend(member);
-    let inv = tool.command(args);
-    notes(Level::Step, &format!("running {}", inv.display()));
-    inv.run(Some(opts.timeout))?;
-    let db = staging.join("member/snap/db");
-    if !db.is_file() {
-        return Err(EtcdError::RestoreIncomplete {
-            command: inv.display(),
-            missing: db,
-        });
-    }
-    // rename(2) replaces an empty directory, and fails if one appeared with content since.
-    check_new_data_dir(&host_dir)?;
-    std::fs::rename(&staging, &host_dir)
-        .map_err(EtcdError::io("cannot move the restored data into place at", &host_dir))?;
-    sync_dir(parent);
-    drop(holder);
-    notes(Level::Step, &format!("restored data directory: {}", host_dir.display()));
-
-    let mut old_data_dir = None;
-    if let Some(plan) = &plan {
-        let wait = (at_root && !opts.apiserver_stop_timeout.is_zero()).then_some(opts.apiserver_stop_timeout);
-        if !at_root {
-            notes(
-                Level::Step,
-                "--root is not /: not waiting for a kube-apiserver process to exit",
-            );
-        }
-        manifest::apply(
-            plan,
-            &ApplyOptions {
-                wait_for_apiserver: wait,
-                restored_dir: host_dir.clone(),
-            },
-            notes,
-        )?;
-        old_data_dir = Some(plan.rewrite.old_data_dir.clone());
-    }
-    Ok(RestoreReport {
-        data_dir: host_dir,
-        tool,
-        verified,
-        old_data_dir,
-    })
-}
-
-/// A data directory may be restored into when it is missing or an empty directory.
-fn check_new_data_dir(dir: &Path) -> Result<(), EtcdError> {
-    match dir.symlink_metadata() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EtcdError::Io {
-            action: "cannot inspect the data directory",
-            path: dir.to_path_buf(),
-            source: e,
-        }),
-        Ok(m) if !m.is_dir() => Err(EtcdError::DataDirNotADirectory {
-            path: dir.to_path_buf(),
-        }),
-        Ok(_) => {
-            let mut entries = std::fs::read_dir(dir).map_err(EtcdError::io("cannot list the data directory", dir))?;
-            if entries.next().is_some() {
-                Err(EtcdError::DataDirNotEmpty {
-                    path: dir.to_path_buf(),
-                })
-            } else {
-                Ok(())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

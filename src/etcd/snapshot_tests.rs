@@ -1,4 +1,6 @@
 use super::*;
+use crate::etcd::restore::{check_new_data_dir, read_checksum_file};
+use crate::host::sys::Real;
 
 #[test]
 fn status_json() {
@@ -78,32 +80,32 @@ fn checksum_files() {
     let d = Sha256::of(b"snap");
     let p = t.path().join("s.sha256");
     std::fs::write(&p, format!("{d}  snap.db\n")).unwrap();
-    assert_eq!(read_checksum_file(&p, "snap.db").unwrap(), d);
+    assert_eq!(read_checksum_file(&Real, &p, "snap.db").unwrap(), d);
     // A single line is accepted even if the file was renamed since.
-    assert_eq!(read_checksum_file(&p, "renamed.db").unwrap(), d);
+    assert_eq!(read_checksum_file(&Real, &p, "renamed.db").unwrap(), d);
     let other = Sha256::of(b"other");
     std::fs::write(&p, format!("{other} *a.db\n{d} *snap.db\n")).unwrap();
-    assert_eq!(read_checksum_file(&p, "snap.db").unwrap(), d);
-    assert!(read_checksum_file(&p, "c.db").is_err());
+    assert_eq!(read_checksum_file(&Real, &p, "snap.db").unwrap(), d);
+    assert!(read_checksum_file(&Real, &p, "c.db").is_err());
     std::fs::write(&p, "not-a-digest  snap.db\n").unwrap();
-    let e = read_checksum_file(&p, "snap.db").unwrap_err().to_string();
+    let e = read_checksum_file(&Real, &p, "snap.db").unwrap_err().to_string();
     assert!(e.contains("line 1"), "{e}");
     std::fs::write(&p, "\n").unwrap();
-    assert!(read_checksum_file(&p, "snap.db").is_err());
+    assert!(read_checksum_file(&Real, &p, "snap.db").is_err());
 }
 
 #[test]
 fn data_dir_checks() {
     let t = tempfile::tempdir().unwrap();
-    check_new_data_dir(&t.path().join("missing")).unwrap();
-    check_new_data_dir(t.path()).unwrap();
+    check_new_data_dir(&Real, &t.path().join("missing")).unwrap();
+    check_new_data_dir(&Real, t.path()).unwrap();
     std::fs::write(t.path().join("f"), "x").unwrap();
     assert!(matches!(
-        check_new_data_dir(t.path()),
+        check_new_data_dir(&Real, t.path()),
         Err(EtcdError::DataDirNotEmpty { .. })
     ));
     assert!(matches!(
-        check_new_data_dir(&t.path().join("f")),
+        check_new_data_dir(&Real, &t.path().join("f")),
         Err(EtcdError::DataDirNotADirectory { .. })
     ));
     assert_eq!(path_arg(Path::new("-x.db")), OsString::from("./-x.db"));

@@ -7,12 +7,12 @@
 //! (3.4 still defaults to the v2 API, which has no `snapshot` command).
 
 use super::EtcdError;
+use crate::host::sys::Stdin;
+use crate::host::{Host, HostError};
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Which etcd tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,26 +76,24 @@ impl Tool {
     }
 }
 
-fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+fn is_executable_file(host: &Host, p: &Path) -> bool {
+    host.sys().stat(p).is_ok_and(|m| m.is_file && m.mode & 0o111 != 0)
 }
 
-/// Finds `kind` using the real `$PATH`; `Ok(None)` when it is nowhere.
-pub fn find(kind: Kind, explicit: Option<&Path>, root: &Path) -> Result<Option<Tool>, EtcdError> {
-    find_in(kind, explicit, root, std::env::var_os("PATH").as_deref())
+/// Finds `kind` on `host` using the real `$PATH`; `Ok(None)` when it is nowhere.
+pub fn find(host: &Host, kind: Kind, explicit: Option<&Path>) -> Result<Option<Tool>, EtcdError> {
+    find_in(host, kind, explicit, std::env::var_os("PATH").as_deref())
 }
 
 /// [`find`] with the search path given (for tests).
 pub fn find_in(
+    host: &Host,
     kind: Kind,
     explicit: Option<&Path>,
-    root: &Path,
     path_var: Option<&OsStr>,
 ) -> Result<Option<Tool>, EtcdError> {
     if let Some(p) = explicit {
-        if !is_executable_file(p) {
+        if !is_executable_file(host, p) {
             return Err(EtcdError::ToolNotExecutable {
                 flag: kind.flag(),
                 path: p.to_path_buf(),
@@ -107,8 +105,8 @@ pub fn find_in(
             found_by: FoundBy::Flag,
         }));
     }
-    let bundled = super::fixed_under_root(root, "/usr/local/bin").join(kind.name());
-    if is_executable_file(&bundled) {
+    let bundled = super::fixed_under_root(host.root(), "/usr/local/bin").join(kind.name());
+    if is_executable_file(host, &bundled) {
         return Ok(Some(Tool {
             kind,
             path: bundled,
@@ -121,7 +119,7 @@ pub fn find_in(
             continue;
         }
         let p = dir.join(kind.name());
-        if is_executable_file(&p) {
+        if is_executable_file(host, &p) {
             return Ok(Some(Tool {
                 kind,
                 path: p,
@@ -133,8 +131,8 @@ pub fn find_in(
 }
 
 /// Like [`find`], but a missing tool is an error that says where it looked.
-pub fn require(kind: Kind, explicit: Option<&Path>, root: &Path) -> Result<Tool, EtcdError> {
-    find(kind, explicit, root)?.ok_or_else(|| not_found(kind, root))
+pub fn require(host: &Host, kind: Kind, explicit: Option<&Path>) -> Result<Tool, EtcdError> {
+    find(host, kind, explicit)?.ok_or_else(|| not_found(kind, host.root()))
 }
 
 pub(crate) fn not_found(kind: Kind, root: &Path) -> EtcdError {
@@ -175,14 +173,12 @@ impl Invocation {
         parts.join(" ")
     }
 
-    /// Runs the tool to completion, killing it after `timeout`. A non-zero exit, a signal
-    /// or the timeout is an error naming the command line and its stderr.
-    pub fn run(&self, timeout: Option<Duration>) -> Result<Output, EtcdError> {
+    /// Runs the tool through the node seam to completion, killing it after `timeout`. A
+    /// non-zero exit, a signal or the timeout is an error naming the command line and its
+    /// stderr (or stdout, where etcdctl prints its errors).
+    pub fn run(&self, host: &Host, timeout: Option<Duration>) -> Result<Output, EtcdError> {
         let mut cmd = Command::new(&self.tool.path);
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&self.args);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
             if k.starts_with("ETCDCTL_") || k.starts_with("ETCDUTL_") {
@@ -192,64 +188,32 @@ impl Invocation {
         if self.tool.kind == Kind::Etcdctl {
             cmd.env("ETCDCTL_API", "3");
         }
-        let mut child = cmd.spawn().map_err(|source| EtcdError::Spawn {
-            command: self.display(),
-            source,
+        let ran = host.exec(&mut cmd, Stdin::Null, timeout).map_err(|e| match e {
+            HostError::Spawn { source, .. } => EtcdError::Spawn {
+                command: self.display(),
+                source,
+            },
+            other => EtcdError::Usage(other.to_string()),
         })?;
-        let out = child.stdout.take().map(drain);
-        let err = child.stderr.take().map(drain);
-        let start = Instant::now();
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-            h.and_then(|h| h.join().ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
-        };
-        let stdout = collect(out);
-        let stderr = collect(err);
-        let status = status.map_err(|source| EtcdError::Spawn {
-            command: self.display(),
-            source,
-        })?;
-        if timed_out {
+        let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
+        if ran.timed_out {
             return Err(EtcdError::ToolTimedOut {
                 command: self.display(),
                 secs: timeout.map(|t| t.as_secs()).unwrap_or_default(),
                 stderr: tail(&stderr),
             });
         }
-        if !status.success() {
-            // etcdctl prints some errors on stdout; show both when stderr says nothing.
+        if !ran.status.success() {
             let text = if stderr.trim().is_empty() { &stdout } else { &stderr };
             return Err(EtcdError::ToolFailed {
                 command: self.display(),
-                status: status.to_string(),
+                status: ran.status.to_string(),
                 stderr: tail(text),
             });
         }
         Ok(Output { stdout, stderr })
     }
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
 }
 
 fn tail(s: &str) -> String {
@@ -286,6 +250,7 @@ mod tests {
             "#!/bin/sh\necho \"$ETCDCTL_API:$ETCDCTL_ENDPOINTS:$*\"\necho oops >&2\nexit ${EXIT:-0}\n",
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
@@ -300,7 +265,8 @@ mod tests {
         exe(&pathdir.join("etcdutl"));
         exe(&flag);
         let pv = std::env::join_paths(["relative", pathdir.to_str().unwrap()]).unwrap();
-        let f = |k, e: Option<&Path>| find_in(k, e, &root, Some(&pv)).unwrap().unwrap();
+        let host = Host::new(&root, true);
+        let f = |k, e: Option<&Path>| find_in(&host, k, e, Some(&pv)).unwrap().unwrap();
 
         let t1 = f(Kind::Etcdctl, Some(&flag));
         assert_eq!((t1.path, t1.found_by), (flag.clone(), FoundBy::Flag));
@@ -311,12 +277,12 @@ mod tests {
         );
         let t3 = f(Kind::Etcdutl, None);
         assert_eq!((t3.path, t3.found_by), (pathdir.join("etcdutl"), FoundBy::Path));
-        assert!(find_in(Kind::Etcdutl, None, &root, None).unwrap().is_none());
+        assert!(find_in(&host, Kind::Etcdutl, None, None).unwrap().is_none());
 
         // An explicit path that is not executable is an error, not a fallback.
         let plain = t.path().join("plain");
         std::fs::write(&plain, "x").unwrap();
-        let e = find_in(Kind::Etcdctl, Some(&plain), &root, Some(&pv)).unwrap_err();
+        let e = find_in(&host, Kind::Etcdctl, Some(&plain), Some(&pv)).unwrap_err();
         assert!(e.to_string().contains("--etcdctl"), "{e}");
         let e = not_found(Kind::Etcdutl, Path::new("/r")).to_string();
         assert!(e.contains("/r/usr/local/bin/etcdutl") && e.contains("--etcdutl"), "{e}");
@@ -338,7 +304,8 @@ mod tests {
             format!("ETCDCTL_API=3 {} snapshot save 'a b'", p.display())
         );
         // ETCDCTL_API is set and any ETCDCTL_ENDPOINTS from the environment is removed.
-        let out = inv.run(Some(Duration::from_secs(10))).unwrap();
+        let host = Host::new(Path::new("/"), true);
+        let out = inv.run(&host, Some(Duration::from_secs(10))).unwrap();
         assert_eq!(out.stdout, "3::snapshot save a b\n");
         assert_eq!(out.stderr, "oops\n");
 
@@ -347,7 +314,7 @@ mod tests {
             ..tool.clone()
         }
         .command(["-c", "echo 'Error: no luck' >&2; exit 3"]);
-        let e = failing.run(None).unwrap_err().to_string();
+        let e = failing.run(&host, None).unwrap_err().to_string();
         assert!(e.contains("/bin/sh -c"), "{e}");
         assert!(e.contains("exit status: 3"), "{e}");
         assert!(e.contains("Error: no luck"), "{e}");
@@ -357,8 +324,8 @@ mod tests {
             ..tool
         }
         .command(["30"]);
-        let t0 = Instant::now();
-        let e = slow.run(Some(Duration::from_millis(300))).unwrap_err();
+        let t0 = std::time::Instant::now();
+        let e = slow.run(&host, Some(Duration::from_millis(300))).unwrap_err();
         assert!(matches!(e, EtcdError::ToolTimedOut { .. }), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10));
     }

@@ -189,8 +189,17 @@ impl Sys for Recorder {
     fn read(&self, p: &Path) -> io::Result<Vec<u8>> {
         Real.read(p)
     }
+    fn open(&self, p: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Real.open(p)
+    }
+    fn sync(&self, p: &Path) -> io::Result<()> {
+        Real.sync(p)
+    }
     fn meta(&self, p: &Path) -> io::Result<Meta> {
         Real.meta(p)
+    }
+    fn stat(&self, p: &Path) -> io::Result<Meta> {
+        Real.stat(p)
     }
     fn read_link(&self, p: &Path) -> io::Result<PathBuf> {
         Real.read_link(p)

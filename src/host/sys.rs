@@ -57,8 +57,14 @@ pub trait Held: Send + std::fmt::Debug {}
 /// Every side effect kbundle has on a node.
 pub trait Sys: Send + Sync {
     fn read(&self, p: &Path) -> io::Result<Vec<u8>>;
+    /// A file opened for streaming reads (large files: snapshots, tarballs).
+    fn open(&self, p: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// Flushes a file or a directory's entries to disk (best effort for directories).
+    fn sync(&self, p: &Path) -> io::Result<()>;
     /// Like `symlink_metadata`: a final symlink is described, not followed.
     fn meta(&self, p: &Path) -> io::Result<Meta>;
+    /// Like `metadata`: symlinks are followed.
+    fn stat(&self, p: &Path) -> io::Result<Meta>;
     fn read_link(&self, p: &Path) -> io::Result<PathBuf>;
     /// The names in a directory.
     fn list(&self, p: &Path) -> io::Result<Vec<std::ffi::OsString>>;
@@ -125,18 +131,28 @@ impl Sys for Real {
         std::fs::read(p)
     }
 
+    fn open(&self, p: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(p)?))
+    }
+
+    fn sync(&self, p: &Path) -> io::Result<()> {
+        let f = std::fs::File::open(p)?;
+        match f.sync_all() {
+            Err(e) if p.is_dir() => {
+                // Some file systems refuse to fsync directories.
+                let _ = e;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
     fn meta(&self, p: &Path) -> io::Result<Meta> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let m = std::fs::symlink_metadata(p)?;
-        Ok(Meta {
-            is_dir: m.is_dir(),
-            is_file: m.is_file(),
-            is_symlink: m.file_type().is_symlink(),
-            len: m.len(),
-            mode: m.permissions().mode() & 0o7777,
-            dev: m.dev(),
-            ino: m.ino(),
-        })
+        Ok(meta_of(&std::fs::symlink_metadata(p)?))
+    }
+
+    fn stat(&self, p: &Path) -> io::Result<Meta> {
+        Ok(meta_of(&std::fs::metadata(p)?))
     }
 
     fn read_link(&self, p: &Path) -> io::Result<PathBuf> {
@@ -234,6 +250,19 @@ impl Sys for Real {
 
     fn now(&self) -> Duration {
         start().elapsed()
+    }
+}
+
+fn meta_of(m: &std::fs::Metadata) -> Meta {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    Meta {
+        is_dir: m.is_dir(),
+        is_file: m.is_file(),
+        is_symlink: m.file_type().is_symlink(),
+        len: m.len(),
+        mode: m.permissions().mode() & 0o7777,
+        dev: m.dev(),
+        ino: m.ino(),
     }
 }
 

@@ -22,6 +22,8 @@ pub enum ApplyError {
     Host(#[from] HostError),
     #[error(transparent)]
     Observe(#[from] observe::ObserveError),
+    #[error("step etcd-snapshot")]
+    Snapshot(#[from] crate::etcd::EtcdError),
     #[error("refusing to upgrade {node} to {hop} now: {source}")]
     NotNow {
         node: String,
@@ -309,12 +311,10 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
         pki_dir: r.host.path("/etc/kubernetes/pki/etcd")?,
         etcdctl: None,
         etcdutl: None,
-        root: r.host.root().to_path_buf(),
         timeout: Duration::from_secs(300),
     };
     let mut notes = |_level: crate::etcd::Level, msg: &str| println!("    {msg}");
-    let report =
-        crate::etcd::snapshot::save(&opts, &mut notes).map_err(|e| step_err("etcd-snapshot", e.to_string()))?;
+    let report = crate::etcd::snapshot::save(&r.host, &opts, &mut notes)?;
     println!("    etcd snapshot {} (sha256 {})", report.file.display(), report.sha256);
     Ok(())
 }
