@@ -43,7 +43,8 @@ struct Answer {
 struct State {
     events: Vec<Event>,
     answers: Vec<Answer>,
-    /// Files a command creates when it runs: (argv needle, path, content).
+    /// Files a command creates when it runs: (argv needle, path, content); an empty path
+    /// means the command's last argument (`etcdctl snapshot save FILE`).
     effects: Vec<(String, PathBuf, String)>,
     kernel: BTreeMap<String, String>,
     clock: Duration,
@@ -131,6 +132,12 @@ impl Recorder {
             .effects
             .push((needle.to_string(), path.to_path_buf(), text.to_string()));
         self
+    }
+
+    /// When a command whose argv contains `needle` runs, its last argument (a path) is
+    /// written with `text`.
+    pub fn creates_last_arg(&self, needle: &str, text: &str) -> &Self {
+        self.creates(needle, Path::new(""), text)
     }
 
     /// The content of a `/proc` or `/sys` file.
@@ -265,12 +272,22 @@ impl Sys for Recorder {
             f(&mut io::sink())?;
         }
         let (code, stdout, stderr) = self.scripted(&argv);
+        let last = cmd.get_args().last().map(PathBuf::from).unwrap_or_default();
         let effects: Vec<(PathBuf, String)> = self
             .lock()
             .effects
             .iter()
             .filter(|(n, _, _)| argv.contains(n.as_str()))
-            .map(|(_, p, t)| (p.clone(), t.clone()))
+            .map(|(_, p, t)| {
+                (
+                    if p.as_os_str().is_empty() {
+                        last.clone()
+                    } else {
+                        p.clone()
+                    },
+                    t.clone(),
+                )
+            })
             .collect();
         for (p, text) in effects {
             if let Some(d) = p.parent() {

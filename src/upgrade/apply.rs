@@ -150,7 +150,11 @@ fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
 
 /// Upgrades this node by one hop.
 pub fn run(opts: &Options) -> Result<(), ApplyError> {
-    let host = Host::new(&opts.root, opts.dry_run);
+    run_on(Host::new(&opts.root, opts.dry_run), opts)
+}
+
+/// Upgrades this node by one hop, through `host` (the node seam).
+pub fn run_on(host: Host, opts: &Options) -> Result<(), ApplyError> {
     let checked = source::check_source(&opts.bundle)?;
     let lock = crate::install::lock_node(&host)?;
     let mut bundle = source::open(checked, &host)?;
@@ -158,29 +162,8 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
     let hops = hops(bundle.json())?;
     let kubectl = host.resolve("/usr/local/bin/kubectl")?;
     let state = observe::from_kubectl(&host, &kubectl, &opts.kubeconfig, opts.first.as_deref())?;
-    // Which hop: the one asked for, else the first this node still needs.
-    let me = state.nodes.iter().find(|n| n.name == opts.node).ok_or_else(|| {
-        ApplyError::Usage(format!(
-            "node {:?} is not in the cluster (kubectl get nodes)",
-            opts.node
-        ))
-    })?;
-    let hop = match opts.hop {
-        Some(h) => h,
-        None => match hops
-            .iter()
-            .find(|h| me.kubelet < **h || me.apiserver.is_some_and(|a| a < **h))
-        {
-            Some(h) => *h,
-            None => {
-                println!(
-                    "{} already runs {}: nothing to do",
-                    opts.node,
-                    hops.last().map(|h| h.with_v()).unwrap_or_default()
-                );
-                return Ok(());
-            }
-        },
+    let Some(hop) = which_hop(&state, &hops, opts)? else {
+        return Ok(());
     };
     let action = plan::check_node_turn(&state, &hops, &opts.node, hop).map_err(|source| ApplyError::NotNow {
         node: opts.node.clone(),
@@ -209,34 +192,46 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
         journal,
         _lock: lock,
     };
+    if !control_plane_steps(&mut run, action, &hops, &kubectl)? {
+        return Ok(());
+    }
+    node_steps(&mut run)
+}
+
+/// The hop asked for, else the first this node still needs (`None`: nothing to do).
+fn which_hop(state: &plan::ClusterState, hops: &[Version], opts: &Options) -> Result<Option<Version>, ApplyError> {
+    let me = state.nodes.iter().find(|n| n.name == opts.node).ok_or_else(|| {
+        ApplyError::Usage(format!(
+            "node {:?} is not in the cluster (kubectl get nodes)",
+            opts.node
+        ))
+    })?;
+    if let Some(h) = opts.hop {
+        return Ok(Some(h));
+    }
+    let next = hops
+        .iter()
+        .find(|h| me.kubelet < **h || me.apiserver.is_some_and(|a| a < **h));
+    if next.is_none() {
+        let last = hops.last().map(|h| h.with_v()).unwrap_or_default();
+        println!("{} already runs {last}: nothing to do", opts.node);
+    }
+    Ok(next.copied())
+}
+
+/// etcd snapshot (control planes), images, kubeadm and `kubeadm upgrade`. Returns `false`
+/// when this control plane's kubelet has to wait for the other control planes.
+fn control_plane_steps(
+    run: &mut Run,
+    action: NodeAction,
+    hops: &[Version],
+    kubectl: &Path,
+) -> Result<bool, ApplyError> {
     let control_plane = matches!(action, NodeAction::FirstControlPlane | NodeAction::OtherControlPlane);
     if control_plane {
         run.step("etcd-snapshot", etcd_snapshot)?;
     }
-    run.step("images", |r| {
-        let expected: Vec<String> = r
-            .bundle
-            .json()
-            .hops
-            .iter()
-            .find(|h| h.kubernetes.version() == r.hop)
-            .map(|h| h.images.clone())
-            .unwrap_or_default();
-        let containerd = r.host.path("/usr/local/bin/containerd")?;
-        let major = crate::install::runtime::containerd_version(&r.host, &containerd)
-            .map(|v| v.0)
-            .map_err(|e| step_err("images", e.to_string()))?;
-        crate::install::runtime::import_images(
-            &r.host,
-            &containerd,
-            &r.host.path("/usr/local/bin/ctr")?,
-            major,
-            &r.bundle.files_under("images"),
-            &expected,
-        )
-        .map_err(|e| step_err("images", e.to_string()))?;
-        Ok(())
-    })?;
+    run.step("images", import_hop_images)?;
     run.step("kubeadm", |r| r.switch("kubeadm"))?;
     run.step("kubeadm-upgrade", |r| {
         let mut k = Command::new(r.host.resolve("/usr/local/bin/kubeadm")?);
@@ -248,19 +243,54 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
         r.host.run(&mut k)?;
         Ok(())
     })?;
-    let node = opts.node.clone();
-    if control_plane && !run.host.dry_run() && !run.journal.is_done(&run.host, "kubelet") {
-        // A control plane's kubelet moves only once every control plane runs the hop.
-        let now = observe::from_kubectl(&run.host, &kubectl, &opts.kubeconfig, opts.first.as_deref())?;
-        if let Err(e @ plan::PlanError::NotYourTurn { .. }) = plan::check_node_turn(&now, &hops, &node, hop) {
-            println!(
-                "control plane of {node} is at {}; its kubelet waits: {e}
-Run `kbundle upgrade apply` on {node} again once every control plane has been upgraded.",
-                hop.with_v()
-            );
-            return Ok(());
-        }
+    if !control_plane || run.host.dry_run() || run.journal.is_done(&run.host, "kubelet") {
+        return Ok(true);
     }
+    // A control plane's kubelet moves only once every control plane runs the hop.
+    let opts = run.opts;
+    let now = observe::from_kubectl(&run.host, kubectl, &opts.kubeconfig, opts.first.as_deref())?;
+    if let Err(e @ plan::PlanError::NotYourTurn { .. }) = plan::check_node_turn(&now, hops, &opts.node, run.hop) {
+        println!(
+            "control plane of {} is at {}; its kubelet waits: {e}\nRun `kbundle upgrade apply` on {} again once every control plane has been upgraded.",
+            opts.node,
+            run.hop.with_v(),
+            opts.node
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The hop's images into containerd, before anything needs them.
+fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
+    let expected: Vec<String> = r
+        .bundle
+        .json()
+        .hops
+        .iter()
+        .find(|h| h.kubernetes.version() == r.hop)
+        .map(|h| h.images.clone())
+        .unwrap_or_default();
+    let containerd = r.host.path("/usr/local/bin/containerd")?;
+    let major = crate::install::runtime::containerd_version(&r.host, &containerd)
+        .map(|v| v.0)
+        .map_err(|e| step_err("images", e.to_string()))?;
+    let ctr = r.host.path("/usr/local/bin/ctr")?;
+    crate::install::runtime::import_images(
+        &r.host,
+        &containerd,
+        &ctr,
+        major,
+        &r.bundle.files_under("images"),
+        &expected,
+    )
+    .map_err(|e| step_err("images", e.to_string()))?;
+    Ok(())
+}
+
+/// Drain, kubelet and kubectl, Ready, uncordon.
+fn node_steps(run: &mut Run) -> Result<(), ApplyError> {
+    let node = run.opts.node.clone();
     run.step("drain", |r| {
         let mut k = r.kubectl()?;
         k.args(["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data"])
@@ -281,12 +311,10 @@ Run `kbundle upgrade apply` on {node} again once every control plane has been up
         r.host.run(r.kubectl()?.args(["uncordon", &node]))?;
         Ok(())
     })?;
-    run.host.write(
-        "/var/lib/kbundle/kubernetes-version",
-        format!("{}\n", hop.with_v()).as_bytes(),
-        0o644,
-    )?;
-    println!("{node} upgraded to {}", hop.with_v());
+    let version = format!("{}\n", run.hop.with_v());
+    run.host
+        .write("/var/lib/kbundle/kubernetes-version", version.as_bytes(), 0o644)?;
+    println!("{node} upgraded to {}", run.hop.with_v());
     Ok(())
 }
 
@@ -350,3 +378,7 @@ pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     host.run(Command::new("systemctl").args(["restart", "kubelet"]))?;
     Ok(done)
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -1,0 +1,219 @@
+//! Every step of `upgrade apply`, recorded through the node seam: the order of the etcd
+//! snapshot, image import, kubeadm, drain, kubelet switch, Ready and uncordon; refusals of
+//! out-of-order work; a control plane's kubelet waiting for its peers.
+
+use super::*;
+use crate::host::record::Recorder;
+use crate::testkit;
+use std::sync::Arc;
+
+struct Scene {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+}
+
+fn scene() -> Scene {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    testkit::node_root(&root);
+    let bin = root.join("usr/local/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["etcdctl", "etcdutl"] {
+        std::fs::write(bin.join(tool), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The binaries of the version the node runs now, linked as install leaves them.
+    let old = root.join("opt/kbundle/versions/kubernetes-v1.33.7");
+    std::fs::create_dir_all(&old).unwrap();
+    for b in ["kubeadm", "kubelet", "kubectl"] {
+        std::fs::write(old.join(b), "old").unwrap();
+        std::os::unix::fs::symlink(format!("/opt/kbundle/versions/kubernetes-v1.33.7/{b}"), bin.join(b)).unwrap();
+    }
+    let pki = root.join("etc/kubernetes/pki/etcd");
+    std::fs::create_dir_all(&pki).unwrap();
+    for f in ["ca.crt", "server.crt", "server.key"] {
+        std::fs::write(pki.join(f), "x").unwrap();
+    }
+    let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
+    Scene { _t: t, root, bundle }
+}
+
+fn opts(s: &Scene, node: &str) -> Options {
+    Options {
+        bundle: s.bundle.clone(),
+        node: node.into(),
+        hop: None,
+        root: s.root.clone(),
+        kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
+        first: None,
+        etcd_endpoint: crate::etcd::snapshot::DEFAULT_ENDPOINT.into(),
+        drain_grace_period: 300,
+        drain_timeout: 360,
+        ready_timeout: Duration::from_secs(60),
+        dry_run: false,
+    }
+}
+
+/// `kubectl get nodes` and `get pods` as the API server would answer: (name, control
+/// plane?, kubelet version, API server version).
+fn cluster(nodes: &[(&str, bool, &str, &str)]) -> (String, String) {
+    let items: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(n, cp, kubelet, _)| {
+            let labels = if *cp {
+                serde_json::json!({"node-role.kubernetes.io/control-plane": ""})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::json!({"metadata": {"name": n, "labels": labels},
+                "status": {"nodeInfo": {"kubeletVersion": kubelet}}})
+        })
+        .collect();
+    let pods: Vec<serde_json::Value> = nodes
+        .iter()
+        .filter(|n| n.1)
+        .map(|(n, _, _, api)| {
+            serde_json::json!({"spec": {"nodeName": n, "containers": [
+                {"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{api}")}]}})
+        })
+        .collect();
+    (
+        serde_json::json!({ "items": items }).to_string(),
+        serde_json::json!({ "items": pods }).to_string(),
+    )
+}
+
+fn recorder(s: &Scene, now: &[(&str, bool, &str, &str)], later: &[(&str, bool, &str, &str)]) -> (Arc<Recorder>, Host) {
+    let (rec, host) = testkit::recording_host(&s.root, true);
+    // After `kubeadm upgrade apply`, the API servers answer with `later`.
+    let (nodes, pods) = cluster(later);
+    rec.answer("get nodes", 0, &nodes).answer("get pods", 0, &pods);
+    let (nodes, pods) = cluster(now);
+    rec.answer_times("get nodes", 0, &nodes, 1)
+        .answer_times("get pods", 0, &pods, 1);
+    rec.answer(
+        "endpoint status",
+        0,
+        r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
+    );
+    rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
+    rec.answer(
+        "snapshot status",
+        0,
+        r#"{"hash":1,"revision":7,"totalKey":42,"totalSize":20480}"#,
+    );
+    rec.answer(
+        "--version",
+        0,
+        "containerd github.com/containerd/containerd/v2 v2.1.5 x\n",
+    );
+    let images = "registry.k8s.io/pause:3.10.1\nregistry.k8s.io/etcd:3.6.5-0\nregistry.k8s.io/kube-apiserver:v1.34.3\n";
+    rec.answer("images ls -q", 0, images);
+    rec.answer("get node ", 0, "True");
+    (rec, host)
+}
+
+fn at(cmds: &[String], needle: &str) -> usize {
+    cmds.iter()
+        .position(|c| c.contains(needle))
+        .unwrap_or_else(|| panic!("no command with {needle:?} in {cmds:#?}"))
+}
+
+#[test]
+fn the_first_control_plane_snapshots_etcd_imports_upgrades_then_drains_switches_and_uncordons() {
+    let s = scene();
+    let (rec, host) = recorder(
+        &s,
+        &[("cp1", true, "v1.33.7", "v1.33.7"), ("worker1", false, "v1.33.7", "")],
+        &[("cp1", true, "v1.33.7", "v1.34.3"), ("worker1", false, "v1.33.7", "")],
+    );
+    run_on(host, &opts(&s, "cp1")).unwrap();
+    let cmds = rec.commands();
+    let order = [
+        at(&cmds, "endpoint status"),
+        at(&cmds, "snapshot save"),
+        at(&cmds, "snapshot status"),
+        at(&cmds, "images import -"),
+        at(&cmds, "kubeadm upgrade apply v1.34.3 -y"),
+        at(
+            &cmds,
+            "drain cp1 --ignore-daemonsets --delete-emptydir-data --grace-period=300 --timeout=360s",
+        ),
+        at(&cmds, "systemctl daemon-reload"),
+        at(&cmds, "systemctl restart kubelet"),
+        at(&cmds, "get node cp1"),
+        at(&cmds, "uncordon cp1"),
+    ];
+    assert!(order.windows(2).all(|p| p[0] < p[1]), "{cmds:#?}");
+    let w = rec.writes_under(&s.root);
+    let rollback = w
+        .iter()
+        .position(|p| p == "/var/lib/kbundle/state/rollback/kubeadm")
+        .unwrap();
+    let link = w.iter().position(|p| p == "/usr/local/bin/kubeadm").unwrap();
+    assert!(
+        rollback < link,
+        "the old target is recorded before the link moves: {w:#?}"
+    );
+    assert_eq!(
+        std::fs::read_link(s.root.join("usr/local/bin/kubelet")).unwrap(),
+        Path::new("/opt/kbundle/versions/kubernetes-v1.34.3/kubelet")
+    );
+    let backups = std::fs::read_dir(s.root.join("var/lib/kbundle/backups"))
+        .unwrap()
+        .count();
+    assert_eq!(backups, 2, "the snapshot and its .sha256");
+    assert_eq!(
+        w.last().map(String::as_str),
+        Some("/var/lib/kbundle/kubernetes-version")
+    );
+}
+
+#[test]
+fn a_worker_is_refused_while_the_control_plane_is_behind_and_nothing_changes() {
+    let s = scene();
+    let now = [("cp1", true, "v1.33.7", "v1.33.7"), ("worker1", false, "v1.33.7", "")];
+    let (rec, host) = recorder(&s, &now, &now);
+    let e = run_on(host, &opts(&s, "worker1")).unwrap_err().to_string();
+    assert!(e.contains("refusing to upgrade worker1"), "{e}");
+    let cmds = rec.commands();
+    assert!(cmds.iter().all(|c| c.contains("kubectl")), "only observed: {cmds:#?}");
+    assert!(!rec
+        .writes_under(&s.root)
+        .iter()
+        .any(|p| p.starts_with("/opt") || p.starts_with("/usr")));
+}
+
+#[test]
+fn a_control_planes_kubelet_waits_until_every_control_plane_runs_the_hop() {
+    let s = scene();
+    let (rec, host) = recorder(
+        &s,
+        &[("cp1", true, "v1.33.7", "v1.33.7"), ("cp2", true, "v1.33.7", "v1.33.7")],
+        &[("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.33.7")],
+    );
+    run_on(host, &opts(&s, "cp1")).unwrap();
+    let cmds = rec.commands();
+    at(&cmds, "kubeadm upgrade apply v1.34.3");
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.contains("drain") || c.contains("restart kubelet")),
+        "{cmds:#?}"
+    );
+}
+
+#[test]
+fn a_node_already_at_the_last_hop_has_nothing_to_do() {
+    let s = scene();
+    let done = [("cp1", true, "v1.34.3", "v1.34.3")];
+    let (rec, host) = recorder(&s, &done, &done);
+    run_on(host, &opts(&s, "cp1")).unwrap();
+    assert!(
+        rec.commands().iter().all(|c| c.contains("kubectl")),
+        "{:#?}",
+        rec.commands()
+    );
+}
