@@ -44,21 +44,7 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
         return Ok(());
     }
     if !systemd_running(c) {
-        // Keep the cluster config where the unit expects it, then defer to first boot.
-        let cfg = std::fs::read(&c.opts.config)
-            .map_err(|e| step_err("first-boot", format!("{}: {e}", c.opts.config.display())))?;
-        c.host.write("/etc/kbundle/cluster.toml", &cfg, 0o600)?;
-        let unit = files::bootstrap_unit(&bootstrap_command(c, &node.name));
-        c.host
-            .write("/etc/systemd/system/kbundle-bootstrap.service", unit.as_bytes(), 0o644)?;
-        c.host.symlink(
-            "/etc/systemd/system/kbundle-bootstrap.service",
-            "/etc/systemd/system/multi-user.target.wants/kbundle-bootstrap.service",
-        )?;
-        println!(
-            "systemd is not running here: installed kbundle-bootstrap.service, which runs bootstrap on the next boot"
-        );
-        return Ok(());
+        return first_boot(c, &node.name);
     }
     c.step("services", |c| {
         c.host.run(Command::new("systemctl").arg("daemon-reload"))?;
@@ -70,48 +56,12 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
     })?;
     match c.role {
         Role::Init => {
-            c.step("kubeadm-init", |c| {
-                let cfg = prepare::write_kubeadm_config(c)?
-                    .ok_or_else(|| step_err("kubeadm-init", "no kubeadm config".into()))?;
-                if c.host.exists("/etc/kubernetes/admin.conf") {
-                    println!("    kubeadm init already ran here (/etc/kubernetes/admin.conf exists)");
-                    return Ok(());
-                }
-                reset_partial(c)?;
-                let mut k = bin(c, "kubeadm")?;
-                k.args(["init", "--config"])
-                    .arg(c.host.path(&cfg)?)
-                    .arg("--upload-certs");
-                c.host.run(&mut k)?;
-                Ok(())
-            })?;
+            c.step("kubeadm-init", kubeadm_init)?;
             c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
             c.step("addons", addons)?;
         }
         role => {
-            c.step("kubeadm-join", |c| {
-                let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| {
-                    step_err(
-                        "kubeadm-join",
-                        "a join token and CA cert hash are needed: pass --token and --ca-cert-hash (the init node prints them), or set them under [join] in the cluster config".into(),
-                    )
-                })?;
-                if role == Role::ControlPlane && prepare::secrets(c).certificate_key.is_none() {
-                    return Err(step_err(
-                        "kubeadm-join",
-                        "a control plane also needs --certificate-key (printed by the init node)".into(),
-                    ));
-                }
-                if c.host.exists("/etc/kubernetes/kubelet.conf") {
-                    println!("    kubeadm join already ran here (/etc/kubernetes/kubelet.conf exists)");
-                    return Ok(());
-                }
-                reset_partial(c)?;
-                let mut k = bin(c, "kubeadm")?;
-                k.args(["join", "--config"]).arg(c.host.path(&cfg)?);
-                c.host.run(&mut k)?;
-                Ok(())
-            })?;
+            c.step("kubeadm-join", kubeadm_join)?;
             if role == Role::ControlPlane {
                 c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
             }
@@ -123,6 +73,62 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
     }
     c.host.write("/var/lib/kbundle/bootstrap.done", b"done\n", 0o644)?;
     println!("bootstrap complete: node {} is Ready", node.name);
+    Ok(())
+}
+
+/// Without systemd (a kickstart chroot): keep the cluster config where the unit expects
+/// it, then leave bootstrap to a one-shot unit on first boot.
+fn first_boot(c: &mut Ctx, node: &str) -> Result<(), InstallError> {
+    let cfg = std::fs::read(&c.opts.config)
+        .map_err(|e| step_err("first-boot", format!("{}: {e}", c.opts.config.display())))?;
+    c.host.write("/etc/kbundle/cluster.toml", &cfg, 0o600)?;
+    let unit = files::bootstrap_unit(&bootstrap_command(c, node));
+    c.host
+        .write("/etc/systemd/system/kbundle-bootstrap.service", unit.as_bytes(), 0o644)?;
+    c.host.symlink(
+        "/etc/systemd/system/kbundle-bootstrap.service",
+        "/etc/systemd/system/multi-user.target.wants/kbundle-bootstrap.service",
+    )?;
+    println!("systemd is not running here: installed kbundle-bootstrap.service, which runs bootstrap on the next boot");
+    Ok(())
+}
+
+fn kubeadm_init(c: &mut Ctx) -> Result<(), InstallError> {
+    let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| step_err("kubeadm-init", "no kubeadm config".into()))?;
+    if c.host.exists("/etc/kubernetes/admin.conf") {
+        println!("    kubeadm init already ran here (/etc/kubernetes/admin.conf exists)");
+        return Ok(());
+    }
+    reset_partial(c)?;
+    let mut k = bin(c, "kubeadm")?;
+    k.args(["init", "--config"])
+        .arg(c.host.path(&cfg)?)
+        .arg("--upload-certs");
+    c.host.run(&mut k)?;
+    Ok(())
+}
+
+fn kubeadm_join(c: &mut Ctx) -> Result<(), InstallError> {
+    let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| {
+        step_err(
+            "kubeadm-join",
+            "a join token and CA cert hash are needed: pass --token and --ca-cert-hash (the init node prints them), or set them under [join] in the cluster config".into(),
+        )
+    })?;
+    if c.role == Role::ControlPlane && prepare::secrets(c).certificate_key.is_none() {
+        return Err(step_err(
+            "kubeadm-join",
+            "a control plane also needs --certificate-key (printed by the init node)".into(),
+        ));
+    }
+    if c.host.exists("/etc/kubernetes/kubelet.conf") {
+        println!("    kubeadm join already ran here (/etc/kubernetes/kubelet.conf exists)");
+        return Ok(());
+    }
+    reset_partial(c)?;
+    let mut k = bin(c, "kubeadm")?;
+    k.args(["join", "--config"]).arg(c.host.path(&cfg)?);
+    c.host.run(&mut k)?;
     Ok(())
 }
 

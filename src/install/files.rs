@@ -133,8 +133,16 @@ pub struct ContainerdSettings<'a> {
 /// containerd 2.x reads config `version = 3`; 1.6/1.7 read `version = 2`.
 pub fn containerd_config(major: u32, s: &ContainerdSettings) -> String {
     if major >= 2 {
-        format!(
-            r#"# Installed by kbundle for containerd 2.x. Images come only from the bundle (imported);
+        containerd_config_v3(s)
+    } else {
+        containerd_config_v2(s)
+    }
+}
+
+/// For containerd 2.x (`version = 3`, CRI split into images and runtime plugins).
+fn containerd_config_v3(s: &ContainerdSettings) -> String {
+    format!(
+        r#"# Installed by kbundle for containerd 2.x. Images come only from the bundle (imported);
 # registry hosts are configured under /etc/containerd/certs.d.
 version = 3
 root = "{root}"
@@ -167,14 +175,17 @@ state = "{state}"
     bin_dirs = ["/opt/cni/bin"]
     conf_dir = "/etc/cni/net.d"
 "#,
-            root = s.root,
-            state = s.state,
-            address = s.address,
-            sandbox = s.sandbox_image
-        )
-    } else {
-        format!(
-            r#"# Installed by kbundle for containerd 1.6/1.7. Images come only from the bundle (imported);
+        root = s.root,
+        state = s.state,
+        address = s.address,
+        sandbox = s.sandbox_image
+    )
+}
+
+/// For containerd 1.6/1.7 (`version = 2`, one CRI plugin).
+fn containerd_config_v2(s: &ContainerdSettings) -> String {
+    format!(
+        r#"# Installed by kbundle for containerd 1.6/1.7. Images come only from the bundle (imported);
 # registry hosts are configured under /etc/containerd/certs.d.
 version = 2
 root = "{root}"
@@ -204,12 +215,11 @@ state = "{state}"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "/etc/containerd/certs.d"
 "#,
-            root = s.root,
-            state = s.state,
-            address = s.address,
-            sandbox = s.sandbox_image
-        )
-    }
+        root = s.root,
+        state = s.state,
+        address = s.address,
+        sandbox = s.sandbox_image
+    )
 }
 
 /// A minimal config for the temporary containerd that imports images during `prepare`:

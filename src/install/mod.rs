@@ -6,6 +6,7 @@
 
 pub mod bootstrap;
 pub mod files;
+pub mod hostprep;
 pub mod kubeadm;
 pub mod preflight;
 pub mod prepare;

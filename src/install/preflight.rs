@@ -53,57 +53,30 @@ fn find_command(host: &Host, name: &str) -> bool {
 pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform], skip: &[String]) -> Outcome {
     let mut o = Outcome::default();
     let skipped = |c: &str| skip.iter().any(|s| s == c || s == "all");
-    let mut fail = |check: &'static str, message: String| o.failures.push(Failure { check, message });
-
+    let mut found: Vec<(&'static str, Option<String>)> = Vec::new();
     if !skipped("os") {
-        let (id, version, pretty) = os_release(&host.read("/etc/os-release").unwrap_or_default());
-        let major = version.split('.').next().unwrap_or("");
-        let family = matches!(id.as_str(), "rocky" | "rhel" | "almalinux" | "centos");
-        if !(family && matches!(major, "9" | "10")) {
-            let what = if pretty.is_empty() {
-                "an unknown OS (no /etc/os-release)".to_string()
-            } else {
-                pretty
-            };
-            fail("os", format!("{what} is not Rocky Linux/RHEL 9 or 10"));
-        }
+        found.push(("os", check_os(host)));
     }
     if !skipped("arch") {
-        let here = crate::manifest::Arch::host().map(|a| a.platform());
-        match here {
-            Some(p) if platforms.iter().any(|x| *x == p.as_str()) => {}
-            _ => fail(
-                "arch",
-                format!(
-                    "this machine is {} but the bundle carries {}",
-                    std::env::consts::ARCH,
-                    platforms.join(", ")
-                ),
-            ),
-        }
+        found.push(("arch", check_arch(platforms)));
     }
-    if role.is_control_plane() {
-        if !skipped("memory") {
-            if let Some(mib) = host.kernel("/proc/meminfo").as_deref().and_then(meminfo_mib) {
-                if mib < 1700 {
-                    fail(
-                        "memory",
-                        format!("{mib} MiB of memory; a control plane needs at least 1700 MiB"),
-                    );
-                }
-            }
-        }
-        if !skipped("cpu") {
-            let cpus = host
-                .kernel("/proc/cpuinfo")
-                .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
-                .filter(|n| *n > 0)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            if cpus < 2 {
-                fail("cpu", format!("{cpus} CPU; a control plane needs at least 2"));
-            }
-        }
+    if role.is_control_plane() && !skipped("memory") {
+        found.push(("memory", check_memory(host)));
     }
+    if role.is_control_plane() && !skipped("cpu") {
+        found.push(("cpu", check_cpus(host)));
+    }
+    if !skipped("commands") {
+        found.extend(
+            check_commands(host, &mut o.warnings)
+                .into_iter()
+                .map(|m| ("commands", Some(m))),
+        );
+    }
+    o.failures = found
+        .into_iter()
+        .filter_map(|(check, m)| m.map(|message| Failure { check, message }))
+        .collect();
     if host.is_running_system() {
         let swaps = host.kernel("/proc/swaps").unwrap_or_default();
         if swaps.lines().skip(1).any(|l| !l.trim().is_empty()) {
@@ -111,28 +84,69 @@ pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform
                 .push("swap is on: prepare turns it off (swapoff -a) and takes it out of /etc/fstab".into());
         }
     }
-    if !skipped("commands") {
-        let missing: Vec<&str> = ["mount", "umount", "nsenter", "modprobe"]
-            .into_iter()
-            .filter(|c| !find_command(host, c))
-            .collect();
-        if !missing.is_empty() {
-            fail("commands", format!("missing {} (util-linux, kmod)", missing.join(", ")));
-        }
-        if !find_command(host, "iptables") && !find_command(host, "nft") {
-            fail(
-                "commands",
-                "neither iptables nor nft is installed (iptables-nft or nftables)".into(),
-            );
-        }
-        for opt in ["conntrack", "socat", "ethtool", "tc"] {
-            if !find_command(host, opt) {
-                o.warnings
-                    .push(format!("{opt} is not installed (recommended by kubeadm)"));
-            }
+    o
+}
+
+fn check_os(host: &Host) -> Option<String> {
+    let (id, version, pretty) = os_release(&host.read("/etc/os-release").unwrap_or_default());
+    let major = version.split('.').next().unwrap_or("");
+    let family = matches!(id.as_str(), "rocky" | "rhel" | "almalinux" | "centos");
+    if family && matches!(major, "9" | "10") {
+        return None;
+    }
+    let what = if pretty.is_empty() {
+        "an unknown OS (no /etc/os-release)".to_string()
+    } else {
+        pretty
+    };
+    Some(format!("{what} is not Rocky Linux/RHEL 9 or 10"))
+}
+
+fn check_arch(platforms: &[crate::bundle::fields::Platform]) -> Option<String> {
+    let here = crate::manifest::Arch::host().map(|a| a.platform());
+    match here {
+        Some(p) if platforms.iter().any(|x| *x == p.as_str()) => None,
+        _ => Some(format!(
+            "this machine is {} but the bundle carries {}",
+            std::env::consts::ARCH,
+            platforms.join(", ")
+        )),
+    }
+}
+
+fn check_memory(host: &Host) -> Option<String> {
+    let mib = host.kernel("/proc/meminfo").as_deref().and_then(meminfo_mib)?;
+    (mib < 1700).then(|| format!("{mib} MiB of memory; a control plane needs at least 1700 MiB"))
+}
+
+fn check_cpus(host: &Host) -> Option<String> {
+    let cpus = host
+        .kernel("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (cpus < 2).then(|| format!("{cpus} CPU; a control plane needs at least 2"))
+}
+
+/// Commands kubeadm and kubelet need (failures) and recommend (warnings).
+fn check_commands(host: &Host, warnings: &mut Vec<String>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let missing: Vec<&str> = ["mount", "umount", "nsenter", "modprobe"]
+        .into_iter()
+        .filter(|c| !find_command(host, c))
+        .collect();
+    if !missing.is_empty() {
+        failures.push(format!("missing {} (util-linux, kmod)", missing.join(", ")));
+    }
+    if !find_command(host, "iptables") && !find_command(host, "nft") {
+        failures.push("neither iptables nor nft is installed (iptables-nft or nftables)".into());
+    }
+    for opt in ["conntrack", "socat", "ethtool", "tc"] {
+        if !find_command(host, opt) {
+            warnings.push(format!("{opt} is not installed (recommended by kubeadm)"));
         }
     }
-    o
+    failures
 }
 
 #[cfg(test)]

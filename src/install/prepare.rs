@@ -5,7 +5,7 @@
 use super::files::{self, ContainerdSettings};
 use super::kubeadm::{self, Images, Secrets};
 use super::{preflight, runtime, Ctx, InstallError};
-use crate::cluster::{Firewall, Role};
+use crate::cluster::Role;
 use crate::host::journal::Journaled;
 use std::io::Read;
 use std::path::Path;
@@ -40,7 +40,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
             })
         }
     })?;
-    ctx.step("host-files", host_files)?;
+    ctx.step("host-files", super::hostprep::host_files)?;
     ctx.step("binaries", binaries)?;
     ctx.step("units", units)?;
     ctx.step("containerd-config", containerd_config)?;
@@ -50,99 +50,6 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     ctx.host
         .write("/var/lib/kbundle/kubernetes-version", v.as_bytes(), 0o644)?;
     println!("prepare complete");
-    Ok(())
-}
-
-fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
-    let h = &c.host;
-    h.write(
-        "/etc/modules-load.d/kbundle-kubernetes.conf",
-        files::MODULES.as_bytes(),
-        0o644,
-    )?;
-    h.write(
-        "/etc/sysctl.d/99-kbundle-kubernetes.conf",
-        files::SYSCTL.as_bytes(),
-        0o644,
-    )?;
-    // Swap off, and out of fstab.
-    if let Some(fstab) = h.read("/etc/fstab") {
-        let mut changed = false;
-        let out: Vec<String> = fstab
-            .lines()
-            .map(|l| {
-                let fields: Vec<&str> = l.split_whitespace().collect();
-                if !l.trim_start().starts_with('#') && fields.len() >= 3 && fields[2] == "swap" {
-                    changed = true;
-                    format!("# disabled by kbundle (Kubernetes needs swap off): {l}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        if changed {
-            h.write("/etc/fstab", (out.join("\n") + "\n").as_bytes(), 0o644)?;
-        }
-    }
-    // SELinux permissive, as kubeadm's install guide does.
-    if let Some(cfg) = h.read("/etc/selinux/config") {
-        let new: Vec<String> = cfg
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("SELINUX=enforcing") {
-                    "SELINUX=permissive".to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        let new = new.join("\n") + "\n";
-        if new != cfg {
-            h.write("/etc/selinux/config", new.as_bytes(), 0o644)?;
-        }
-    }
-    match c.cluster.firewall {
-        Firewall::OpenPorts => {
-            let svc = format!("kbundle-{}", c.role.as_str());
-            h.write(
-                &format!("/etc/firewalld/services/{svc}.xml"),
-                files::firewalld_service(c.role).as_bytes(),
-                0o644,
-            )?;
-            let offline = h.is_file("/usr/bin/firewall-offline-cmd");
-            if offline && !h.is_live() {
-                h.run(
-                    std::process::Command::new("chroot")
-                        .arg(h.root())
-                        .args(["firewall-offline-cmd", &format!("--add-service={svc}")]),
-                )?;
-            } else if h.is_live() && offline {
-                h.run(std::process::Command::new("firewall-offline-cmd").arg(format!("--add-service={svc}")))?;
-                if h.is_running_system() {
-                    let _ = h.run(std::process::Command::new("firewall-cmd").arg("--reload"));
-                }
-            } else {
-                println!(
-                    "    firewalld is not installed: wrote the kbundle-{} service definition only",
-                    c.role.as_str()
-                );
-            }
-        }
-        Firewall::Disabled => {
-            h.symlink("/dev/null", "/etc/systemd/system/firewalld.service")?;
-        }
-        Firewall::Unchanged => {}
-    }
-    if h.is_running_system() {
-        // Best effort on a running system (not a chroot); the files above make it permanent.
-        let _ = h.run(std::process::Command::new("modprobe").arg("overlay"));
-        let _ = h.run(std::process::Command::new("modprobe").arg("br_netfilter"));
-        let _ = h.run(std::process::Command::new("sysctl").arg("--system"));
-        let _ = h.run(std::process::Command::new("swapoff").arg("-a"));
-        if h.is_file("/usr/sbin/setenforce") {
-            let _ = h.run(std::process::Command::new("setenforce").arg("0"));
-        }
-    }
     Ok(())
 }
 
