@@ -175,60 +175,64 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         Level::Warn => eprintln!("warning: {msg}"),
     };
     match a.command {
-        EtcdCommand::Snapshot(SnapshotCommand::Save(s)) => {
-            let opts = SaveOptions {
-                file: s.file,
-                endpoint: s.endpoints,
-                tls: Tls {
-                    cacert: s.cacert,
-                    cert: s.cert,
-                    key: s.key,
-                },
-                pki_dir: PathBuf::from(snapshot::KUBEADM_ETCD_PKI),
-                etcdctl: s.etcdctl,
-                etcdutl: s.etcdutl,
-                timeout: s.timeout,
-            };
-            let host = crate::host::Host::new(std::path::Path::new("/"), false);
-            let r = snapshot::save(&host, &opts, &mut notes)?;
-            println!("saved {}", r.file.display());
-            println!("  revision  {}", r.status.revision);
-            println!("  keys      {}", r.status.total_key);
-            println!("  size      {} bytes", r.size);
-            println!("  sha256    {}  ({})", r.sha256, r.sums_file.display());
-            Ok(0)
-        }
-        EtcdCommand::Snapshot(SnapshotCommand::Restore(r)) => {
-            let host = crate::host::Host::new(&r.root, false);
-            let opts = RestoreOptions {
-                file: r.file,
-                data_dir: r.data_dir,
-                name: r.name,
-                initial_cluster: r.initial_cluster,
-                initial_advertise_peer_urls: r.initial_advertise_peer_urls,
-                etcdctl: r.etcdctl,
-                etcdutl: r.etcdutl,
-                update_manifest: r.update_manifest,
-                apiserver_stop_timeout: r.apiserver_stop_timeout,
-                timeout: r.timeout,
-            };
-            // One kbundle at a time changes a node (and an interrupted run is cleaned up).
-            let _lock = crate::install::lock_node(&host)?;
-            let rep = crate::etcd::restore::restore(&host, &opts, &mut notes)?;
-            println!("restored {} into {}", opts.file.display(), rep.data_dir.display());
-            if let Some(old) = &rep.old_data_dir {
-                println!(
-                    "etcd.yaml now uses {}; kubelet restarts etcd from it and starts the API server again",
-                    opts.data_dir.display()
-                );
-                println!("the old data directory {old} was left as it was");
-                println!(
-                    "next: restart kube-controller-manager, kube-scheduler and kubelet so that none keeps state newer than the snapshot"
-                );
-            }
-            Ok(0)
-        }
+        EtcdCommand::Snapshot(SnapshotCommand::Save(s)) => save(s, &mut notes),
+        EtcdCommand::Snapshot(SnapshotCommand::Restore(r)) => restore(r, &mut notes),
     }
+}
+
+fn save(s: SaveArgs, notes: crate::etcd::Notes) -> anyhow::Result<i32> {
+    let opts = SaveOptions {
+        file: s.file,
+        endpoint: s.endpoints,
+        tls: Tls {
+            cacert: s.cacert,
+            cert: s.cert,
+            key: s.key,
+        },
+        pki_dir: PathBuf::from(snapshot::KUBEADM_ETCD_PKI),
+        etcdctl: s.etcdctl,
+        etcdutl: s.etcdutl,
+        timeout: s.timeout,
+    };
+    let host = crate::host::Host::new(std::path::Path::new("/"), false);
+    let r = snapshot::save(&host, &opts, notes)?;
+    crate::outln!("saved {}", r.file.display())?;
+    crate::outln!("  revision  {}", r.status.revision)?;
+    crate::outln!("  keys      {}", r.status.total_key)?;
+    crate::outln!("  size      {} bytes", r.size)?;
+    crate::outln!("  sha256    {}  ({})", r.sha256, r.sums_file.display())?;
+    Ok(0)
+}
+
+fn restore(r: RestoreArgs, notes: crate::etcd::Notes) -> anyhow::Result<i32> {
+    let host = crate::host::Host::new(&r.root, false);
+    let opts = RestoreOptions {
+        file: r.file,
+        data_dir: r.data_dir,
+        name: r.name,
+        initial_cluster: r.initial_cluster,
+        initial_advertise_peer_urls: r.initial_advertise_peer_urls,
+        etcdctl: r.etcdctl,
+        etcdutl: r.etcdutl,
+        update_manifest: r.update_manifest,
+        apiserver_stop_timeout: r.apiserver_stop_timeout,
+        timeout: r.timeout,
+    };
+    // One kbundle at a time changes a node (and an interrupted run is cleaned up).
+    let _lock = crate::install::lock_node(&host)?;
+    let rep = crate::etcd::restore::restore(&host, &opts, notes)?;
+    crate::outln!("restored {} into {}", opts.file.display(), rep.data_dir.display())?;
+    if let Some(old) = &rep.old_data_dir {
+        crate::outln!(
+            "etcd.yaml now uses {}; kubelet restarts etcd from it and starts the API server again",
+            opts.data_dir.display()
+        )?;
+        crate::outln!("the old data directory {old} was left as it was")?;
+        crate::outln!(
+            "next: restart kube-controller-manager, kube-scheduler and kubelet so that none keeps state newer than the snapshot"
+        )?;
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

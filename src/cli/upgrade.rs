@@ -91,65 +91,66 @@ pub struct RollbackArgs {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     match a.command {
-        Sub::Plan(p) => {
-            let b = crate::bundle::read_bundle_json(&p.bundle).map_err(anyhow::Error::msg)?;
-            let hops = apply::hops(&b)?;
-            let state = match p.current {
-                Some(v) => observe::from_current(v),
-                None => {
-                    let kubectl = p.kubectl.clone().unwrap_or_else(|| {
-                        let local = PathBuf::from("/usr/local/bin/kubectl");
-                        if local.exists() {
-                            local
-                        } else {
-                            PathBuf::from("kubectl")
-                        }
-                    });
-                    let host = crate::host::Host::new(std::path::Path::new("/"), true);
-                    observe::from_kubectl(&host, &kubectl, &p.kubeconfig, p.first.as_deref())?
-                }
-            };
-            match plan::plan(&state, &hops) {
-                Ok(pl) => {
-                    println!(
-                        "upgrade plan for bundle {} ({}):",
-                        b.name,
-                        hops.iter().map(|h| h.with_v()).collect::<Vec<_>>().join(" -> ")
-                    );
-                    print!("{pl}");
-                    Ok(0)
-                }
-                Err(e) => {
-                    eprintln!("error: this bundle cannot upgrade the cluster: {e}");
-                    Ok(super::EXIT_FAILURE)
-                }
-            }
-        }
-        Sub::Apply(x) => {
-            let node = x
-                .node
-                .or_else(|| crate::install::hostname(&crate::host::Host::new(&x.root, true)))
-                .ok_or_else(|| anyhow::anyhow!("pass --node NAME (no hostname found)"))?;
-            apply::run(&apply::Options {
-                bundle: x.bundle,
-                node,
-                hop: x.hop,
-                root: x.root,
-                kubeconfig: x.kubeconfig,
-                first: x.first,
-                etcd_endpoint: x.etcd_endpoint,
-                drain_grace_period: x.drain_grace_period,
-                drain_timeout: x.drain_timeout,
-                ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
-                dry_run: x.dry_run,
-            })?;
-            Ok(0)
-        }
+        Sub::Plan(p) => plan_cmd(p),
+        Sub::Apply(x) => apply_cmd(x),
         Sub::Rollback(r) => {
             for line in apply::rollback(&r.root, r.dry_run)? {
-                println!("rolled back {line}");
+                crate::outln!("rolled back {line}")?;
             }
             Ok(0)
         }
     }
+}
+
+fn plan_cmd(p: PlanArgs) -> anyhow::Result<i32> {
+    let b = crate::bundle::read_bundle_json(&p.bundle).map_err(anyhow::Error::msg)?;
+    let hops = apply::hops(&b)?;
+    let state = match p.current {
+        Some(v) => observe::from_current(v),
+        None => {
+            let host = crate::host::Host::new(std::path::Path::new("/"), true);
+            let kubectl = p.kubectl.clone().unwrap_or_else(|| {
+                let local = "/usr/local/bin/kubectl";
+                if host.exists(local) {
+                    PathBuf::from(local)
+                } else {
+                    PathBuf::from("kubectl")
+                }
+            });
+            observe::from_kubectl(&host, &kubectl, &p.kubeconfig, p.first.as_deref())?
+        }
+    };
+    match plan::plan(&state, &hops) {
+        Ok(pl) => {
+            let chain: Vec<String> = hops.iter().map(|h| h.with_v()).collect();
+            crate::outln!("upgrade plan for bundle {} ({}):", b.name, chain.join(" -> "))?;
+            crate::cli::out(format_args!("{pl}"))?;
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: this bundle cannot upgrade the cluster: {e}");
+            Ok(super::EXIT_FAILURE)
+        }
+    }
+}
+
+fn apply_cmd(x: ApplyArgs) -> anyhow::Result<i32> {
+    let node = x
+        .node
+        .or_else(|| crate::install::hostname(&crate::host::Host::new(&x.root, true)))
+        .ok_or_else(|| anyhow::anyhow!("pass --node NAME (no hostname found)"))?;
+    apply::run(&apply::Options {
+        bundle: x.bundle,
+        node,
+        hop: x.hop,
+        root: x.root,
+        kubeconfig: x.kubeconfig,
+        first: x.first,
+        etcd_endpoint: x.etcd_endpoint,
+        drain_grace_period: x.drain_grace_period,
+        drain_timeout: x.drain_timeout,
+        ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
+        dry_run: x.dry_run,
+    })?;
+    Ok(0)
 }

@@ -5,3 +5,4 @@
 pub mod apply;
 pub mod observe;
 pub mod plan;
+pub mod skew;

@@ -46,26 +46,9 @@ fn version_of(s: &str) -> Option<Version> {
     core.trim_end_matches('.').parse().ok()
 }
 
-/// Reads nodes and kube-apiserver pods. `first` names the control plane that runs
-/// `kubeadm upgrade apply` (default: the first control plane by name).
-pub fn from_kubectl(
-    host: &Host,
-    kubectl: &Path,
-    kubeconfig: &Path,
-    first: Option<&str>,
-) -> Result<ClusterState, ObserveError> {
-    let nodes = kubectl_json(host, kubectl, kubeconfig, &["get", "nodes"])?;
-    let pods = kubectl_json(
-        host,
-        kubectl,
-        kubeconfig,
-        &["get", "pods", "-n", "kube-system", "-l", "component=kube-apiserver"],
-    )?;
-    let parse = |reason: String| ObserveError::Parse {
-        argv: "kubectl get nodes".into(),
-        reason,
-    };
-    let mut apiservers: Vec<(String, Version)> = Vec::new();
+/// Each kube-apiserver pod's node and image version.
+fn apiserver_versions(pods: &serde_json::Value) -> Vec<(String, Version)> {
+    let mut apiservers = Vec::new();
     for p in pods["items"].as_array().into_iter().flatten() {
         let node = p["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
         let image = p["spec"]["containers"]
@@ -78,6 +61,16 @@ pub fn from_kubectl(
             apiservers.push((node, v));
         }
     }
+    apiservers
+}
+
+/// Every node with its role and versions (a control plane without an API server pod is
+/// taken to run its kubelet's version).
+fn node_states(nodes: &serde_json::Value, apiservers: &[(String, Version)]) -> Result<Vec<NodeState>, ObserveError> {
+    let parse = |reason: String| ObserveError::Parse {
+        argv: "kubectl get nodes".into(),
+        reason,
+    };
     let mut out = Vec::new();
     for n in nodes["items"].as_array().into_iter().flatten() {
         let name = n["metadata"]["name"]
@@ -99,6 +92,26 @@ pub fn from_kubectl(
             kubelet,
         });
     }
+    Ok(out)
+}
+
+/// Reads nodes and kube-apiserver pods. `first` names the control plane that runs
+/// `kubeadm upgrade apply` (default: the first control plane by name).
+pub fn from_kubectl(
+    host: &Host,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    first: Option<&str>,
+) -> Result<ClusterState, ObserveError> {
+    let nodes = kubectl_json(host, kubectl, kubeconfig, &["get", "nodes"])?;
+    let pods = kubectl_json(
+        host,
+        kubectl,
+        kubeconfig,
+        &["get", "pods", "-n", "kube-system", "-l", "component=kube-apiserver"],
+    )?;
+    let apiservers = apiserver_versions(&pods);
+    let mut out = node_states(&nodes, &apiservers)?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     let first_name = first.map(str::to_string).or_else(|| {
         out.iter()

@@ -11,9 +11,10 @@
 //! own `upgrade node`; with several control planes that briefly puts a kubelet ahead of an
 //! older apiserver, which the skew policy forbids, so here control-plane kubelets wait.
 
+use super::skew::{apiserver_range, check_hops, check_nodes, check_versions, join, list_versions, minors};
+pub use super::skew::{hop_chain, kubelet_skew};
 use crate::cluster::Role;
 use crate::version::Version;
-use std::collections::HashSet;
 use std::fmt;
 
 /// Whether a node runs a control plane.
@@ -64,12 +65,12 @@ impl NodeState {
         }
     }
 
-    fn components(&self) -> impl Iterator<Item = Component> + '_ {
+    pub(super) fn components(&self) -> impl Iterator<Item = Component> + '_ {
         let apiserver = self.apiserver.map(|v| self.component("kube-apiserver", v));
         apiserver.into_iter().chain([self.component("kubelet", self.kubelet)])
     }
 
-    fn component(&self, name: &'static str, version: Version) -> Component {
+    pub(super) fn component(&self, name: &'static str, version: Version) -> Component {
         Component {
             node: self.name.clone(),
             name,
@@ -277,129 +278,6 @@ pub enum PlanError {
     ConflictingPins { a: Version, b: Version },
 }
 
-/// How many minors a kubelet may trail the apiserver: 3 from 1.25 on, 2 before.
-pub fn kubelet_skew(kubelet: Version) -> i64 {
-    if kubelet.minor_line() >= (1, 25) {
-        3
-    } else {
-        2
-    }
-}
-
-/// `newer.minor - older.minor` (callers ensure one major).
-fn minors(newer: Version, older: Version) -> i64 {
-    i64::from(newer.minor) - i64::from(older.minor)
-}
-
-fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let items: Vec<&str> = items.into_iter().collect();
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
-}
-
-fn list_versions(versions: &[Version]) -> String {
-    let versions: Vec<String> = versions.iter().map(Version::with_v).collect();
-    join(versions.iter().map(String::as_str))
-}
-
-/// Checks the hops and returns the target (the last hop).
-fn check_hops(hops: &[Version]) -> Result<Version, PlanError> {
-    let target = *hops.last().ok_or(PlanError::EmptyHops)?;
-    for pair in hops.windows(2) {
-        let (previous, next) = (pair[0], pair[1]);
-        if next.major != previous.major {
-            return Err(PlanError::MajorChange { previous, next });
-        }
-        if next.minor == previous.minor && next.patch < previous.patch {
-            return Err(PlanError::HopPatchDowngrade { previous, next });
-        }
-        if next <= previous {
-            return Err(PlanError::HopsNotIncreasing { previous, next });
-        }
-        if minors(next, previous) > 1 {
-            return Err(PlanError::HopSkipsMinor { previous, next });
-        }
-    }
-    Ok(target)
-}
-
-/// Checks roles and names; returns the control planes' indexes, the first one leading.
-fn check_nodes(state: &ClusterState) -> Result<Vec<usize>, PlanError> {
-    let mut seen = HashSet::new();
-    let (mut first, mut others): (Option<usize>, Vec<usize>) = (None, Vec::new());
-    for (i, n) in state.nodes.iter().enumerate() {
-        let node = n.name.clone();
-        if !seen.insert(n.name.as_str()) {
-            return Err(PlanError::DuplicateNode { node });
-        }
-        match (n.role, n.apiserver, first) {
-            (NodeRole::ControlPlane, None, _) => return Err(PlanError::MissingApiserver { node }),
-            (NodeRole::Worker, Some(version), _) => return Err(PlanError::WorkerWithApiserver { node, version }),
-            (NodeRole::Worker, None, _) if n.first => return Err(PlanError::FirstIsWorker { node }),
-            (NodeRole::Worker, None, _) => {}
-            (NodeRole::ControlPlane, Some(_), Some(f)) if n.first => {
-                let first = state.nodes[f].name.clone();
-                return Err(PlanError::TwoFirstControlPlanes { first, second: node });
-            }
-            (NodeRole::ControlPlane, Some(_), None) if n.first => first = Some(i),
-            (NodeRole::ControlPlane, Some(_), _) => others.push(i),
-        }
-    }
-    match first {
-        Some(f) => Ok([f].into_iter().chain(others).collect()),
-        None if others.is_empty() => Err(PlanError::NoControlPlane),
-        None => {
-            let control_planes = join(others.iter().map(|&i| state.nodes[i].name.as_str()));
-            Err(PlanError::NoFirstControlPlane { control_planes })
-        }
-    }
-}
-
-/// The oldest and the newest kube-apiserver.
-fn apiserver_range(nodes: &[NodeState]) -> Option<(Component, Component)> {
-    let apis = || {
-        nodes
-            .iter()
-            .filter_map(|n| n.apiserver.map(|v| n.component("kube-apiserver", v)))
-    };
-    Some((apis().min_by_key(|c| c.version)?, apis().max_by_key(|c| c.version)?))
-}
-
-/// Checks every version against the target, and the skew policy as the cluster stands.
-fn check_versions(state: &ClusterState, target: Version) -> Result<(), PlanError> {
-    for component in state.nodes.iter().flat_map(NodeState::components) {
-        if component.version.major != target.major {
-            return Err(PlanError::MajorMismatch { component, hop: target });
-        }
-        if component.version > target {
-            return Err(PlanError::NewerThanTarget { component, target });
-        }
-    }
-    let (oldest, newest) = apiserver_range(&state.nodes).ok_or(PlanError::NoControlPlane)?;
-    if minors(newest.version, oldest.version) > 1 {
-        return Err(PlanError::MixedControlPlanes { oldest, newest });
-    }
-    for n in &state.nodes {
-        let kubelet = n.component("kubelet", n.kubelet);
-        if minors(n.kubelet, oldest.version) > 0 {
-            return Err(PlanError::KubeletNewerThanApiserver {
-                kubelet,
-                apiserver: oldest,
-            });
-        }
-        if minors(newest.version, n.kubelet) > kubelet_skew(n.kubelet) {
-            return Err(PlanError::KubeletOutOfSkew {
-                kubelet,
-                apiserver: newest,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The upgrade bundle's hops, in order, e.g. `[v1.33.7, v1.34.3]` for a v1.32.11 cluster:
 /// the remaining steps, or why this cluster cannot take this bundle.
 pub fn plan(state: &ClusterState, hops: &[Version]) -> Result<Plan, PlanError> {
@@ -414,60 +292,10 @@ pub fn plan(state: &ClusterState, hops: &[Version]) -> Result<Plan, PlanError> {
         let Some(from) = behind.filter(|&v| v < hop).min() else {
             continue;
         };
-        let mut steps = Vec::new();
-        for &i in &control_planes {
-            let n = &mut nodes[i];
-            let Some(version) = n.apiserver.filter(|&a| a < hop) else {
-                continue;
-            };
-            if minors(hop, version) > 1 {
-                return Err(PlanError::GapBeforeHop {
-                    apiserver: n.component("kube-apiserver", version),
-                    hop,
-                });
-            }
-            let node = n.name.clone();
-            if n.first {
-                steps.push(Step::EtcdSnapshot { node: node.clone() });
-                steps.push(Step::UpgradeApply { node });
-            } else {
-                steps.push(Step::UpgradeNode {
-                    node,
-                    control_plane: true,
-                });
-            }
-            n.apiserver = Some(hop);
-        }
-        // The control plane now runs the hop; every kubelet must still be within skew.
-        let apiserver = apiserver_range(&nodes).map_or(hop, |(_, newest)| newest.version);
-        if let Some(n) = nodes
-            .iter()
-            .find(|n| minors(apiserver, n.kubelet) > kubelet_skew(n.kubelet))
-        {
-            let kubelet = n.component("kubelet", n.kubelet);
-            return Err(PlanError::KubeletTooOldForHop {
-                kubelet,
-                hop,
-                apiserver,
-            });
-        }
-        for &i in control_planes.iter().chain(&workers) {
-            let n = &mut nodes[i];
-            if n.kubelet >= hop {
-                continue;
-            }
-            let node = n.name.clone();
-            if n.role == NodeRole::Worker {
-                steps.push(Step::UpgradeNode {
-                    node: node.clone(),
-                    control_plane: false,
-                });
-            }
-            steps.push(Step::Drain { node: node.clone() });
-            steps.push(Step::UpgradeKubelet { node: node.clone() });
-            steps.push(Step::Uncordon { node });
-            n.kubelet = hop;
-        }
+        let mut steps = control_plane_steps(&mut nodes, &control_planes, hop)?;
+        check_kubelets_for_hop(&nodes, hop)?;
+        let order: Vec<usize> = control_planes.iter().chain(&workers).copied().collect();
+        steps.extend(kubelet_steps(&mut nodes, &order, hop));
         plan.hops.push(HopPlan {
             from,
             version: hop,
@@ -475,6 +303,79 @@ pub fn plan(state: &ClusterState, hops: &[Version]) -> Result<Plan, PlanError> {
         });
     }
     Ok(plan)
+}
+
+/// `kubeadm upgrade apply` on the first control plane (after an etcd snapshot), then
+/// `kubeadm upgrade node` on the others; `nodes` then run the hop's API server.
+fn control_plane_steps(
+    nodes: &mut [NodeState],
+    control_planes: &[usize],
+    hop: Version,
+) -> Result<Vec<Step>, PlanError> {
+    let mut steps = Vec::new();
+    for &i in control_planes {
+        let n = &mut nodes[i];
+        let Some(version) = n.apiserver.filter(|&a| a < hop) else {
+            continue;
+        };
+        if minors(hop, version) > 1 {
+            return Err(PlanError::GapBeforeHop {
+                apiserver: n.component("kube-apiserver", version),
+                hop,
+            });
+        }
+        let node = n.name.clone();
+        if n.first {
+            steps.push(Step::EtcdSnapshot { node: node.clone() });
+            steps.push(Step::UpgradeApply { node });
+        } else {
+            steps.push(Step::UpgradeNode {
+                node,
+                control_plane: true,
+            });
+        }
+        n.apiserver = Some(hop);
+    }
+    Ok(steps)
+}
+
+/// The control plane now runs the hop; every kubelet must still be within skew.
+fn check_kubelets_for_hop(nodes: &[NodeState], hop: Version) -> Result<(), PlanError> {
+    let apiserver = apiserver_range(nodes).map_or(hop, |(_, newest)| newest.version);
+    match nodes
+        .iter()
+        .find(|n| minors(apiserver, n.kubelet) > kubelet_skew(n.kubelet))
+    {
+        Some(n) => Err(PlanError::KubeletTooOldForHop {
+            kubelet: n.component("kubelet", n.kubelet),
+            hop,
+            apiserver,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Drain, kubelet, uncordon on every node behind `hop`, in `order` (control planes first).
+fn kubelet_steps(nodes: &mut [NodeState], order: &[usize], hop: Version) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &i in order {
+        let n = &mut nodes[i];
+        if n.kubelet >= hop {
+            continue;
+        }
+        let node = n.name.clone();
+        if n.role == NodeRole::Worker {
+            steps.push(Step::UpgradeNode {
+                node: node.clone(),
+                control_plane: false,
+            });
+        }
+        steps.push(Step::Drain { node: node.clone() });
+        steps.push(Step::UpgradeKubelet { node: node.clone() });
+        steps.push(Step::Uncordon { node });
+        n.kubelet = hop;
+    }
+    steps
 }
 
 /// A step's place in a hop: snapshot and apply, the other control planes, the control
@@ -552,40 +453,4 @@ pub fn check_node_turn(
         (_, true) => NodeAction::FirstControlPlane,
         (_, false) => NodeAction::OtherControlPlane,
     })
-}
-
-/// For upgrade bundles: the chain of minor hops from `from` to `to`, taking each intermediate
-/// minor's patch from `pins` (e.g. the shipped manifests: 1.33 -> 1.33.7). A same-minor patch
-/// upgrade is a single hop. A chain spans at most as many minors as a kubelet at `from` may
-/// trail the apiserver (3, or 2 below 1.25).
-pub fn hop_chain(from: Version, to: Version, pins: &[Version]) -> Result<Vec<Version>, PlanError> {
-    if from.major != to.major {
-        return Err(PlanError::MajorChange {
-            previous: from,
-            next: to,
-        });
-    }
-    if from > to {
-        return Err(PlanError::Downgrade { from, to });
-    }
-    if from == to {
-        return Err(PlanError::NoUpgrade { to });
-    }
-    if minors(to, from) > kubelet_skew(from) {
-        return Err(PlanError::TooManyMinors { from, to });
-    }
-    let mut chain = Vec::new();
-    for minor in (from.minor..to.minor).skip(1) {
-        let mut found = pins.iter().filter(|p| p.major == from.major && p.minor == minor);
-        let Some(&pin) = found.next() else {
-            let (minor, pins) = (format!("{}.{minor}", from.major), list_versions(pins));
-            return Err(PlanError::MissingPin { minor, from, to, pins });
-        };
-        if let Some(&other) = found.find(|&&p| p != pin) {
-            return Err(PlanError::ConflictingPins { a: pin, b: other });
-        }
-        chain.push(pin);
-    }
-    chain.push(to);
-    Ok(chain)
 }
