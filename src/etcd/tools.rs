@@ -158,9 +158,6 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// At most this much of a tool's stderr goes into an error message (the end is kept).
-const MAX_STDERR: usize = 8 * 1024;
-
 impl Invocation {
     /// The command line as a shell would take it, with the environment kbundle sets.
     pub fn display(&self) -> String {
@@ -195,37 +192,24 @@ impl Invocation {
             },
             other => EtcdError::Usage(other.to_string()),
         })?;
-        let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
         if ran.timed_out {
             return Err(EtcdError::ToolTimedOut {
                 command: self.display(),
                 secs: timeout.map(|t| t.as_secs()).unwrap_or_default(),
-                stderr: tail(&stderr),
+                stderr: crate::host::tail(&ran),
             });
         }
         if !ran.status.success() {
-            let text = if stderr.trim().is_empty() { &stdout } else { &stderr };
             return Err(EtcdError::ToolFailed {
                 command: self.display(),
                 status: ran.status.to_string(),
-                stderr: tail(text),
+                stderr: crate::host::tail(&ran),
             });
         }
+        let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
         Ok(Output { stdout, stderr })
     }
-}
-
-fn tail(s: &str) -> String {
-    let s = s.trim_end();
-    if s.len() <= MAX_STDERR {
-        return s.to_string();
-    }
-    let mut cut = s.len() - MAX_STDERR;
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    format!("[…]{}", &s[cut..])
 }
 
 /// Quotes `s` for a POSIX shell when it needs it.

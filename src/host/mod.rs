@@ -15,6 +15,8 @@ pub mod record;
 mod run;
 pub mod sys;
 
+pub use run::tail;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
