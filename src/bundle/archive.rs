@@ -52,12 +52,7 @@ pub enum ArchiveError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    Gzip,
-    None,
-}
+pub use super::pack::Compression;
 
 /// Detects the compression from the first bytes.
 pub fn sniff(path: &Path) -> Result<Compression, ArchiveError> {
