@@ -32,6 +32,12 @@ pub enum InstallError {
     Preflight { failures: Vec<String> },
     #[error("step {step}: {message}")]
     Step { step: String, message: String },
+    #[error("step binaries: reading the tarball {path}")]
+    Tarball {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
 }

@@ -55,20 +55,19 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
 
 /// Streams chosen regular files out of a (gzip) tarball in the bundle into the node.
 fn extract(c: &Ctx, tarball: &Path, mut dest: impl FnMut(&str) -> Option<String>) -> Result<usize, InstallError> {
-    let err = |m: String| step_err("binaries", format!("{}: {m}", tarball.display()));
-    let f = std::fs::File::open(tarball).map_err(|e| err(e.to_string()))?;
+    let err = |source| InstallError::Tarball {
+        path: tarball.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(tarball).map_err(err)?;
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
     let mut n = 0;
-    for entry in ar.entries().map_err(|e| err(e.to_string()))? {
-        let mut entry = entry.map_err(|e| err(e.to_string()))?;
+    for entry in ar.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry
-            .path()
-            .map_err(|e| err(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
+        let path = entry.path().map_err(err)?.to_string_lossy().into_owned();
         let Some(base) = path
             .rsplit('/')
             .next()
@@ -77,7 +76,8 @@ fn extract(c: &Ctx, tarball: &Path, mut dest: impl FnMut(&str) -> Option<String>
             continue;
         };
         if let Some(target) = dest(base) {
-            let size = entry.header().size().map_err(|e| err(e.to_string()))?;
+            // The entry's own size (a pax header may override the ustar field).
+            let size = entry.size();
             c.host.install_reader(&mut (&mut entry).take(size), &target, 0o755)?;
             n += 1;
         }

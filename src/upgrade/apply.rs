@@ -24,6 +24,8 @@ pub enum ApplyError {
     Observe(#[from] observe::ObserveError),
     #[error("step etcd-snapshot")]
     Snapshot(#[from] crate::etcd::EtcdError),
+    #[error("step images")]
+    Images(#[from] crate::install::InstallError),
     #[error("refusing to upgrade {node} to {hop} now: {source}")]
     NotNow {
         node: String,
@@ -272,9 +274,7 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
         .map(|h| h.images.clone())
         .unwrap_or_default();
     let containerd = r.host.path("/usr/local/bin/containerd")?;
-    let major = crate::install::runtime::containerd_version(&r.host, &containerd)
-        .map(|v| v.0)
-        .map_err(|e| step_err("images", e.to_string()))?;
+    let major = crate::install::runtime::containerd_version(&r.host, &containerd)?.0;
     let ctr = r.host.path("/usr/local/bin/ctr")?;
     crate::install::runtime::import_images(
         &r.host,
@@ -283,8 +283,7 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
         major,
         &r.bundle.files_under("images"),
         &expected,
-    )
-    .map_err(|e| step_err("images", e.to_string()))?;
+    )?;
     Ok(())
 }
 
