@@ -100,6 +100,20 @@ pub enum KickstartError {
     UnknownNode { name: String, path: PathBuf, known: String },
     #[error("bundle {path}: {message}")]
     Bundle { path: PathBuf, message: String },
+    #[error(
+        "sidecar {path}: {source} (it must list the archive beside it: rename both together, or remove the sidecar)"
+    )]
+    Sidecar {
+        path: PathBuf,
+        #[source]
+        source: crate::catalog::checksum::ChecksumError,
+    },
+    #[error("bundle {path} does not verify: {source}")]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::bundle::archive::ArchiveError>,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
