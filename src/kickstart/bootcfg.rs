@@ -111,53 +111,61 @@ pub fn edit_grub(text: &str, volid: &str, plan: &Plan) -> (String, usize) {
     let nl = text.ends_with('\n');
     match plan {
         Plan::Single { ks_file } => edit_single(&lines, nl, &ks_arg(volid, ks_file), &GRUB_CMDS),
-        Plan::PerNode { nodes } => {
-            // Top-level entries (menuentry/submenu at brace depth 0): (index, first, last line).
-            let mut entries = Vec::new();
-            let mut depth: i64 = 0;
-            let mut open: Option<usize> = None;
-            for (i, l) in lines.iter().enumerate() {
-                let first = l.split_whitespace().next().unwrap_or("");
-                if depth == 0 && (first == "menuentry" || first == "submenu") {
-                    open = Some(i);
-                }
-                depth += l.matches('{').count() as i64 - l.matches('}').count() as i64;
-                if depth <= 0 {
-                    depth = 0;
-                    if let Some(s) = open.take() {
-                        entries.push((s, i));
-                    }
-                }
+        Plan::PerNode { nodes } => match grub_per_node(&lines, volid, nodes) {
+            Some(out) => (join(&out, nl), nodes.len()),
+            None => (text.to_string(), 0),
+        },
+    }
+}
+
+/// Top-level entries (menuentry/submenu at brace depth 0): (first, last line).
+fn grub_entries(lines: &[String]) -> Vec<(usize, usize)> {
+    let mut entries = Vec::new();
+    let mut depth: i64 = 0;
+    let mut open: Option<usize> = None;
+    for (i, l) in lines.iter().enumerate() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if depth == 0 && (first == "menuentry" || first == "submenu") {
+            open = Some(i);
+        }
+        depth += l.matches('{').count() as i64 - l.matches('}').count() as i64;
+        if depth <= 0 {
+            depth = 0;
+            if let Some(s) = open.take() {
+                entries.push((s, i));
             }
-            let template = entries.iter().enumerate().find(|(_, (s, e))| {
-                lines[*s].trim_start().starts_with("menuentry")
-                    && lines[*s..=*e].iter().any(|l| is_install_line(l, &GRUB_CMDS))
-            });
-            let Some((index, &(start, end))) = template else {
-                return (text.to_string(), 0);
-            };
-            let mut added = Vec::new();
-            for (node, ks_file) in nodes {
-                let arg = ks_arg(volid, ks_file);
-                for (k, l) in lines[start..=end].iter().enumerate() {
-                    added.push(if k == 0 {
-                        retitle_menuentry(l, &format!("Install {node} (kbundle)"))
-                    } else if is_install_line(l, &GRUB_CMDS) {
-                        with_ks(l, &arg)
-                    } else {
-                        l.clone()
-                    });
-                }
-            }
-            let mut out: Vec<String> = lines[..=end]
-                .iter()
-                .map(|l| bump_default(l, index, nodes.len()))
-                .collect();
-            out.extend(added);
-            out.extend(lines[end + 1..].iter().cloned());
-            (join(&out, nl), nodes.len())
         }
     }
+    entries
+}
+
+/// One entry per node, copied from the first top-level install entry and put right after
+/// it; `None` when there is no install entry.
+fn grub_per_node(lines: &[String], volid: &str, nodes: &[(String, String)]) -> Option<Vec<String>> {
+    let entries = grub_entries(lines);
+    let (index, &(start, end)) = entries.iter().enumerate().find(|(_, (s, e))| {
+        lines[*s].trim_start().starts_with("menuentry") && lines[*s..=*e].iter().any(|l| is_install_line(l, &GRUB_CMDS))
+    })?;
+    let mut added = Vec::new();
+    for (node, ks_file) in nodes {
+        let arg = ks_arg(volid, ks_file);
+        for (k, l) in lines[start..=end].iter().enumerate() {
+            added.push(if k == 0 {
+                retitle_menuentry(l, &format!("Install {node} (kbundle)"))
+            } else if is_install_line(l, &GRUB_CMDS) {
+                with_ks(l, &arg)
+            } else {
+                l.clone()
+            });
+        }
+    }
+    let mut out: Vec<String> = lines[..=end]
+        .iter()
+        .map(|l| bump_default(l, index, nodes.len()))
+        .collect();
+    out.extend(added);
+    out.extend(lines[end + 1..].iter().cloned());
+    Some(out)
 }
 
 /// `menuentry 'Old title' --class … {` with a new title.
@@ -197,59 +205,76 @@ pub fn edit_isolinux(text: &str, volid: &str, plan: &Plan) -> (String, usize) {
     let nl = text.ends_with('\n');
     match plan {
         Plan::Single { ks_file } => edit_single(&lines, nl, &ks_arg(volid, ks_file), &ISOLINUX_CMDS),
-        Plan::PerNode { nodes } => {
-            let lower = |l: &str| l.trim().to_ascii_lowercase();
-            let ends_block = |l: &str| {
-                let t = lower(l);
-                t.is_empty()
-                    || t.starts_with("label ")
-                    || t.starts_with("menu begin")
-                    || t.starts_with("menu end")
-                    || t.starts_with("menu separator")
-            };
-            let mut found = None;
-            let mut i = 0;
-            while i < lines.len() {
-                if lower(&lines[i]).starts_with("label ") {
-                    let mut e = i;
-                    while e + 1 < lines.len() && !ends_block(&lines[e + 1]) {
-                        e += 1;
-                    }
-                    if lines[i..=e].iter().any(|l| is_install_line(l, &ISOLINUX_CMDS)) {
-                        found = Some((i, e));
-                        break;
-                    }
-                    i = e;
-                }
-                i += 1;
+        Plan::PerNode { nodes } => match isolinux_install_label(&lines) {
+            Some(label) => (join(&isolinux_per_node(&lines, label, volid, nodes), nl), nodes.len()),
+            None => (text.to_string(), 0),
+        },
+    }
+}
+
+fn lower(l: &str) -> String {
+    l.trim().to_ascii_lowercase()
+}
+
+/// Does this line end a `label` block?
+fn ends_label(l: &str) -> bool {
+    let t = lower(l);
+    t.is_empty()
+        || t.starts_with("label ")
+        || t.starts_with("menu begin")
+        || t.starts_with("menu end")
+        || t.starts_with("menu separator")
+}
+
+/// The first `label` block that starts the installer: (first, last line).
+fn isolinux_install_label(lines: &[String]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < lines.len() {
+        if lower(&lines[i]).starts_with("label ") {
+            let mut e = i;
+            while e + 1 < lines.len() && !ends_label(&lines[e + 1]) {
+                e += 1;
             }
-            let Some((start, end)) = found else {
-                return (text.to_string(), 0);
-            };
-            let mut out: Vec<String> = lines[..=end].to_vec();
-            for (node, ks_file) in nodes {
-                let arg = ks_arg(volid, ks_file);
-                out.push(String::new());
-                for l in &lines[start..=end] {
-                    let indent = &l[..l.len() - l.trim_start().len()];
-                    let t = lower(l);
-                    if t.starts_with("label ") {
-                        out.push(format!("{indent}label kbundle-{node}"));
-                    } else if t.starts_with("menu label") {
-                        out.push(format!("{indent}menu label Install {node} (kbundle)"));
-                    } else if t == "menu default" {
-                        continue;
-                    } else if is_install_line(l, &ISOLINUX_CMDS) {
-                        out.push(with_ks(l, &arg));
-                    } else {
-                        out.push(l.clone());
-                    }
-                }
+            if lines[i..=e].iter().any(|l| is_install_line(l, &ISOLINUX_CMDS)) {
+                return Some((i, e));
             }
-            out.extend(lines[end + 1..].iter().cloned());
-            (join(&out, nl), nodes.len())
+            i = e;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// One `label kbundle-<node>` block per node, copied from the install block (without its
+/// `menu default`) and put right after it.
+fn isolinux_per_node(
+    lines: &[String],
+    (start, end): (usize, usize),
+    volid: &str,
+    nodes: &[(String, String)],
+) -> Vec<String> {
+    let mut out: Vec<String> = lines[..=end].to_vec();
+    for (node, ks_file) in nodes {
+        let arg = ks_arg(volid, ks_file);
+        out.push(String::new());
+        for l in &lines[start..=end] {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            let t = lower(l);
+            if t.starts_with("label ") {
+                out.push(format!("{indent}label kbundle-{node}"));
+            } else if t.starts_with("menu label") {
+                out.push(format!("{indent}menu label Install {node} (kbundle)"));
+            } else if t == "menu default" {
+                continue;
+            } else if is_install_line(l, &ISOLINUX_CMDS) {
+                out.push(with_ks(l, &arg));
+            } else {
+                out.push(l.clone());
+            }
         }
     }
+    out.extend(lines[end + 1..].iter().cloned());
+    out
 }
 
 #[cfg(test)]

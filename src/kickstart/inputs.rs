@@ -4,6 +4,7 @@
 
 use super::iso::{IsoError, IsoOptions};
 use super::{layout, media, KickstartError, KsInfo};
+use crate::cluster::Cluster;
 use crate::digest::Sha256;
 use std::path::{Path, PathBuf};
 
@@ -29,18 +30,36 @@ fn ks_error(dir: &Path, message: String) -> IsoError {
 /// Reads the kickstarts (all `*.ks`, or `<node>.ks`) and checks they were rendered together
 /// from the `cluster.toml` beside them. Ordered as the nodes are in cluster.toml.
 pub(crate) fn read_kickstarts(dir: &Path, node: Option<&str>) -> Result<(Vec<Ks>, PathBuf), IsoError> {
+    let (config, config_bytes, cluster) = read_config(dir)?;
+    let paths = kickstart_paths(dir, node)?;
+    let config_digest = Sha256::of(&config_bytes);
+    let mut out: Vec<(usize, Ks)> = Vec::new();
+    for path in paths {
+        out.push(read_one(dir, path, &config_digest, &cluster)?);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    let kss: Vec<Ks> = out.into_iter().map(|(_, k)| k).collect();
+    same_bundle(dir, &kss)?;
+    Ok((kss, config))
+}
+
+/// `dir/cluster.toml`: its path, exact bytes and parsed config.
+fn read_config(dir: &Path) -> Result<(PathBuf, Vec<u8>, Cluster), IsoError> {
     let config = dir.join(layout::CONFIG_FILE);
-    let config_bytes = std::fs::read(&config).map_err(|e| {
-        ks_error(
-            dir,
-            format!(
-                "cannot read {}: {e} (`kbundle kickstart` writes it beside the kickstarts)",
-                config.display()
-            ),
-        )
+    let bytes = std::fs::read(&config).map_err(|source| IsoError::ConfigUnreadable {
+        dir: dir.to_path_buf(),
+        path: config.clone(),
+        source,
     })?;
-    let cluster = crate::cluster::Cluster::parse(&config, &String::from_utf8_lossy(&config_bytes))
-        .map_err(|e| ks_error(dir, e.to_string()))?;
+    let cluster = Cluster::parse(&config, &String::from_utf8_lossy(&bytes)).map_err(|source| IsoError::Config {
+        dir: dir.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok((config, bytes, cluster))
+}
+
+/// `dir/<node>.ks`, or every `*.ks` file in `dir` (sorted); at least one.
+fn kickstart_paths(dir: &Path, node: Option<&str>) -> Result<Vec<PathBuf>, IsoError> {
     let paths: Vec<PathBuf> = match node {
         Some(n) => vec![dir.join(format!("{n}.ks"))],
         None => {
@@ -59,45 +78,60 @@ pub(crate) fn read_kickstarts(dir: &Path, node: Option<&str>) -> Result<(Vec<Ks>
             "no .ks files: run `kbundle kickstart --out DIR` first".into(),
         ));
     }
-    let config_digest = Sha256::of(&config_bytes);
-    let mut out: Vec<(usize, Ks)> = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(io("cannot read", &path))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let info = KsInfo::parse(&text)
-            .map_err(|m| ks_error(dir, format!("{name}: {m}")))?
-            .ok_or_else(|| ks_error(dir, format!("{name} was not written by `kbundle kickstart` (no kbundle header): remove it or render it again")))?;
-        if name != format!("{}.ks", info.node) || !crate::manifest::valid_name(&info.node) || info.node.contains('.') {
-            return Err(ks_error(
-                dir,
-                format!(
-                    "{name} says it is for node {:?}: keep the name `kbundle kickstart` gave it",
-                    info.node
-                ),
-            ));
-        }
-        if info.config_sha256 != config_digest {
-            return Err(ks_error(
-                dir,
-                format!("{name} was rendered from a cluster.toml with sha256 {}, not the cluster.toml here ({config_digest}): render the kickstarts again", info.config_sha256),
-            ));
-        }
-        let index = cluster.nodes.iter().position(|n| n.name == info.node).ok_or_else(|| {
+    Ok(paths)
+}
+
+/// One kickstart, checked against its file name, cluster.toml and its digest; with the
+/// index of its node in cluster.toml.
+fn read_one(dir: &Path, path: PathBuf, config_digest: &Sha256, cluster: &Cluster) -> Result<(usize, Ks), IsoError> {
+    let text = std::fs::read_to_string(&path).map_err(io("cannot read", &path))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let info = KsInfo::parse(&text)
+        .map_err(|source| IsoError::Header {
+            dir: dir.to_path_buf(),
+            name: name.clone(),
+            source,
+        })?
+        .ok_or_else(|| {
             ks_error(
                 dir,
                 format!(
-                    "{name}: node {} is not in cluster.toml: remove the file or render again",
-                    info.node
+                    "{name} was not written by `kbundle kickstart` (no kbundle header): remove it or render it again"
                 ),
             )
         })?;
-        out.push((index, Ks { path, info }));
+    if name != format!("{}.ks", info.node) || !crate::manifest::valid_name(&info.node) || info.node.contains('.') {
+        return Err(ks_error(
+            dir,
+            format!(
+                "{name} says it is for node {:?}: keep the name `kbundle kickstart` gave it",
+                info.node
+            ),
+        ));
     }
-    out.sort_by_key(|(i, _)| *i);
-    let kss: Vec<Ks> = out.into_iter().map(|(_, k)| k).collect();
+    if info.config_sha256 != *config_digest {
+        return Err(ks_error(
+            dir,
+            format!("{name} was rendered from a cluster.toml with sha256 {}, not the cluster.toml here ({config_digest}): render the kickstarts again", info.config_sha256),
+        ));
+    }
+    let index = cluster.nodes.iter().position(|n| n.name == info.node).ok_or_else(|| {
+        ks_error(
+            dir,
+            format!(
+                "{name}: node {} is not in cluster.toml: remove the file or render again",
+                info.node
+            ),
+        )
+    })?;
+    Ok((index, Ks { path, info }))
+}
+
+/// All kickstarts were rendered for the same bundle.
+fn same_bundle(dir: &Path, kss: &[Ks]) -> Result<(), IsoError> {
     let first = &kss[0].info;
     for k in &kss[1..] {
         let i = &k.info;
@@ -110,7 +144,7 @@ pub(crate) fn read_kickstarts(dir: &Path, node: Option<&str>) -> Result<(Vec<Ks>
             ));
         }
     }
-    Ok((kss, config))
+    Ok(())
 }
 
 fn bundle_err(path: &Path, message: String) -> IsoError {
@@ -124,26 +158,7 @@ fn bundle_err(path: &Path, message: String) -> IsoError {
 /// Checks the bundle against what the kickstarts expect, verifies it, extracts the
 /// installer into `staging` and returns (installer path, sidecar path).
 pub(crate) fn prepare_bundle(o: &IsoOptions, expect: &KsInfo, staging: &Path) -> Result<(PathBuf, PathBuf), IsoError> {
-    let name = media::archive_name(&o.bundle)?;
-    if name != expect.archive_name {
-        return Err(bundle_err(
-            &o.bundle,
-            format!(
-                "the kickstarts install {}, not {name}: pass that archive or render the kickstarts for this one",
-                expect.archive_name
-            ),
-        ));
-    }
-    let digest = media::archive_digest(&o.bundle)?;
-    if digest != expect.archive_sha256 {
-        return Err(bundle_err(
-            &o.bundle,
-            format!(
-                "sha256 {digest}, but the kickstarts were rendered for sha256 {}: render them again for this bundle",
-                expect.archive_sha256
-            ),
-        ));
-    }
+    let (name, digest) = expected_archive(&o.bundle, expect)?;
     // Verified in full (sidecar, every entry) while the installer is extracted.
     let installer = staging.join(crate::bundle::meta::INSTALLER);
     let bj = media::extract_installer(&o.bundle, &installer)?;
@@ -164,4 +179,29 @@ pub(crate) fn prepare_bundle(o: &IsoOptions, expect: &KsInfo, staging: &Path) ->
     let generated = staging.join(format!("{name}.sha256"));
     std::fs::write(&generated, format!("{digest}  {name}\n")).map_err(io("cannot write", &generated))?;
     Ok((installer, generated))
+}
+
+/// The archive's name and sha256, which must be the ones the kickstarts were rendered for.
+fn expected_archive(bundle: &Path, expect: &KsInfo) -> Result<(String, Sha256), IsoError> {
+    let name = media::archive_name(bundle)?;
+    if name != expect.archive_name {
+        return Err(bundle_err(
+            bundle,
+            format!(
+                "the kickstarts install {}, not {name}: pass that archive or render the kickstarts for this one",
+                expect.archive_name
+            ),
+        ));
+    }
+    let digest = media::archive_digest(bundle)?;
+    if digest != expect.archive_sha256 {
+        return Err(bundle_err(
+            bundle,
+            format!(
+                "sha256 {digest}, but the kickstarts were rendered for sha256 {}: render them again for this bundle",
+                expect.archive_sha256
+            ),
+        ));
+    }
+    Ok((name, digest))
 }

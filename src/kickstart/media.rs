@@ -7,6 +7,7 @@ use crate::bundle::archive::ArchiveError;
 use crate::bundle::check::{self, Sink, SinkError};
 use crate::bundle::meta::{BundleJson, EntryKind, INSTALLER};
 use crate::bundle::verify::check_sidecar;
+use crate::catalog::checksum::{self, ChecksumFormat};
 use crate::digest::Sha256;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,14 @@ fn bad(path: &Path, message: impl Into<String>) -> KickstartError {
     KickstartError::Bundle {
         path: path.to_path_buf(),
         message: message.into(),
+    }
+}
+
+fn archive_err(path: &Path) -> impl FnOnce(ArchiveError) -> KickstartError {
+    let path = path.to_path_buf();
+    move |source| KickstartError::Archive {
+        path,
+        source: Box::new(source),
     }
 }
 
@@ -44,26 +53,24 @@ pub fn sidecar_path(archive: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Reads the sidecar if there is one: (digest, file name it names).
-pub fn read_sidecar(archive: &Path) -> Result<Option<(Sha256, String)>, KickstartError> {
-    let p = sidecar_path(archive);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+/// The digest the sidecar beside `archive` records for `name`, if there is a sidecar. It must
+/// be `sha256sum` output that lists `name` (the one parser kbundle has for that format).
+pub fn read_sidecar(archive: &Path, name: &str) -> Result<Option<Sha256>, KickstartError> {
+    let path = sidecar_path(archive);
+    let body = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(KickstartError::Io {
                 what: "cannot read",
-                path: p,
+                path,
                 source,
             })
         }
     };
-    let line = text.lines().next().unwrap_or("");
-    let (hex, name) = line
-        .split_once(char::is_whitespace)
-        .ok_or_else(|| bad(&p, format!("expected '<sha256>  <file name>', got {line:?}")))?;
-    let digest: Sha256 = hex.parse().map_err(|e| bad(&p, format!("{e}")))?;
-    Ok(Some((digest, name.trim().trim_start_matches('*').to_string())))
+    checksum::parse(ChecksumFormat::Sha256Sum, &body, name)
+        .map(Some)
+        .map_err(|source| KickstartError::Sidecar { path, source })
 }
 
 /// Hashes the archive and checks it against its sidecar when there is one.
@@ -74,24 +81,16 @@ pub fn archive_digest(archive: &Path) -> Result<Sha256, KickstartError> {
         path: archive.to_path_buf(),
         source,
     })?;
-    if let Some((side, side_name)) = read_sidecar(archive)? {
-        if side != digest {
-            return Err(bad(
-                archive,
-                format!(
-                    "its sidecar {} says sha256 {side}, the file hashes to {digest}: the archive is damaged or the sidecar belongs to another build",
-                    sidecar_path(archive).display()
-                ),
-            ));
-        }
-        if side_name != name {
-            return Err(bad(
-                archive,
-                format!("its sidecar names {side_name:?}, not {name:?}: rename both together"),
-            ));
-        }
+    match read_sidecar(archive, &name)? {
+        Some(side) if side != digest => Err(bad(
+            archive,
+            format!(
+                "its sidecar {} says sha256 {side}, the file hashes to {digest}: the archive is damaged or the sidecar belongs to another build",
+                sidecar_path(archive).display()
+            ),
+        )),
+        _ => Ok(digest),
     }
-    Ok(digest)
 }
 
 /// The installer's digest and size from bundle.json.
@@ -166,13 +165,13 @@ impl Sink for InstallerSink<'_> {
 /// installer to `dest` (mode 0755). Returns bundle.json.
 pub fn extract_installer(archive: &Path, dest: &Path) -> Result<BundleJson, KickstartError> {
     let mut problems = Vec::new();
-    check_sidecar(archive, &mut problems).map_err(|e| bad(archive, e.to_string()))?;
+    check_sidecar(archive, &mut problems).map_err(archive_err(archive))?;
     let mut sink = InstallerSink {
         archive,
         dest,
         wrote: false,
     };
-    let report = check::check_archive(archive, &mut sink).map_err(|e| bad(archive, e.to_string()))?;
+    let report = check::check_archive(archive, &mut sink).map_err(archive_err(archive))?;
     problems.extend(report.problems);
     let bj = match report.bundle {
         Some(b) if problems.is_empty() => b,

@@ -11,8 +11,10 @@ pub mod bootcfg;
 mod inputs;
 pub mod iso;
 pub mod media;
+mod menus;
 pub mod render;
 pub mod validate;
+mod values;
 mod xorriso;
 
 use crate::digest::Sha256;
@@ -100,6 +102,20 @@ pub enum KickstartError {
     UnknownNode { name: String, path: PathBuf, known: String },
     #[error("bundle {path}: {message}")]
     Bundle { path: PathBuf, message: String },
+    #[error(
+        "sidecar {path}: {source} (it must list the archive beside it: rename both together, or remove the sidecar)"
+    )]
+    Sidecar {
+        path: PathBuf,
+        #[source]
+        source: crate::catalog::checksum::ChecksumError,
+    },
+    #[error("bundle {path} does not verify: {source}")]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::bundle::archive::ArchiveError>,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -207,46 +223,85 @@ pub(crate) const HDR_INSTALLER: &str = "# kbundle-installer: sha256:";
 pub(crate) const HDR_CONFIG: &str = "# kbundle-config: sha256:";
 pub(crate) const HDR_SECRETS: &str = "# contains secrets: ";
 
-impl KsInfo {
-    /// Parses the header of a kickstart; `None` if it was not written by `kbundle kickstart`.
-    pub fn parse(text: &str) -> Result<Option<KsInfo>, String> {
-        let mut node = None;
-        let mut release = None;
-        let mut bundle = None;
-        let mut installer = None;
-        let mut config = None;
-        let mut secrets = None;
-        for line in text.lines().take_while(|l| l.starts_with('#')) {
-            if let Some(v) = line.strip_prefix(HDR_NODE) {
-                node = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix(HDR_RELEASE) {
-                release = Some(Release::parse(v.trim()).ok_or_else(|| format!("unknown release {v:?}"))?);
-            } else if let Some(v) = line.strip_prefix(HDR_BUNDLE) {
-                let (name, digest) = v
-                    .trim()
-                    .split_once(" sha256:")
-                    .ok_or_else(|| format!("bad bundle line {line:?}"))?;
-                let d: Sha256 = digest.parse().map_err(|e| format!("{e}"))?;
-                bundle = Some((name.to_string(), d));
-            } else if let Some(v) = line.strip_prefix(HDR_INSTALLER) {
-                installer = Some(v.trim().parse::<Sha256>().map_err(|e| format!("{e}"))?);
-            } else if let Some(v) = line.strip_prefix(HDR_CONFIG) {
-                config = Some(v.trim().parse::<Sha256>().map_err(|e| format!("{e}"))?);
-            } else if let Some(v) = line.strip_prefix(HDR_SECRETS) {
-                secrets = Some(!v.starts_with("none"));
-            }
+/// A kickstart header that `kbundle kickstart` did not write as it stands.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("unknown release {0:?}")]
+    UnknownRelease(String),
+    #[error("bad bundle line {0:?}")]
+    BadBundleLine(String),
+    #[error("bad sha256 in {line:?}: {source}")]
+    BadDigest {
+        line: String,
+        #[source]
+        source: crate::digest::DigestError,
+    },
+    #[error("kbundle header without its {0} line")]
+    Missing(&'static str),
+}
+
+/// The header lines read so far.
+#[derive(Default)]
+struct HeaderFields {
+    node: Option<String>,
+    release: Option<Release>,
+    bundle: Option<(String, Sha256)>,
+    installer: Option<Sha256>,
+    config: Option<Sha256>,
+    secrets: Option<bool>,
+}
+
+fn header_digest(line: &str, hex: &str) -> Result<Sha256, HeaderError> {
+    hex.trim().parse().map_err(|source| HeaderError::BadDigest {
+        line: line.to_string(),
+        source,
+    })
+}
+
+impl HeaderFields {
+    fn read(&mut self, line: &str) -> Result<(), HeaderError> {
+        if let Some(v) = line.strip_prefix(HDR_NODE) {
+            self.node = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix(HDR_RELEASE) {
+            self.release = Some(Release::parse(v.trim()).ok_or_else(|| HeaderError::UnknownRelease(v.to_string()))?);
+        } else if let Some(v) = line.strip_prefix(HDR_BUNDLE) {
+            let (name, digest) = v
+                .trim()
+                .split_once(" sha256:")
+                .ok_or_else(|| HeaderError::BadBundleLine(line.to_string()))?;
+            self.bundle = Some((name.to_string(), header_digest(line, digest)?));
+        } else if let Some(v) = line.strip_prefix(HDR_INSTALLER) {
+            self.installer = Some(header_digest(line, v)?);
+        } else if let Some(v) = line.strip_prefix(HDR_CONFIG) {
+            self.config = Some(header_digest(line, v)?);
+        } else if let Some(v) = line.strip_prefix(HDR_SECRETS) {
+            self.secrets = Some(!v.starts_with("none"));
         }
-        let Some(node) = node else { return Ok(None) };
-        let missing = |what: &str| format!("kbundle header without its {what} line");
-        let (archive_name, archive_sha256) = bundle.ok_or_else(|| missing("kbundle-bundle"))?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<KsInfo>, HeaderError> {
+        let Some(node) = self.node else { return Ok(None) };
+        let (archive_name, archive_sha256) = self.bundle.ok_or(HeaderError::Missing("kbundle-bundle"))?;
         Ok(Some(KsInfo {
             node,
-            release: release.ok_or_else(|| missing("kbundle-os"))?,
+            release: self.release.ok_or(HeaderError::Missing("kbundle-os"))?,
             archive_name,
             archive_sha256,
-            installer_sha256: installer.ok_or_else(|| missing("kbundle-installer"))?,
-            config_sha256: config.ok_or_else(|| missing("kbundle-config"))?,
-            secrets: secrets.ok_or_else(|| missing("contains secrets"))?,
+            installer_sha256: self.installer.ok_or(HeaderError::Missing("kbundle-installer"))?,
+            config_sha256: self.config.ok_or(HeaderError::Missing("kbundle-config"))?,
+            secrets: self.secrets.ok_or(HeaderError::Missing("contains secrets"))?,
         }))
+    }
+}
+
+impl KsInfo {
+    /// Parses the header of a kickstart; `None` if it was not written by `kbundle kickstart`.
+    pub fn parse(text: &str) -> Result<Option<KsInfo>, HeaderError> {
+        let mut fields = HeaderFields::default();
+        for line in text.lines().take_while(|l| l.starts_with('#')) {
+            fields.read(line)?;
+        }
+        fields.finish()
     }
 }

@@ -5,6 +5,7 @@
 
 use super::iso::IsoError;
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -26,7 +27,7 @@ pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs a tool; a non-zero exit is an error carrying the tail of its output.
-pub(crate) fn run(tool: &Path, args: &[std::ffi::OsString], what: &str) -> Result<Output, IsoError> {
+pub(crate) fn run(tool: &Path, args: &[OsString], what: &str) -> Result<Output, IsoError> {
     let out = Command::new(tool)
         .args(args)
         .env("LANG", "C")
@@ -55,8 +56,8 @@ pub(crate) fn run(tool: &Path, args: &[std::ffi::OsString], what: &str) -> Resul
     Ok(out)
 }
 
-pub(crate) fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
-    args.iter().map(std::ffi::OsString::from).collect()
+pub(crate) fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
 }
 
 /// A UEFI El Torito boot image of the base ISO.
@@ -142,6 +143,21 @@ pub(crate) fn parse_inspect(stdout: &str) -> IsoInfo {
         }
     }
     info
+}
+
+/// Writes the new ISO: `args` read the base, name the output and list every edit.
+pub(crate) fn remaster(xorriso: &Path, args: &[OsString], base: &Path) -> Result<(), IsoError> {
+    run(xorriso, args, &format!("writing the new ISO from {}", base.display())).map(|_| ())
+}
+
+/// `implantisomd5 ISO`: a fresh media checksum for "Test this media".
+pub(crate) fn implant_md5(implantisomd5: &Path, iso: &Path) -> Result<(), IsoError> {
+    run(
+        implantisomd5,
+        &[iso.as_os_str().to_owned()],
+        "implanting the media checksum",
+    )
+    .map(|_| ())
 }
 
 /// Copies one file out of the ISO.

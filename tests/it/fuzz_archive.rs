@@ -5,7 +5,7 @@
 //! within a bound, must never accept changed content, and must never write outside the
 //! destination.
 //!
-//! Bounded to a few seconds in CI; `KBUNDLE_FUZZ_CASES=5000 cargo test --test fuzz_archive`
+//! Bounded to a few seconds in CI; `KBUNDLE_FUZZ_CASES=5000 cargo test --test it fuzz_archive::`
 //! runs longer.
 
 use kbundle::bundle::meta::{BundleJson, Entry, EntryKind, Hop, BUNDLE_SCHEMA};

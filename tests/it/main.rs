@@ -5,6 +5,7 @@ mod support;
 
 mod build;
 mod build_hostile;
+mod cli_output;
 mod crash;
 mod etcd;
 mod fuzz_archive;

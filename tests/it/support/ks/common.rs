@@ -1,6 +1,6 @@
-//! Shared by tests/it/kickstart.rs and tests/it/iso.rs: a small but valid bundle archive made
-//! here (no mirror or registry needed), the example cluster config, running kbundle, and
-//! making sure the outside tools the tests drive are installed.
+//! Shared by tests/it/kickstart.rs, tests/it/iso.rs and tests/it/cli_output.rs: a small but
+//! valid bundle archive made here (no mirror or registry needed), the example cluster config,
+//! running kbundle, and making sure the outside tools the tests drive are installed.
 #![allow(dead_code)]
 
 use kbundle::bundle::meta::{BundleJson, Entry, EntryKind, INSTALLER};
@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-pub const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
-pub const NAME: &str = "kubernetes-v1.34.3";
-pub const MTIME: u64 = 1_700_000_000;
+pub use crate::support::bundles::{text, KBUNDLE, MTIME, NAME};
+
 /// The installer shipped in the test bundle: a stand-in script, never run.
 pub const INSTALLER_BYTES: &[u8] = b"#!/bin/sh\n# kbundle test installer (stand-in)\necho \"kbundle $*\"\n";
 const KUBEADM: &str = "files/kubeadm/1.34.3/linux-amd64/kubeadm";
+/// The kubeadm stand-in of the kickstart tests' bundle (its bytes are in the snapshots).
+pub const KS_KUBEADM: &[u8] = b"#!/bin/sh\necho kubeadm stand-in\n";
 
 pub fn kbundle(args: &[&str]) -> Output {
     kbundle_env(args, &[])
@@ -28,15 +29,6 @@ pub fn kbundle_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run kbundle")
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 pub fn s(p: &Path) -> &str {
@@ -135,37 +127,5 @@ pub fn ensure_debian_tools(tools: &[(&str, &str)]) {
     }
     for (t, p) in tools {
         assert!(have(t), "{t} is still missing after installing {p}");
-    }
-}
-
-/// Compares `actual` with tests/it/snapshots/kickstart/<name>; KBUNDLE_UPDATE_SNAPSHOTS=1 rewrites it.
-pub fn snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/it/snapshots/kickstart")
-        .join(name);
-    if std::env::var_os("KBUNDLE_UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with KBUNDLE_UPDATE_SNAPSHOTS=1 to create it)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the rendered kickstart at line {}:\n  snapshot: {:?}\n  rendered: {:?}\nrun with KBUNDLE_UPDATE_SNAPSHOTS=1 if the change is intended",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first),
-            actual.lines().nth(first)
-        );
     }
 }
