@@ -4,8 +4,7 @@
 //! command syntax in the tests; these catch what it does not.
 
 use super::{KickstartError, Rendered};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// One mistake, with the kickstart file and line it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,17 +268,15 @@ pub struct BashMissing;
 
 /// `bash -n` with `script` on stdin: bash's exit status and stderr.
 fn run_bash_n(script: &str) -> std::io::Result<std::process::Output> {
-    let mut child = Command::new("bash")
-        .arg("-n")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A write error means bash exited early; its status and stderr tell why.
-        let _ = stdin.write_all(script.as_bytes());
-    }
-    child.wait_with_output()
+    use crate::host::sys::{Real, Stdin, Sys};
+    // Through the node seam's process runner; bash exiting before it read everything is
+    // judged by its status and stderr.
+    let ran = Real.run(Command::new("bash").arg("-n"), Stdin::Bytes(script.as_bytes()), None)?;
+    Ok(std::process::Output {
+        status: ran.status,
+        stdout: ran.stdout,
+        stderr: ran.stderr,
+    })
 }
 
 /// Runs `bash -n` on a script: `Ok(None)` if it parses, else the (body-relative) line and

@@ -28,16 +28,22 @@ pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
 
 /// Runs a tool; a non-zero exit is an error carrying the tail of its output.
 pub(crate) fn run(tool: &Path, args: &[OsString], what: &str) -> Result<Output, IsoError> {
-    let out = Command::new(tool)
-        .args(args)
+    use crate::host::sys::{Real, Stdin, Sys};
+    let mut cmd = Command::new(tool);
+    cmd.args(args)
         .env("LANG", "C")
         .env("LC_ALL", "C")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .map_err(|source| IsoError::Spawn {
-            tool: tool.display().to_string(),
-            source,
-        })?;
+        .env("MTOOLS_SKIP_CHECK", "1");
+    // Through the node seam's process runner, like every other tool kbundle runs.
+    let ran = Real.run(&mut cmd, Stdin::Null, None).map_err(|source| IsoError::Spawn {
+        tool: tool.display().to_string(),
+        source,
+    })?;
+    let out = Output {
+        status: ran.status,
+        stdout: ran.stdout,
+        stderr: ran.stderr,
+    };
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));
