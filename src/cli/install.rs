@@ -1,4 +1,4 @@
-use crate::cluster::Role;
+use crate::cluster::{BootstrapToken, CaCertHash, CertificateKey, NodeName, Role};
 use crate::install::{self, Phase};
 use std::path::PathBuf;
 
@@ -25,7 +25,7 @@ pub struct Args {
     pub config: PathBuf,
     /// This node's name in the cluster config (default: the hostname).
     #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    pub node: Option<NodeName>,
     /// The node's role; needed for `prepare` when the node is not named.
     #[arg(long, value_parser = parse_role)]
     pub role: Option<Role>,
@@ -42,13 +42,13 @@ pub struct Args {
     pub skip_preflight: Vec<String>,
     /// Bootstrap token for joining (printed by the init node).
     #[arg(long)]
-    pub token: Option<String>,
+    pub token: Option<BootstrapToken>,
     /// CA certificate hash for joining, sha256:<hex> (printed by the init node).
     #[arg(long)]
-    pub ca_cert_hash: Option<String>,
+    pub ca_cert_hash: Option<CaCertHash>,
     /// Certificate key for joining control planes (printed by the init node).
     #[arg(long)]
-    pub certificate_key: Option<String>,
+    pub certificate_key: Option<CertificateKey>,
     /// How long to wait for the node to become Ready, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub ready_timeout: u64,
@@ -67,24 +67,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             );
         }
     }
-    if let Some(t) = &a.token {
-        anyhow::ensure!(
-            crate::cluster::valid_token(t),
-            "--token {t:?}: expected [a-z0-9]{{6}}.[a-z0-9]{{16}}"
-        );
-    }
-    if let Some(h) = &a.ca_cert_hash {
-        anyhow::ensure!(
-            crate::cluster::valid_ca_hash(h),
-            "--ca-cert-hash {h:?}: expected sha256:<64 hex>"
-        );
-    }
-    if let Some(k) = &a.certificate_key {
-        anyhow::ensure!(
-            crate::cluster::valid_cert_key(k),
-            "--certificate-key: expected 64 hex characters"
-        );
-    }
     let bundle = match a.bundle {
         Some(b) => b,
         None => crate::bundle::verified::default_bundle()?,
@@ -92,18 +74,72 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     install::run(install::Options {
         bundle,
         config: a.config,
-        node: a.node,
+        node: a.node.map(String::from),
         role: a.role,
         root: a.root,
         phase: a.phase,
         dry_run: a.dry_run,
         skip_preflight: a.skip_preflight,
+        // Checked by clap with the cluster config's own types; kept as text from here on.
         secrets: install::kubeadm::Secrets {
-            token: a.token,
-            ca_cert_hash: a.ca_cert_hash,
-            certificate_key: a.certificate_key,
+            token: a.token.map(String::from),
+            ca_cert_hash: a.ca_cert_hash.map(String::from),
+            certificate_key: a.certificate_key.map(String::from),
         },
         ready_timeout: std::time::Duration::from_secs(a.ready_timeout),
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let argv = ["install", "--config", "c.toml"].iter().chain(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn join_flags_use_the_cluster_config_types() {
+        let hash = format!("sha256:{}", "a".repeat(64));
+        let key = "b".repeat(64);
+        let a = parse(&[
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--ca-cert-hash",
+            &hash,
+            "--certificate-key",
+            &key,
+        ])
+        .unwrap();
+        assert_eq!(a.token.unwrap(), "abcdef.0123456789abcdef");
+        assert_eq!(a.ca_cert_hash.unwrap(), hash.as_str());
+        assert_eq!(a.certificate_key.unwrap(), key.as_str());
+        let cases = [
+            (
+                "--token",
+                "ABCDEF.0123456789abcdef",
+                "expected [a-z0-9]{6}.[a-z0-9]{16} (kubeadm token generate)",
+            ),
+            ("--ca-cert-hash", "sha256:abc", "expected sha256:<64 hex>"),
+            (
+                "--certificate-key",
+                "abc",
+                "expected 64 hex characters (kubeadm certs certificate-key)",
+            ),
+            ("--node", "Worker_1", "\"Worker_1\" is not a valid hostname label"),
+        ];
+        for (flag, value, want) in cases {
+            let e = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(want), "{flag} {value}: {e}");
+        }
+    }
 }

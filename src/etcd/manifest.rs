@@ -19,11 +19,8 @@
 //! ```
 //!
 //! Changing only 1 and 3 would make etcd look at a container directory nothing is mounted
-//! on, and start a new, empty cluster there. There is no YAML library here, and a
-//! round-trip through one would reformat the file anyway: [`scan`] follows the block
-//! structure line by line (indentation, `key:` and `- ` items; flow collections,
-//! multi-line and escaped scalars are left alone) and [`rewrite_data_dir`] replaces
-//! exactly those three values in place, keeping every other byte.
+//! on, and start a new, empty cluster there. [`rewrite_data_dir`] ([`super::yaml`]) edits
+//! exactly those three values through a lossless YAML tree, keeping every other byte.
 //!
 //! [`apply`] then does the manual procedure on the node: (1) move `kube-apiserver.yaml`
 //! out of the manifests directory (kubelet stops the API server), (2) back up `etcd.yaml`
@@ -31,7 +28,9 @@
 //! `kube-apiserver.yaml` back. A failing step undoes the earlier ones, and the error says
 //! what state each file is in.
 
-pub use super::yaml::{check_node_dir, command_flags, rewrite_data_dir, scan, ChangedLine, Rewrite, Scalar, Seg};
+pub use super::yaml::{
+    check_node_dir, command_flags, rewrite_data_dir, ChangedLine, ManifestError, NodeDirError, Rewrite,
+};
 use super::{parent_dir, sync_dir, EtcdError, Level, Notes};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -89,19 +88,35 @@ impl Plan {
     }
 }
 
+fn bad(path: &Path, reason: impl ToString) -> EtcdError {
+    EtcdError::Manifest {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Reads and checks the node's manifests for pointing etcd at `new_dir` (a node path).
 pub fn plan(root: &Path, new_dir: &str) -> Result<Plan, EtcdError> {
     let paths = NodePaths::new(root);
     let etcd = paths.etcd_manifest();
-    let bad = |path: &Path, reason: String| EtcdError::Manifest {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let meta = std::fs::metadata(&etcd).map_err(EtcdError::io("cannot read kubeadm's etcd manifest", &etcd))?;
-    let bytes = std::fs::read(&etcd).map_err(EtcdError::io("cannot read kubeadm's etcd manifest", &etcd))?;
-    let original = String::from_utf8(bytes).map_err(|_| bad(&etcd, "not UTF-8 text".into()))?;
+    let read = || EtcdError::io("cannot read kubeadm's etcd manifest", &etcd);
+    let meta = std::fs::metadata(&etcd).map_err(read())?;
+    let bytes = std::fs::read(&etcd).map_err(read())?;
+    let original = String::from_utf8(bytes).map_err(|_| bad(&etcd, "not UTF-8 text"))?;
     let rewrite = rewrite_data_dir(&original, new_dir).map_err(|r| bad(&etcd, r))?;
     let flags = command_flags(&original).map_err(|r| bad(&etcd, r))?;
+    check_apiserver(&paths)?;
+    Ok(Plan {
+        paths,
+        original,
+        mode: meta.permissions().mode() & 0o7777,
+        rewrite,
+        flags,
+    })
+}
+
+/// The API server manifest is in place, and no earlier run left it moved away.
+fn check_apiserver(paths: &NodePaths) -> Result<(), EtcdError> {
     let api = paths.apiserver_manifest();
     let stopped = paths.apiserver_stopped();
     if stopped.symlink_metadata().is_ok() {
@@ -118,17 +133,10 @@ pub fn plan(root: &Path, new_dir: &str) -> Result<Plan, EtcdError> {
         return Err(bad(
             &api,
             "missing or not a regular file: --update-manifest stops the API server by moving \
-             kubeadm's kube-apiserver static pod manifest away for the switch"
-                .into(),
+             kubeadm's kube-apiserver static pod manifest away for the switch",
         ));
     }
-    Ok(Plan {
-        paths,
-        original,
-        mode: meta.permissions().mode() & 0o7777,
-        rewrite,
-        flags,
-    })
+    Ok(())
 }
 
 /// How [`apply`] runs.
@@ -150,180 +158,240 @@ pub enum Step {
     StartApiserver,
 }
 
+/// Called before each change of [`apply_with`]; an error fails that step.
+pub type Hook<'a> = dyn FnMut(Step) -> io::Result<()> + 'a;
+
+/// Why a step of [`apply`] failed (the cause in [`EtcdError::UpdateManifest`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// `what` is empty, or names the file (`the older backup `).
+    #[error("cannot move {what}{} to {}: {source}", .from.display(), .to.display())]
+    Move {
+        what: &'static str,
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} changed while kbundle was restoring; not overwriting that edit", .0.display())]
+    ChangedMeanwhile(PathBuf),
+    #[error(
+        "{comm} (pid {pids:?}) still runs {secs}s after its manifest was moved away; is kubelet \
+         running?"
+    )]
+    StillRunning { comm: String, pids: Vec<u32>, secs: u64 },
+}
+
+impl StepError {
+    fn moving(what: &'static str, from: &Path, to: &Path) -> impl FnOnce(io::Error) -> StepError {
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        move |source| StepError::Move { what, from, to, source }
+    }
+
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StepError {
+        let path = path.to_path_buf();
+        move |source| StepError::Io { action, path, source }
+    }
+}
+
 /// Runs the three steps (see the module docs).
 pub fn apply(plan: &Plan, opts: &ApplyOptions, notes: Notes) -> Result<(), EtcdError> {
     apply_with(plan, opts, notes, &mut |_| Ok(()))
 }
 
 /// [`apply`] with `hook` called before each change; an error from it fails that step.
-pub fn apply_with(
-    plan: &Plan,
-    opts: &ApplyOptions,
-    notes: Notes,
-    hook: &mut dyn FnMut(Step) -> io::Result<()>,
-) -> Result<(), EtcdError> {
-    let p = &plan.paths;
-    let (api, stopped, etcd, backup) = (
-        p.apiserver_manifest(),
-        p.apiserver_stopped(),
-        p.etcd_manifest(),
-        p.etcd_backup(),
-    );
-    let (old, new) = (&plan.rewrite.old_data_dir, &plan.rewrite.new_data_dir);
-    let restored = format!(
-        "- restored data: {} (not used by etcd; remove it before retrying with the same --data-dir)",
-        opts.restored_dir.display()
-    );
-    let api_running = format!("- {}: in place (API server running)", api.display());
-    let etcd_unchanged = format!("- {}: unchanged (--data-dir={old})", etcd.display());
-    let fail = |step: u8, what: &'static str, cause: String, state: Vec<String>| EtcdError::UpdateManifest {
-        step,
-        what,
-        cause,
-        state: state.join("\n"),
-    };
-    // Moves the API server manifest back; returns the state line.
-    let restart_api = || match std::fs::rename(&stopped, &api) {
-        Ok(()) => {
-            sync_dir(&p.manifests_dir());
-            format!("- {}: moved back (API server starting again)", api.display())
-        }
-        Err(e) => format!(
-            "- {}: STILL MOVED AWAY to {} ({e}); the API server stays stopped until you run: \
-             mv {} {}",
-            api.display(),
-            stopped.display(),
-            stopped.display(),
-            api.display()
-        ),
-    };
-    // Puts the original etcd.yaml back if kbundle replaced it (and only then: an edit
-    // made by someone else meanwhile stays); returns the state line.
-    let restore_etcd = || match std::fs::read(&etcd) {
-        Ok(b) if b == plan.original.as_bytes() => etcd_unchanged.clone(),
-        Ok(b) if b != plan.rewrite.text.as_bytes() => format!(
-            "- {}: changed by someone else while kbundle ran; left as it is now",
-            etcd.display()
-        ),
-        _ => match write_atomic_mode(&etcd, plan.original.as_bytes(), plan.mode) {
-            Ok(()) => format!("- {}: put back as it was (--data-dir={old})", etcd.display()),
-            Err(e) => format!(
-                "- {}: COULD NOT PUT THE ORIGINAL BACK ({e}); it may point at {new}. The \
-                 original is in {}: cp {} {}",
-                etcd.display(),
-                backup.display(),
-                backup.display(),
-                etcd.display()
-            ),
-        },
-    };
+pub fn apply_with(plan: &Plan, opts: &ApplyOptions, notes: Notes, hook: &mut Hook) -> Result<(), EtcdError> {
+    let run = Run::new(plan, opts);
+    run.stop_apiserver(notes, hook)?;
+    run.point_etcd(notes, hook)?;
+    run.start_apiserver(notes, hook)
+}
 
-    // Step 1: stop the API server.
-    notes(
-        Level::Step,
-        &format!(
-            "step 1/3: moving {} to {} (kubelet stops the API server)",
-            api.display(),
-            stopped.display()
-        ),
-    );
-    let moved = hook(Step::StopApiserver).and_then(|()| std::fs::rename(&api, &stopped));
-    if let Err(e) = moved {
-        return Err(fail(
-            1,
-            "stop the API server",
-            format!("cannot move {} to {}: {e}", api.display(), stopped.display()),
-            vec![api_running, etcd_unchanged, restored],
-        ));
-    }
-    sync_dir(&p.manifests_dir());
-    sync_dir(&p.kubernetes_dir());
-    if let Some(limit) = opts.wait_for_apiserver {
-        if let Err(cause) = wait_for_exit("kube-apiserver", limit, notes) {
-            let api_state = restart_api();
-            return Err(fail(
-                1,
-                "stop the API server",
-                cause,
-                vec![api_state, etcd_unchanged, restored],
-            ));
+/// One [`apply`]: the plan and the files it moves.
+struct Run<'a> {
+    plan: &'a Plan,
+    opts: &'a ApplyOptions,
+    api: PathBuf,
+    stopped: PathBuf,
+    etcd: PathBuf,
+    backup: PathBuf,
+}
+
+impl<'a> Run<'a> {
+    fn new(plan: &'a Plan, opts: &'a ApplyOptions) -> Self {
+        let p = &plan.paths;
+        Run {
+            plan,
+            opts,
+            api: p.apiserver_manifest(),
+            stopped: p.apiserver_stopped(),
+            etcd: p.etcd_manifest(),
+            backup: p.etcd_backup(),
         }
     }
 
-    // Step 2: back up etcd.yaml and point it at the new directory.
-    notes(
-        Level::Step,
-        &format!(
-            "step 2/3: pointing {} at {new} (was {old}); backup: {}",
-            etcd.display(),
-            backup.display()
-        ),
-    );
-    let step2 = (|| -> Result<(), String> {
-        let current = std::fs::read(&etcd).map_err(|e| format!("cannot read {}: {e}", etcd.display()))?;
-        if current != plan.original.as_bytes() {
-            return Err(format!(
-                "{} changed while kbundle was restoring; not overwriting that edit",
-                etcd.display()
-            ));
-        }
-        hook(Step::WriteBackup).map_err(|e| format!("cannot write {}: {e}", backup.display()))?;
-        write_backup(&backup, plan, notes)?;
-        hook(Step::WriteEtcdManifest).map_err(|e| format!("cannot write {}: {e}", etcd.display()))?;
-        write_atomic_mode(&etcd, plan.rewrite.text.as_bytes(), plan.mode)
-            .map_err(|e| format!("cannot write {}: {e}", etcd.display()))
-    })();
-    if let Err(cause) = step2 {
-        let etcd_state = restore_etcd();
-        let api_state = restart_api();
-        return Err(fail(
-            2,
-            "point etcd.yaml at the restored data",
-            cause,
-            vec![api_state, etcd_state, restored],
-        ));
+    fn sync(&self) {
+        sync_dir(&self.plan.paths.manifests_dir());
+        sync_dir(&self.plan.paths.kubernetes_dir());
     }
-    for c in &plan.rewrite.changed {
+
+    /// The error for a failed `step`, with the state of each file after the undo.
+    fn fail(&self, step: u8, what: &'static str, cause: StepError, api: String, etcd: String) -> EtcdError {
+        let restored = format!(
+            "- restored data: {} (not used by etcd; remove it before retrying with the same --data-dir)",
+            self.opts.restored_dir.display()
+        );
+        EtcdError::UpdateManifest {
+            step,
+            what,
+            cause: cause.to_string(),
+            state: [api, etcd, restored].join("\n"),
+        }
+    }
+
+    fn api_running(&self) -> String {
+        format!("- {}: in place (API server running)", self.api.display())
+    }
+
+    fn etcd_unchanged(&self) -> String {
+        let old = &self.plan.rewrite.old_data_dir;
+        format!("- {}: unchanged (--data-dir={old})", self.etcd.display())
+    }
+
+    fn api_moved_away(&self, why: &str) -> String {
+        let (api, stopped) = (self.api.display(), self.stopped.display());
+        format!(
+            "- {api}: STILL MOVED AWAY to {stopped}{why}; the API server stays stopped until you run: \
+             mv {stopped} {api}"
+        )
+    }
+
+    /// Moves the API server manifest back; returns the state line.
+    fn restart_api(&self) -> String {
+        match std::fs::rename(&self.stopped, &self.api) {
+            Ok(()) => {
+                sync_dir(&self.plan.paths.manifests_dir());
+                format!("- {}: moved back (API server starting again)", self.api.display())
+            }
+            Err(e) => self.api_moved_away(&format!(" ({e})")),
+        }
+    }
+
+    /// Puts the original etcd.yaml back if kbundle replaced it (and only then: an edit
+    /// made by someone else meanwhile stays); returns the state line.
+    fn restore_etcd(&self) -> String {
+        let (plan, etcd) = (self.plan, self.etcd.display());
+        match std::fs::read(&self.etcd) {
+            Ok(b) if b == plan.original.as_bytes() => self.etcd_unchanged(),
+            Ok(b) if b != plan.rewrite.text.as_bytes() => {
+                format!("- {etcd}: changed by someone else while kbundle ran; left as it is now")
+            }
+            _ => match write_atomic_mode(&self.etcd, plan.original.as_bytes(), plan.mode) {
+                Ok(()) => format!(
+                    "- {etcd}: put back as it was (--data-dir={})",
+                    plan.rewrite.old_data_dir
+                ),
+                Err(e) => format!(
+                    "- {etcd}: COULD NOT PUT THE ORIGINAL BACK ({e}); it may point at {}. The \
+                     original is in {backup}: cp {backup} {etcd}",
+                    plan.rewrite.new_data_dir,
+                    backup = self.backup.display(),
+                ),
+            },
+        }
+    }
+
+    /// Step 1: move the API server manifest away and wait for the API server to stop.
+    fn stop_apiserver(&self, notes: Notes, hook: &mut Hook) -> Result<(), EtcdError> {
+        let (api, stopped) = (self.api.display(), self.stopped.display());
         notes(
             Level::Step,
-            &format!("  line {}: {}  ->  {}", c.line, c.before.trim(), c.after.trim()),
+            &format!("step 1/3: moving {api} to {stopped} (kubelet stops the API server)"),
         );
+        let moved = hook(Step::StopApiserver).and_then(|()| std::fs::rename(&self.api, &self.stopped));
+        if let Err(e) = moved {
+            let cause = StepError::moving("", &self.api, &self.stopped)(e);
+            let (api, etcd) = (self.api_running(), self.etcd_unchanged());
+            return Err(self.fail(1, "stop the API server", cause, api, etcd));
+        }
+        self.sync();
+        let Some(limit) = self.opts.wait_for_apiserver else {
+            return Ok(());
+        };
+        wait_for_exit("kube-apiserver", limit, notes).map_err(|cause| {
+            let api_state = self.restart_api();
+            self.fail(1, "stop the API server", cause, api_state, self.etcd_unchanged())
+        })
     }
 
-    // Step 3: start the API server again.
-    notes(
-        Level::Step,
-        &format!(
-            "step 3/3: moving {} back to {} (kubelet starts the API server again)",
-            stopped.display(),
-            api.display()
-        ),
-    );
-    let back = hook(Step::StartApiserver).and_then(|()| std::fs::rename(&stopped, &api));
-    if let Err(e) = back {
-        let etcd_state = restore_etcd();
-        let api_state = format!(
-            "- {}: STILL MOVED AWAY to {}; the API server stays stopped until you run: mv {} {}",
-            api.display(),
-            stopped.display(),
-            stopped.display(),
-            api.display()
+    /// Step 2: back up etcd.yaml and point it at the new directory.
+    fn point_etcd(&self, notes: Notes, hook: &mut Hook) -> Result<(), EtcdError> {
+        let rw = &self.plan.rewrite;
+        notes(
+            Level::Step,
+            &format!(
+                "step 2/3: pointing {} at {} (was {}); backup: {}",
+                self.etcd.display(),
+                rw.new_data_dir,
+                rw.old_data_dir,
+                self.backup.display()
+            ),
         );
-        return Err(fail(
-            3,
-            "start the API server",
-            format!("cannot move {} back to {}: {e}", stopped.display(), api.display()),
-            vec![api_state, etcd_state, restored],
-        ));
+        if let Err(cause) = self.write_etcd(notes, hook) {
+            let etcd_state = self.restore_etcd();
+            let api_state = self.restart_api();
+            return Err(self.fail(2, "point etcd.yaml at the restored data", cause, api_state, etcd_state));
+        }
+        for c in &rw.changed {
+            notes(
+                Level::Step,
+                &format!("  line {}: {}  ->  {}", c.line, c.before.trim(), c.after.trim()),
+            );
+        }
+        Ok(())
     }
-    sync_dir(&p.manifests_dir());
-    sync_dir(&p.kubernetes_dir());
-    Ok(())
+
+    fn write_etcd(&self, notes: Notes, hook: &mut Hook) -> Result<(), StepError> {
+        let current = std::fs::read(&self.etcd).map_err(StepError::io("read", &self.etcd))?;
+        if current != self.plan.original.as_bytes() {
+            return Err(StepError::ChangedMeanwhile(self.etcd.clone()));
+        }
+        hook(Step::WriteBackup).map_err(StepError::io("write", &self.backup))?;
+        write_backup(&self.backup, self.plan, notes)?;
+        hook(Step::WriteEtcdManifest).map_err(StepError::io("write", &self.etcd))?;
+        write_atomic_mode(&self.etcd, self.plan.rewrite.text.as_bytes(), self.plan.mode)
+            .map_err(StepError::io("write", &self.etcd))
+    }
+
+    /// Step 3: move the API server manifest back.
+    fn start_apiserver(&self, notes: Notes, hook: &mut Hook) -> Result<(), EtcdError> {
+        let (api, stopped) = (self.api.display(), self.stopped.display());
+        notes(
+            Level::Step,
+            &format!("step 3/3: moving {stopped} back to {api} (kubelet starts the API server again)"),
+        );
+        let back = hook(Step::StartApiserver).and_then(|()| std::fs::rename(&self.stopped, &self.api));
+        if let Err(e) = back {
+            let etcd_state = self.restore_etcd();
+            let cause = StepError::moving("", &self.stopped, &self.api)(e);
+            let api_state = self.api_moved_away("");
+            return Err(self.fail(3, "start the API server", cause, api_state, etcd_state));
+        }
+        self.sync();
+        Ok(())
+    }
 }
 
 /// Writes the original etcd.yaml to `backup`; an older, different backup is kept as
 /// `backup.N`.
-fn write_backup(backup: &Path, plan: &Plan, notes: Notes) -> Result<(), String> {
+fn write_backup(backup: &Path, plan: &Plan, notes: Notes) -> Result<(), StepError> {
     match std::fs::read(backup) {
         Ok(b) if b == plan.original.as_bytes() => {
             notes(
@@ -332,28 +400,25 @@ fn write_backup(backup: &Path, plan: &Plan, notes: Notes) -> Result<(), String> 
             );
             return Ok(());
         }
-        Ok(_) => {
-            let kept = (1..)
-                .map(|n| super::with_suffix(backup, &format!(".{n}")))
-                .find(|p| p.symlink_metadata().is_err())
-                .unwrap_or_else(|| super::with_suffix(backup, ".old"));
-            std::fs::rename(backup, &kept).map_err(|e| {
-                format!(
-                    "cannot move the older backup {} to {}: {e}",
-                    backup.display(),
-                    kept.display()
-                )
-            })?;
-            notes(
-                Level::Step,
-                &format!("  kept the older backup {} as {}", backup.display(), kept.display()),
-            );
-        }
+        Ok(_) => keep_old_backup(backup, notes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", backup.display())),
+        Err(e) => return Err(StepError::io("read", backup)(e)),
     }
-    write_atomic_mode(backup, plan.original.as_bytes(), plan.mode)
-        .map_err(|e| format!("cannot write {}: {e}", backup.display()))
+    write_atomic_mode(backup, plan.original.as_bytes(), plan.mode).map_err(StepError::io("write", backup))
+}
+
+/// Moves an older backup to the first free `backup.N`.
+fn keep_old_backup(backup: &Path, notes: Notes) -> Result<(), StepError> {
+    let kept = (1..)
+        .map(|n| super::with_suffix(backup, &format!(".{n}")))
+        .find(|p| p.symlink_metadata().is_err())
+        .unwrap_or_else(|| super::with_suffix(backup, ".old"));
+    std::fs::rename(backup, &kept).map_err(StepError::moving("the older backup ", backup, &kept))?;
+    notes(
+        Level::Step,
+        &format!("  kept the older backup {} as {}", backup.display(), kept.display()),
+    );
+    Ok(())
 }
 
 /// Like `fsutil::write_atomic`, keeping the file mode. The temp file is a dot file, which
@@ -396,7 +461,7 @@ fn processes_named(comm: &str) -> Vec<u32> {
         .collect()
 }
 
-fn wait_for_exit(comm: &str, limit: Duration, notes: Notes) -> Result<(), String> {
+fn wait_for_exit(comm: &str, limit: Duration, notes: Notes) -> Result<(), StepError> {
     let start = Instant::now();
     let mut pids = processes_named(comm);
     if pids.is_empty() {
@@ -409,11 +474,11 @@ fn wait_for_exit(comm: &str, limit: Duration, notes: Notes) -> Result<(), String
     );
     while !pids.is_empty() {
         if start.elapsed() >= limit {
-            return Err(format!(
-                "{comm} (pid {pids:?}) still runs {}s after its manifest was moved away; is \
-                 kubelet running?",
-                limit.as_secs()
-            ));
+            return Err(StepError::StillRunning {
+                comm: comm.to_string(),
+                pids,
+                secs: limit.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(250));
         pids = processes_named(comm);

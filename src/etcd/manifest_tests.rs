@@ -179,7 +179,7 @@ fn without_line(text: &str, needle: &str) -> String {
 
 #[test]
 fn refuses_what_it_cannot_edit_safely() {
-    let err = |t: &str, d: &str| rewrite_data_dir(t, d).unwrap_err();
+    let err = |t: &str, d: &str| rewrite_data_dir(t, d).unwrap_err().to_string();
     let e = err(&without_line(KUBEADM_ETCD, "--data-dir"), "/var/lib/x");
     assert!(e.contains("no `- --data-dir=PATH`"), "{e}");
     let twice = KUBEADM_ETCD.replace(
@@ -211,26 +211,116 @@ fn refuses_what_it_cannot_edit_safely() {
     check_node_dir("/var/lib/etcd-restore.2024-01-01_1").unwrap();
 }
 
+/// Diffs `text` before and after pointing it at /data/etcd-2: the changed lines, 1-based.
+fn edited_lines(text: &str) -> Vec<(usize, String, String)> {
+    let r = rewrite_data_dir(text, "/data/etcd-2").unwrap();
+    diff(text, &r.text)
+}
+
 #[test]
-fn scanner_paths() {
-    let s = scan("a:\n  - b: 1\n    c:\n    - x\n    - 'y z'\n  - b: 2\nd: e # c\n").unwrap();
-    let show: Vec<(String, String)> = s
-        .iter()
-        .map(|s| (s.keys().collect::<Vec<_>>().join("."), s.value.clone()))
-        .collect();
+fn round_trip_keeps_comments_and_layout() {
+    let text = [
+        "# etcd static pod, managed by kubeadm",
+        "---",
+        "apiVersion: v1   # core",
+        "kind: Pod",
+        "",
+        "spec:",
+        "  # the only container",
+        "  containers:",
+        "  - command:",
+        "    - etcd    # the binary",
+        "    # data lives here:",
+        "    - --data-dir=/var/lib/etcd",
+        "    - --name=cp1",
+        "    volumeMounts:",
+        "    - {mountPath: /etc/kubernetes/pki/etcd, name: etcd-certs}",
+        "    - mountPath: /var/lib/etcd   # keep in step with --data-dir",
+        "      name: etcd-data",
+        "",
+        "  volumes:",
+        "  - name: etcd-data",
+        "    hostPath: {type: DirectoryOrCreate, path: /srv/unrelated}",
+        "    # kubeadm writes hostPath as a block:",
+        "  - name: etcd-certs",
+        "    hostPath:",
+        "      path: /etc/kubernetes/pki/etcd",
+        "",
+    ]
+    .join("\n");
+    // The data volume's hostPath is a flow mapping naming another directory: refused.
+    let e = rewrite_data_dir(&text, "/data/etcd-2").unwrap_err();
+    assert!(matches!(&e, ManifestError::OtherHostDir { line: 21, .. }), "{e}");
+    // In block style it is edited, and every comment, blank line and the `---` stay.
+    let text = text.replace(
+        "    hostPath: {type: DirectoryOrCreate, path: /srv/unrelated}",
+        "    hostPath:\n      path: /var/lib/etcd     # host side\n      type: DirectoryOrCreate",
+    );
     assert_eq!(
-        show,
+        edited_lines(&text),
         vec![
-            ("a.-.b".into(), "1".into()),
-            ("a.-.c.-".into(), "x".into()),
-            ("a.-.c.-".into(), "y z".into()),
-            ("a.-.b".into(), "2".into()),
-            ("d".into(), "e".into()),
+            (
+                12,
+                "    - --data-dir=/var/lib/etcd\n".into(),
+                "    - --data-dir=/data/etcd-2\n".into()
+            ),
+            (
+                16,
+                "    - mountPath: /var/lib/etcd   # keep in step with --data-dir\n".into(),
+                "    - mountPath: /data/etcd-2   # keep in step with --data-dir\n".into()
+            ),
+            (
+                22,
+                "      path: /var/lib/etcd     # host side\n".into(),
+                "      path: /data/etcd-2     # host side\n".into()
+            ),
         ]
     );
-    // The two `b` keys live in different items.
-    assert_ne!(s[0].parent(), s[3].parent());
-    assert_eq!(s[0].parent(), &s[1].path[..2]);
+}
+
+#[test]
+fn refuses_flow_escaped_and_multi_document_manifests() {
+    let err = |t: &str| rewrite_data_dir(t, "/data/etcd-2").unwrap_err();
+    let flow = KUBEADM_ETCD.replace(
+        "    - mountPath: /var/lib/etcd\n      name: etcd-data\n",
+        "    - {mountPath: /var/lib/etcd, name: etcd-data}\n",
+    );
+    assert!(
+        matches!(err(&flow), ManifestError::NotInPlace { line: 56 }),
+        "{}",
+        err(&flow)
+    );
+    let escaped = KUBEADM_ETCD.replace(
+        "    - --data-dir=/var/lib/etcd\n",
+        "    - \"--data-dir=/var/lib/\\x65tcd\"\n",
+    );
+    assert!(
+        matches!(err(&escaped), ManifestError::NotInPlace { line: 19 }),
+        "{}",
+        err(&escaped)
+    );
+    let broken = KUBEADM_ETCD.replace("status: {}", "status: {");
+    assert!(matches!(err(&broken), ManifestError::Parse(_)), "{}", err(&broken));
+    let two = format!("{KUBEADM_ETCD}---\n{KUBEADM_ETCD}");
+    assert!(matches!(err(&two), ManifestError::NotAPod), "{}", err(&two));
+    let twice = KUBEADM_ETCD.replace(
+        "    - --name=cp1\n",
+        "    - --name=cp1\n    - --data-dir=/var/lib/etcd\n",
+    );
+    assert!(matches!(err(&twice), ManifestError::ManyDataDirs { lines } if lines == [19, 28]));
+}
+
+#[test]
+fn reads_only_the_pod_spec_not_text_that_looks_like_it() {
+    // A block scalar and another key's list hold look-alikes; only spec.containers counts.
+    let text = KUBEADM_ETCD.replace(
+        "  annotations:\n",
+        "  annotations:\n    note: |\n      - --data-dir=/elsewhere\n      path: /var/lib/etcd\n",
+    );
+    let flags = command_flags(&text).unwrap();
+    assert_eq!(flags.iter().filter(|(k, _)| k == "--data-dir").count(), 1);
+    let d = diff(&text, &rewrite_data_dir(&text, "/data/etcd-2").unwrap().text);
+    assert_eq!(d.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(), [22, 59, 75]);
 }
 
 // --- the node procedure ---

@@ -14,6 +14,7 @@ mod images;
 mod install;
 mod iso;
 mod kickstart;
+mod kubeadm_config;
 mod registry_selftest;
 mod skew;
 mod support_selftest;
