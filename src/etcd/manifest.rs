@@ -31,11 +31,12 @@
 pub use super::yaml::{
     check_node_dir, command_flags, rewrite_data_dir, ChangedLine, ManifestError, NodeDirError, Rewrite,
 };
-use super::{parent_dir, sync_dir, EtcdError, Level, Notes};
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use super::{parent_dir, EtcdError, Level, Notes};
+use crate::host::sys::Sys;
+use crate::host::Host;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// kubeadm's files on a node, under `root`.
 #[derive(Debug, Clone)]
@@ -95,31 +96,33 @@ fn bad(path: &Path, reason: impl ToString) -> EtcdError {
     }
 }
 
-/// Reads and checks the node's manifests for pointing etcd at `new_dir` (a node path).
-pub fn plan(root: &Path, new_dir: &str) -> Result<Plan, EtcdError> {
-    let paths = NodePaths::new(root);
+/// Reads and checks the node's manifests for pointing etcd at `new_dir` (a node path),
+/// through the node seam.
+pub fn plan(host: &Host, new_dir: &str) -> Result<Plan, EtcdError> {
+    let sys = host.sys();
+    let paths = NodePaths::new(host.root());
     let etcd = paths.etcd_manifest();
     let read = || EtcdError::io("cannot read kubeadm's etcd manifest", &etcd);
-    let meta = std::fs::metadata(&etcd).map_err(read())?;
-    let bytes = std::fs::read(&etcd).map_err(read())?;
+    let meta = sys.stat(&etcd).map_err(read())?;
+    let bytes = sys.read(&etcd).map_err(read())?;
     let original = String::from_utf8(bytes).map_err(|_| bad(&etcd, "not UTF-8 text"))?;
     let rewrite = rewrite_data_dir(&original, new_dir).map_err(|r| bad(&etcd, r))?;
     let flags = command_flags(&original).map_err(|r| bad(&etcd, r))?;
-    check_apiserver(&paths)?;
+    check_apiserver(sys, &paths)?;
     Ok(Plan {
         paths,
         original,
-        mode: meta.permissions().mode() & 0o7777,
+        mode: meta.mode,
         rewrite,
         flags,
     })
 }
 
 /// The API server manifest is in place, and no earlier run left it moved away.
-fn check_apiserver(paths: &NodePaths) -> Result<(), EtcdError> {
+fn check_apiserver(sys: &dyn Sys, paths: &NodePaths) -> Result<(), EtcdError> {
     let api = paths.apiserver_manifest();
     let stopped = paths.apiserver_stopped();
-    if stopped.symlink_metadata().is_ok() {
+    if sys.meta(&stopped).is_ok() {
         return Err(bad(
             &stopped,
             format!(
@@ -129,7 +132,7 @@ fn check_apiserver(paths: &NodePaths) -> Result<(), EtcdError> {
             ),
         ));
     }
-    if !api.symlink_metadata().is_ok_and(|m| m.is_file()) {
+    if !sys.meta(&api).is_ok_and(|m| m.is_file) {
         return Err(bad(
             &api,
             "missing or not a regular file: --update-manifest stops the API server by moving \
@@ -201,14 +204,20 @@ impl StepError {
     }
 }
 
-/// Runs the three steps (see the module docs).
-pub fn apply(plan: &Plan, opts: &ApplyOptions, notes: Notes) -> Result<(), EtcdError> {
-    apply_with(plan, opts, notes, &mut |_| Ok(()))
+/// Runs the three steps (see the module docs) through the node seam.
+pub fn apply(host: &Host, plan: &Plan, opts: &ApplyOptions, notes: Notes) -> Result<(), EtcdError> {
+    apply_with(host, plan, opts, notes, &mut |_| Ok(()))
 }
 
 /// [`apply`] with `hook` called before each change; an error from it fails that step.
-pub fn apply_with(plan: &Plan, opts: &ApplyOptions, notes: Notes, hook: &mut Hook) -> Result<(), EtcdError> {
-    let run = Run::new(plan, opts);
+pub fn apply_with(
+    host: &Host,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    notes: Notes,
+    hook: &mut Hook,
+) -> Result<(), EtcdError> {
+    let run = Run::new(host, plan, opts);
     run.stop_apiserver(notes, hook)?;
     run.point_etcd(notes, hook)?;
     run.start_apiserver(notes, hook)
@@ -216,6 +225,7 @@ pub fn apply_with(plan: &Plan, opts: &ApplyOptions, notes: Notes, hook: &mut Hoo
 
 /// One [`apply`]: the plan and the files it moves.
 struct Run<'a> {
+    host: &'a Host,
     plan: &'a Plan,
     opts: &'a ApplyOptions,
     api: PathBuf,
@@ -225,9 +235,10 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(plan: &'a Plan, opts: &'a ApplyOptions) -> Self {
+    fn new(host: &'a Host, plan: &'a Plan, opts: &'a ApplyOptions) -> Self {
         let p = &plan.paths;
         Run {
+            host,
             plan,
             opts,
             api: p.apiserver_manifest(),
@@ -237,9 +248,13 @@ impl<'a> Run<'a> {
         }
     }
 
+    fn sys(&self) -> &dyn Sys {
+        self.host.sys()
+    }
+
     fn sync(&self) {
-        sync_dir(&self.plan.paths.manifests_dir());
-        sync_dir(&self.plan.paths.kubernetes_dir());
+        let _ = self.sys().sync(&self.plan.paths.manifests_dir());
+        let _ = self.sys().sync(&self.plan.paths.kubernetes_dir());
     }
 
     /// The error for a failed `step`, with the state of each file after the undo.
@@ -275,9 +290,9 @@ impl<'a> Run<'a> {
 
     /// Moves the API server manifest back; returns the state line.
     fn restart_api(&self) -> String {
-        match std::fs::rename(&self.stopped, &self.api) {
+        match self.sys().rename(&self.stopped, &self.api) {
             Ok(()) => {
-                sync_dir(&self.plan.paths.manifests_dir());
+                let _ = self.sys().sync(&self.plan.paths.manifests_dir());
                 format!("- {}: moved back (API server starting again)", self.api.display())
             }
             Err(e) => self.api_moved_away(&format!(" ({e})")),
@@ -288,12 +303,12 @@ impl<'a> Run<'a> {
     /// made by someone else meanwhile stays); returns the state line.
     fn restore_etcd(&self) -> String {
         let (plan, etcd) = (self.plan, self.etcd.display());
-        match std::fs::read(&self.etcd) {
+        match self.sys().read(&self.etcd) {
             Ok(b) if b == plan.original.as_bytes() => self.etcd_unchanged(),
             Ok(b) if b != plan.rewrite.text.as_bytes() => {
                 format!("- {etcd}: changed by someone else while kbundle ran; left as it is now")
             }
-            _ => match write_atomic_mode(&self.etcd, plan.original.as_bytes(), plan.mode) {
+            _ => match write_atomic_mode(self.sys(), &self.etcd, plan.original.as_bytes(), plan.mode) {
                 Ok(()) => format!(
                     "- {etcd}: put back as it was (--data-dir={})",
                     plan.rewrite.old_data_dir
@@ -315,7 +330,7 @@ impl<'a> Run<'a> {
             Level::Step,
             &format!("step 1/3: moving {api} to {stopped} (kubelet stops the API server)"),
         );
-        let moved = hook(Step::StopApiserver).and_then(|()| std::fs::rename(&self.api, &self.stopped));
+        let moved = hook(Step::StopApiserver).and_then(|()| self.sys().rename(&self.api, &self.stopped));
         if let Err(e) = moved {
             let cause = StepError::moving("", &self.api, &self.stopped)(e);
             let (api, etcd) = (self.api_running(), self.etcd_unchanged());
@@ -325,7 +340,7 @@ impl<'a> Run<'a> {
         let Some(limit) = self.opts.wait_for_apiserver else {
             return Ok(());
         };
-        wait_for_exit("kube-apiserver", limit, notes).map_err(|cause| {
+        wait_for_exit(self.host, "kube-apiserver", limit, notes).map_err(|cause| {
             let api_state = self.restart_api();
             self.fail(1, "stop the API server", cause, api_state, self.etcd_unchanged())
         })
@@ -359,15 +374,20 @@ impl<'a> Run<'a> {
     }
 
     fn write_etcd(&self, notes: Notes, hook: &mut Hook) -> Result<(), StepError> {
-        let current = std::fs::read(&self.etcd).map_err(StepError::io("read", &self.etcd))?;
+        let current = self.sys().read(&self.etcd).map_err(StepError::io("read", &self.etcd))?;
         if current != self.plan.original.as_bytes() {
             return Err(StepError::ChangedMeanwhile(self.etcd.clone()));
         }
         hook(Step::WriteBackup).map_err(StepError::io("write", &self.backup))?;
-        write_backup(&self.backup, self.plan, notes)?;
+        write_backup(self.sys(), &self.backup, self.plan, notes)?;
         hook(Step::WriteEtcdManifest).map_err(StepError::io("write", &self.etcd))?;
-        write_atomic_mode(&self.etcd, self.plan.rewrite.text.as_bytes(), self.plan.mode)
-            .map_err(StepError::io("write", &self.etcd))
+        write_atomic_mode(
+            self.sys(),
+            &self.etcd,
+            self.plan.rewrite.text.as_bytes(),
+            self.plan.mode,
+        )
+        .map_err(StepError::io("write", &self.etcd))
     }
 
     /// Step 3: move the API server manifest back.
@@ -377,7 +397,7 @@ impl<'a> Run<'a> {
             Level::Step,
             &format!("step 3/3: moving {stopped} back to {api} (kubelet starts the API server again)"),
         );
-        let back = hook(Step::StartApiserver).and_then(|()| std::fs::rename(&self.stopped, &self.api));
+        let back = hook(Step::StartApiserver).and_then(|()| self.sys().rename(&self.stopped, &self.api));
         if let Err(e) = back {
             let etcd_state = self.restore_etcd();
             let cause = StepError::moving("", &self.stopped, &self.api)(e);
@@ -391,8 +411,8 @@ impl<'a> Run<'a> {
 
 /// Writes the original etcd.yaml to `backup`; an older, different backup is kept as
 /// `backup.N`.
-fn write_backup(backup: &Path, plan: &Plan, notes: Notes) -> Result<(), StepError> {
-    match std::fs::read(backup) {
+fn write_backup(sys: &dyn Sys, backup: &Path, plan: &Plan, notes: Notes) -> Result<(), StepError> {
+    match sys.read(backup) {
         Ok(b) if b == plan.original.as_bytes() => {
             notes(
                 Level::Step,
@@ -400,20 +420,21 @@ fn write_backup(backup: &Path, plan: &Plan, notes: Notes) -> Result<(), StepErro
             );
             return Ok(());
         }
-        Ok(_) => keep_old_backup(backup, notes)?,
+        Ok(_) => keep_old_backup(sys, backup, notes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(StepError::io("read", backup)(e)),
     }
-    write_atomic_mode(backup, plan.original.as_bytes(), plan.mode).map_err(StepError::io("write", backup))
+    write_atomic_mode(sys, backup, plan.original.as_bytes(), plan.mode).map_err(StepError::io("write", backup))
 }
 
 /// Moves an older backup to the first free `backup.N`.
-fn keep_old_backup(backup: &Path, notes: Notes) -> Result<(), StepError> {
+fn keep_old_backup(sys: &dyn Sys, backup: &Path, notes: Notes) -> Result<(), StepError> {
     let kept = (1..)
         .map(|n| super::with_suffix(backup, &format!(".{n}")))
-        .find(|p| p.symlink_metadata().is_err())
+        .find(|p| sys.meta(p).is_err())
         .unwrap_or_else(|| super::with_suffix(backup, ".old"));
-    std::fs::rename(backup, &kept).map_err(StepError::moving("the older backup ", backup, &kept))?;
+    sys.rename(backup, &kept)
+        .map_err(StepError::moving("the older backup ", backup, &kept))?;
     notes(
         Level::Step,
         &format!("  kept the older backup {} as {}", backup.display(), kept.display()),
@@ -421,49 +442,38 @@ fn keep_old_backup(backup: &Path, notes: Notes) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Like `fsutil::write_atomic`, keeping the file mode. The temp file is a dot file, which
-/// kubelet ignores in the manifests directory.
-fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
+/// An atomic write keeping the file mode, through the node seam. The temp file is a dot
+/// file, which kubelet ignores in the manifests directory.
+fn write_atomic_mode(sys: &dyn Sys, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
+    sys.write_atomic(path, &format!(".{name}."), &mut &data[..], mode)?;
+    let _ = sys.sync(parent_dir(path));
     Ok(())
 }
 
-/// PIDs of live processes whose command name is `comm`.
-fn processes_named(comm: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+/// PIDs of live processes whose command name is `comm` (the running kernel's `/proc`).
+fn processes_named(host: &Host, comm: &str) -> Vec<u32> {
+    let Ok(names) = host.sys().list(Path::new("/proc")) else {
         return Vec::new();
     };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    names
+        .iter()
+        .filter_map(|n| n.to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let base = PathBuf::from(format!("/proc/{pid}"));
-            let named = std::fs::read_to_string(base.join("comm")).is_ok_and(|c| c.trim_end_matches('\n') == comm);
-            // Field 3 of stat, after the parenthesised name: Z is a zombie (already dead).
-            let zombie = std::fs::read_to_string(base.join("stat")).is_ok_and(|s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
-            });
-            named && !zombie
+            let named = host
+                .kernel(&format!("/proc/{pid}/comm"))
+                .is_some_and(|c| c.trim_end_matches('\n') == comm);
+            named && !host.finished(*pid)
         })
         .collect()
 }
 
-fn wait_for_exit(comm: &str, limit: Duration, notes: Notes) -> Result<(), StepError> {
-    let start = Instant::now();
-    let mut pids = processes_named(comm);
+fn wait_for_exit(host: &Host, comm: &str, limit: Duration, notes: Notes) -> Result<(), StepError> {
+    let start = host.now();
+    let mut pids = processes_named(host, comm);
     if pids.is_empty() {
         notes(Level::Step, &format!("  no {comm} process is running"));
         return Ok(());
@@ -473,20 +483,18 @@ fn wait_for_exit(comm: &str, limit: Duration, notes: Notes) -> Result<(), StepEr
         &format!("  waiting up to {}s for {comm} (pid {pids:?}) to exit", limit.as_secs()),
     );
     while !pids.is_empty() {
-        if start.elapsed() >= limit {
+        if host.now() - start >= limit {
             return Err(StepError::StillRunning {
                 comm: comm.to_string(),
                 pids,
                 secs: limit.as_secs(),
             });
         }
-        std::thread::sleep(Duration::from_millis(250));
-        pids = processes_named(comm);
+        host.sleep(Duration::from_millis(250));
+        pids = processes_named(host, comm);
     }
-    notes(
-        Level::Step,
-        &format!("  {comm} exited after {:.1}s", start.elapsed().as_secs_f64()),
-    );
+    let waited = (host.now() - start).as_secs_f64();
+    notes(Level::Step, &format!("  {comm} exited after {waited:.1}s"));
     Ok(())
 }
 

@@ -1,4 +1,6 @@
 use super::*;
+use crate::host::Host;
+use std::os::unix::fs::PermissionsExt;
 
 /// What `kubeadm init` writes (v1.34, trimmed of nothing).
 pub(crate) const KUBEADM_ETCD: &str = r#"apiVersion: v1
@@ -351,10 +353,13 @@ fn read(p: &Path) -> String {
 #[test]
 fn apply_switches_and_backs_up() {
     let (_t, p) = node();
-    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
+    let plan = plan(&Host::new(&p.root, false), "/var/lib/etcd-new").unwrap();
     assert_eq!(plan.flag("--name"), Some("cp1"));
     let mut log = Vec::new();
-    apply(&plan, &opts(&p), &mut |_, m| log.push(m.to_string())).unwrap();
+    apply(&Host::new(&p.root, false), &plan, &opts(&p), &mut |_, m| {
+        log.push(m.to_string())
+    })
+    .unwrap();
     assert_eq!(read(&p.etcd_manifest()), plan.rewrite.text);
     assert_eq!(read(&p.etcd_backup()), KUBEADM_ETCD);
     assert_eq!(read(&p.apiserver_manifest()), APISERVER);
@@ -373,8 +378,8 @@ fn apply_switches_and_backs_up() {
     assert_eq!(names.len(), 2, "{names:?}");
 
     // A second restore keeps the first backup under another name.
-    let plan2 = super::plan(&p.root, "/var/lib/etcd-newer").unwrap();
-    apply(&plan2, &opts(&p), &mut |_, _| {}).unwrap();
+    let plan2 = super::plan(&Host::new(&p.root, false), "/var/lib/etcd-newer").unwrap();
+    apply(&Host::new(&p.root, false), &plan2, &opts(&p), &mut |_, _| {}).unwrap();
     assert_eq!(read(&p.etcd_backup()), plan.rewrite.text);
     assert_eq!(read(&super::super::with_suffix(&p.etcd_backup(), ".1")), KUBEADM_ETCD);
 }
@@ -383,18 +388,22 @@ fn apply_switches_and_backs_up() {
 fn plan_refuses_leftovers_and_missing_apiserver() {
     let (_t, p) = node();
     std::fs::write(p.apiserver_stopped(), APISERVER).unwrap();
-    let e = plan(&p.root, "/var/lib/etcd-new").unwrap_err().to_string();
+    let e = plan(&Host::new(&p.root, false), "/var/lib/etcd-new")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("kbundle-stopped") && e.contains("earlier run"), "{e}");
     std::fs::remove_file(p.apiserver_stopped()).unwrap();
     std::fs::remove_file(p.apiserver_manifest()).unwrap();
-    let e = plan(&p.root, "/var/lib/etcd-new").unwrap_err().to_string();
+    let e = plan(&Host::new(&p.root, false), "/var/lib/etcd-new")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("kube-apiserver.yaml"), "{e}");
 }
 
 fn fail_at(step: Step) -> (tempfile::TempDir, NodePaths, String) {
     let (t, p) = node();
-    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
-    let e = apply_with(&plan, &opts(&p), &mut |_, _| {}, &mut |s| {
+    let plan = plan(&Host::new(&p.root, false), "/var/lib/etcd-new").unwrap();
+    let e = apply_with(&Host::new(&p.root, false), &plan, &opts(&p), &mut |_, _| {}, &mut |s| {
         if s == step {
             Err(io::Error::other("injected failure"))
         } else {
@@ -438,10 +447,12 @@ fn failures_undo_earlier_steps_and_say_so() {
 #[test]
 fn refuses_etcd_yaml_changed_meanwhile() {
     let (_t, p) = node();
-    let plan = plan(&p.root, "/var/lib/etcd-new").unwrap();
+    let plan = plan(&Host::new(&p.root, false), "/var/lib/etcd-new").unwrap();
     let edited = format!("{KUBEADM_ETCD}# edited\n");
     std::fs::write(p.etcd_manifest(), &edited).unwrap();
-    let e = apply(&plan, &opts(&p), &mut |_, _| {}).unwrap_err().to_string();
+    let e = apply(&Host::new(&p.root, false), &plan, &opts(&p), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("changed while kbundle was restoring"), "{e}");
     assert!(e.contains("changed by someone else"), "{e}");
     assert_eq!(read(&p.etcd_manifest()), edited);
@@ -451,11 +462,14 @@ fn refuses_etcd_yaml_changed_meanwhile() {
 
 #[test]
 fn process_scan_finds_nothing_made_up() {
-    assert!(processes_named("no-such-process-kb").is_empty());
+    assert!(processes_named(&Host::new(Path::new("/"), true), "no-such-process-kb").is_empty());
     let mut log = Vec::new();
-    wait_for_exit("no-such-process-kb", Duration::from_secs(1), &mut |_, m| {
-        log.push(m.to_string())
-    })
+    wait_for_exit(
+        &Host::new(Path::new("/"), true),
+        "no-such-process-kb",
+        Duration::from_secs(1),
+        &mut |_, m| log.push(m.to_string()),
+    )
     .unwrap();
     assert!(log[0].contains("no no-such-process-kb process"));
 }

@@ -147,14 +147,6 @@ pub(crate) fn fixed_under_root(root: &Path, node_path: &'static str) -> PathBuf 
     crate::host::node_path(root, node_path).unwrap_or_else(|_| root.to_path_buf())
 }
 
-/// Flushes a directory's entries to disk after a rename; best effort (some file systems
-/// refuse to fsync directories).
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
-
 /// The directory holding `path` (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

@@ -152,7 +152,7 @@ fn manifest_plan(host: &Host, opts: &RestoreOptions, notes: Notes) -> Result<Opt
         .data_dir
         .to_str()
         .ok_or_else(|| EtcdError::Usage(format!("--data-dir {} is not UTF-8", opts.data_dir.display())))?;
-    let plan = manifest::plan(host.root(), node_dir)?;
+    let plan = manifest::plan(host, node_dir)?;
     notes(
         Level::Step,
         &format!(
@@ -319,6 +319,7 @@ fn point_manifest(
         );
     }
     manifest::apply(
+        host,
         plan,
         &ApplyOptions {
             wait_for_apiserver: wait,

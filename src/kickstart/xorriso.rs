@@ -35,10 +35,12 @@ pub(crate) fn run(tool: &Path, args: &[OsString], what: &str) -> Result<Output, 
         .env("LC_ALL", "C")
         .env("MTOOLS_SKIP_CHECK", "1");
     // Through the node seam's process runner, like every other tool kbundle runs.
-    let ran = Real.run(&mut cmd, Stdin::Null, None).map_err(|source| IsoError::Spawn {
-        tool: tool.display().to_string(),
-        source,
-    })?;
+    let ran = Real
+        .run(&mut cmd, Stdin::Null, None)
+        .map_err(|source| IsoError::Spawn {
+            tool: tool.display().to_string(),
+            source,
+        })?;
     let out = Output {
         status: ran.status,
         stdout: ran.stdout,
