@@ -80,11 +80,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         phase: a.phase,
         dry_run: a.dry_run,
         skip_preflight: a.skip_preflight,
-        // Checked by clap with the cluster config's own types; kept as text from here on.
+        // Checked by clap with the cluster config's own types.
         secrets: install::kubeadm::Secrets {
-            token: a.token.map(String::from),
-            ca_cert_hash: a.ca_cert_hash.map(String::from),
-            certificate_key: a.certificate_key.map(String::from),
+            token: a.token,
+            ca_cert_hash: a.ca_cert_hash,
+            certificate_key: a.certificate_key,
         },
         ready_timeout: std::time::Duration::from_secs(a.ready_timeout),
     })?;

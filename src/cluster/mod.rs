@@ -144,18 +144,17 @@ pub struct Os {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Join {
     /// `[a-z0-9]{6}.[a-z0-9]{16}`
-    pub token: Option<String>,
+    pub token: Option<BootstrapToken>,
     /// `sha256:<64 hex>` of the cluster CA's public key.
-    pub ca_cert_hash: Option<String>,
+    pub ca_cert_hash: Option<CaCertHash>,
     /// 64 hex characters (32 bytes), for control planes.
-    pub certificate_key: Option<String>,
+    pub certificate_key: Option<CertificateKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// Parsed as a [`NodeName`] (a DNS-1123 label); kept as text because kickstart
-    /// rendering takes it as a `String`.
-    pub name: String,
+    /// A DNS-1123 label.
+    pub name: NodeName,
     pub address: IpAddr,
     pub role: Role,
 }

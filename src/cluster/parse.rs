@@ -93,11 +93,11 @@ impl Source<'_> {
     }
 
     /// Like [`Self::value`], for an optional key; checked, then kept as text.
-    fn secret<T>(&self, v: Option<Spanned<String>>, field: &str) -> Result<Option<String>, ClusterError>
+    fn secret<T>(&self, v: Option<Spanned<String>>, field: &str) -> Result<Option<T>, ClusterError>
     where
-        T: FromStr<Err = ValueError> + Into<String>,
+        T: FromStr<Err = ValueError>,
     {
-        v.map(|v| self.value::<T>(&v, field).map(Into::into)).transpose()
+        v.map(|v| self.value::<T>(&v, field)).transpose()
     }
 
     fn toml(&self) -> Result<Raw, ClusterError> {
@@ -169,7 +169,11 @@ fn nodes(s: &Source, raw: Vec<RawNode>) -> Result<Vec<Node>, ClusterError> {
     for n in raw {
         let node = node(s, &n)?;
         if nodes.iter().any(|x| x.name == node.name) {
-            return Err(s.invalid(n.name.span().start, "node.name", Problem::DuplicateNode(node.name)));
+            return Err(s.invalid(
+                n.name.span().start,
+                "node.name",
+                Problem::DuplicateNode(node.name.to_string()),
+            ));
         }
         if node.role == Role::Init && nodes.iter().any(|x| x.role == Role::Init) {
             return Err(s.invalid(n.name.span().start, "node.role", Problem::SecondInit));
@@ -193,7 +197,7 @@ fn node(s: &Source, n: &RawNode) -> Result<Node, ClusterError> {
         s.invalid(n.address.span().start, "node.address", problem)
     })?;
     Ok(Node {
-        name: name.into(),
+        name,
         address,
         role: n.role,
     })

@@ -219,15 +219,17 @@ fn print_join_commands(c: &Ctx) -> Result<(), InstallError> {
             .run(bin(c, "kubeadm")?.args(["token", "create", "--print-join-command"]))?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let words: Vec<&str> = text.split_whitespace().collect();
+        // Only values that parse as the cluster config's own types are taken.
         let after = |flag: &str| {
             words
                 .iter()
                 .position(|w| *w == flag)
                 .and_then(|i| words.get(i + 1))
-                .map(|s| s.to_string())
+                .copied()
         };
-        secrets.token = secrets.token.or(after("--token"));
-        secrets.ca_cert_hash = secrets.ca_cert_hash.or(after("--discovery-token-ca-cert-hash"));
+        secrets.token = secrets.token.or(after("--token").and_then(|t| t.parse().ok()));
+        let hash = after("--discovery-token-ca-cert-hash").and_then(|h| h.parse().ok());
+        secrets.ca_cert_hash = secrets.ca_cert_hash.or(hash);
     }
     if !c.host.dry_run()
         && secrets.certificate_key.is_none()
@@ -239,9 +241,8 @@ fn print_join_commands(c: &Ctx) -> Result<(), InstallError> {
         let out = c.host.run(&mut k)?;
         secrets.certificate_key = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(str::trim)
-            .rfind(|l| crate::cluster::valid_cert_key(l))
-            .map(str::to_string);
+            .rev()
+            .find_map(|l| l.trim().parse().ok());
     }
     let others: Vec<_> = c.cluster.nodes.iter().filter(|n| n.role != Role::Init).collect();
     if others.is_empty() {

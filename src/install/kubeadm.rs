@@ -21,9 +21,9 @@ pub struct Images {
 /// Join secrets, from the cluster config or the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    pub token: Option<String>,
-    pub ca_cert_hash: Option<String>,
-    pub certificate_key: Option<String>,
+    pub token: Option<crate::cluster::BootstrapToken>,
+    pub ca_cert_hash: Option<crate::cluster::CaCertHash>,
+    pub certificate_key: Option<crate::cluster::CertificateKey>,
 }
 
 const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
@@ -360,8 +360,8 @@ mod tests {
         assert!(s.contains("kind: InitConfiguration") && s.contains("kind: KubeletConfiguration"));
         assert!(join_config(&c, &c.nodes[1], Role::Worker, &Secrets::default()).is_none());
         let sec = Secrets {
-            token: Some("abcdef.0123456789abcdef".into()),
-            ca_cert_hash: Some(format!("sha256:{}", "a".repeat(64))),
+            token: Some("abcdef.0123456789abcdef".parse().unwrap()),
+            ca_cert_hash: Some(format!("sha256:{}", "a".repeat(64)).parse().unwrap()),
             certificate_key: None,
         };
         let j = join_config(&c, &c.nodes[1], Role::Worker, &sec).unwrap();

@@ -198,7 +198,7 @@ struct NodeInput<'a> {
 /// The variables every template gets.
 fn common_vars(n: &NodeInput) -> Vars {
     vec![
-        ("node", n.node.name.clone()),
+        ("node", n.node.name.to_string()),
         ("role", n.node.role.as_str().to_string()),
         ("archive", n.bundle.archive_name.clone()),
     ]
@@ -291,7 +291,7 @@ fn render_node(n: &NodeInput) -> Result<Rendered, KickstartError> {
         Release::Rocky9 => ("rocky9.ks", ROCKY9),
     };
     Ok(Rendered {
-        node: n.node.name.clone(),
+        node: n.node.name.to_string(),
         release: n.release,
         file_name: format!("{}.ks", n.node.name),
         text: fill(name, template, &v)?,

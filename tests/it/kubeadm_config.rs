@@ -24,9 +24,9 @@ fn images(tags: bool) -> Images {
 
 fn secrets(key: bool) -> Secrets {
     Secrets {
-        token: Some(TOKEN.into()),
-        ca_cert_hash: Some(format!("sha256:{}", "a".repeat(64))),
-        certificate_key: key.then(|| "b".repeat(64)),
+        token: Some(TOKEN.parse().unwrap()),
+        ca_cert_hash: Some(format!("sha256:{}", "a".repeat(64)).parse().unwrap()),
+        certificate_key: key.then(|| "b".repeat(64).parse().unwrap()),
     }
 }
 
