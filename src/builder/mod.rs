@@ -146,7 +146,8 @@ pub struct Built {
     pub lock_written: bool,
 }
 
-/// What talks to upstream for one command: the cache, both download engines, a runtime.
+/// What talks to upstream for one command: the cache, the file fetcher and the image
+/// puller (both on the one download engine), a runtime.
 struct Engines {
     cache: Cache,
     files: Fetcher,
@@ -156,7 +157,7 @@ struct Engines {
 }
 
 impl Engines {
-    /// Checks the mirrors, opens (and sweeps) the cache, and sets up both engines.
+    /// Checks the mirrors, opens (and sweeps) the cache, and sets up the fetcher and puller.
     fn start(m: &Manifest, o: &Options) -> Result<Engines, BuildError> {
         let mirrors = Mirrors::new(&o.mirrors, &m.mirrors);
         if !o.allow_private_mirror {
@@ -167,7 +168,7 @@ impl Engines {
         outdir::report(&progress, &o.cache_dir, cache.swept());
         let files = Fetcher::new(mirrors.clone(), o.retry, progress.clone())?.with_limits(o.limits);
         let creds = Credentials::load_default().map_err(|e| BuildError::Resolve(ResolveError::Image(e.into())))?;
-        let images = Puller::new(mirrors, o.retry, progress.clone(), creds).with_limits(o.limits);
+        let images = Puller::new(mirrors, o.retry, progress.clone(), creds)?.with_limits(o.limits);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
