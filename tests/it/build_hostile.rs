@@ -9,58 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::drip::{Drip, DripProxy};
-use support::harness::Upstream;
+use support::harness::{
+    kbundle_command as command, names, poll, run_kbundle as run, stderr, strings, BuildEnv as Env, KBUNDLE,
+};
 use support::registry::output_text as text;
 use support::upstream::{self, UpstreamSpec};
 
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 const ARCHIVE: &str = "kubernetes-v1.34.3.tar.zst";
-
-fn command(args: &[String]) -> Command {
-    let mut c = Command::new(KBUNDLE);
-    c.args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .env("REGISTRY_AUTH_FILE", "/nonexistent/kbundle-test-auth.json")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(args: &[String]) -> Output {
-    command(args).output().expect("run kbundle")
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every name in `d`, dot files included, sorted.
-fn names(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Polls `what` every few milliseconds until it returns something; panics after `limit`.
-fn poll<T>(limit: Duration, why: &str, mut what: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = what() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "gave up after {limit:?} waiting for {why}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// A non-empty file in `dir` whose name `matches`.
 fn temp_file_in(dir: &Path, matches: impl Fn(&str) -> bool) -> Option<PathBuf> {
@@ -95,62 +50,6 @@ fn wait_for_file(child: &mut Child, why: &str, found: impl Fn() -> Option<PathBu
 fn kill_9(mut child: Child) {
     child.kill().expect("SIGKILL the build");
     child.wait().expect("reap the build");
-}
-
-fn small_installer(dir: &Path) -> PathBuf {
-    let p = dir.join("installer");
-    std::fs::write(&p, "#!/bin/sh\necho test installer\n").unwrap();
-    p
-}
-
-struct Env {
-    tmp: tempfile::TempDir,
-    up: Upstream,
-    manifest: PathBuf,
-    installer: PathBuf,
-}
-
-impl Env {
-    fn new(spec: &UpstreamSpec) -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let mdir = tmp.path().join("m");
-        std::fs::create_dir_all(&mdir).unwrap();
-        let manifest = mdir.join("kubernetes-v1.34.3.toml");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml");
-        std::fs::copy(src, &manifest).unwrap();
-        let up = Upstream::start(spec, &manifest);
-        let installer = small_installer(tmp.path());
-        Env {
-            tmp,
-            up,
-            manifest,
-            installer,
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    /// `build` arguments with a cache and an output dir under the temp dir, fetching through
-    /// `mirrors`, plus `extra`.
-    fn build_args(&self, cache: &str, out: &str, mirrors: Vec<String>, extra: &[&str]) -> Vec<String> {
-        let mut a = strings(&["build", &self.manifest.display().to_string()]);
-        a.extend(strings(&["--out", &self.path(out).display().to_string()]));
-        a.extend(strings(&["--cache", &self.path(cache).display().to_string()]));
-        a.extend(strings(&["--installer", &self.installer.display().to_string()]));
-        a.extend(mirrors);
-        a.extend(strings(extra));
-        a
-    }
-
-    fn build(&self, cache: &str, out: &str, extra: &[&str]) -> Output {
-        run(&self.build_args(cache, out, self.up.mirror_args(), extra))
-    }
-
-    fn archive(&self, out: &str, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(out).join(name)).unwrap()
-    }
 }
 
 fn kubeadm_path(spec: &UpstreamSpec) -> String {
