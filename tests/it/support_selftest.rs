@@ -39,18 +39,17 @@ fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Parses `<hex>  <name>` lines (sha256sum output) into name -> hex.
+/// Parses `<hex>  <name>` lines (sha256sum output) into name -> hex, with kbundle's parser.
 fn parse_sha256sum_lines(text: &str) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
-    for line in text.lines() {
-        let (hex, name) = line
-            .split_once("  ")
-            .unwrap_or_else(|| panic!("not a sha256sum line: {line:?}"));
-        assert!(is_hex64(hex), "bad digest in line {line:?}");
+    let lines = kbundle::catalog::checksum::sum_lines(text.as_bytes());
+    for l in lines.unwrap_or_else(|e| panic!("not sha256sum output: {e}\n{text}")) {
+        let hex = l.digest.hex();
         assert!(
-            map.insert(name.to_string(), hex.to_string()).is_none(),
-            "duplicate {name}"
+            text.contains(&format!("{hex}  {}", l.name)),
+            "not lowercase text mode: {text}"
         );
+        assert!(map.insert(l.name.to_string(), hex).is_none(), "duplicate {}", l.name);
     }
     map
 }
