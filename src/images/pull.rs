@@ -288,7 +288,7 @@ fn platform_manifest(r: &ImageRef, bytes: &[u8], d: Sha256) -> Result<(String, V
             config,
             layers,
         } => Ok((media_type, image_blobs(r, &config, &layers)?)),
-        Parsed::Index { .. } => Err(merr(r)(ManifestError {
+        Parsed::Index { .. } => Err(merr(r)(ManifestError::Invalid {
             what,
             reason: "an index inside an index is not supported".into(),
         })),
