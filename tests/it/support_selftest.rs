@@ -203,6 +203,49 @@ fn kubeadm_path(spec: &UpstreamSpec) -> String {
 // upstream tree
 // ---------------------------------------------------------------------------
 
+/// The checksum file of `a`, in its upstream's format, vouches for the file's digest.
+fn check_published_digest(root: &Path, a: &upstream::Artifact) {
+    let file = upstream::local_path(root, &a.url_path);
+    let digest = sha256_file(&file);
+    let name = a.file_name().to_string();
+    let Some(cpath) = &a.checksum_path else {
+        assert!(matches!(a.component, "flannel" | "metrics-server"));
+        return;
+    };
+    let ctext = read_text(&upstream::local_path(root, cpath));
+    match a.component {
+        "kubeadm" | "kubelet" | "kubectl" => {
+            assert!(is_hex64(&ctext), "{cpath}: {ctext:?} must be bare hex, no newline");
+            assert_eq!(ctext, digest, "{cpath}");
+        }
+        "containerd" | "cni-plugins" => {
+            assert!(cpath.ends_with(if a.component == "containerd" {
+                ".tar.gz.sha256sum"
+            } else {
+                ".tgz.sha256"
+            }));
+            assert_eq!(ctext, format!("{digest}  {name}\n"), "{cpath}");
+        }
+        "crictl" => assert_eq!(ctext, format!("{digest}\n"), "{cpath}"),
+        "runc" => {
+            let sums = parse_runc_sums(&ctext);
+            assert_eq!(sums.get(&name), Some(&digest), "{cpath} entry for {name}");
+            assert!(sums.contains_key("runc.tar.xz"), "runc.tar.xz line");
+            assert!(sums.contains_key("runc.amd64") && sums.contains_key("runc.arm64"));
+        }
+        "etcd" => {
+            let sums = parse_sha256sum_lines(&ctext);
+            assert_eq!(sums.get(&name), Some(&digest), "{cpath} entry for {name}");
+            assert!(sums.contains_key("etcd-v3.5.25-darwin-amd64.zip"));
+            let keys: Vec<_> = sums.keys().cloned().collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "SHA256SUMS sorted by name");
+        }
+        other => panic!("unexpected component {other}"),
+    }
+}
+
 #[test]
 fn tiny_tree_has_every_artifact_and_correct_checksums() {
     let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
@@ -229,45 +272,7 @@ fn tiny_tree_has_every_artifact_and_correct_checksums() {
     );
 
     for a in artifacts(&spec) {
-        let file = upstream::local_path(root, &a.url_path);
-        let digest = sha256_file(&file);
-        let name = a.file_name().to_string();
-        let Some(cpath) = &a.checksum_path else {
-            assert!(matches!(a.component, "flannel" | "metrics-server"));
-            continue;
-        };
-        let ctext = read_text(&upstream::local_path(root, cpath));
-        match a.component {
-            "kubeadm" | "kubelet" | "kubectl" => {
-                assert!(is_hex64(&ctext), "{cpath}: {ctext:?} must be bare hex, no newline");
-                assert_eq!(ctext, digest, "{cpath}");
-            }
-            "containerd" | "cni-plugins" => {
-                assert!(cpath.ends_with(if a.component == "containerd" {
-                    ".tar.gz.sha256sum"
-                } else {
-                    ".tgz.sha256"
-                }));
-                assert_eq!(ctext, format!("{digest}  {name}\n"), "{cpath}");
-            }
-            "crictl" => assert_eq!(ctext, format!("{digest}\n"), "{cpath}"),
-            "runc" => {
-                let sums = parse_runc_sums(&ctext);
-                assert_eq!(sums.get(&name), Some(&digest), "{cpath} entry for {name}");
-                assert!(sums.contains_key("runc.tar.xz"), "runc.tar.xz line");
-                assert!(sums.contains_key("runc.amd64") && sums.contains_key("runc.arm64"));
-            }
-            "etcd" => {
-                let sums = parse_sha256sum_lines(&ctext);
-                assert_eq!(sums.get(&name), Some(&digest), "{cpath} entry for {name}");
-                assert!(sums.contains_key("etcd-v3.5.25-darwin-amd64.zip"));
-                let keys: Vec<_> = sums.keys().cloned().collect();
-                let mut sorted = keys.clone();
-                sorted.sort();
-                assert_eq!(keys, sorted, "SHA256SUMS sorted by name");
-            }
-            other => panic!("unexpected component {other}"),
-        }
+        check_published_digest(root, &a);
     }
 
     // Exact URL layout spot checks.
@@ -289,6 +294,62 @@ fn tiny_tree_has_every_artifact_and_correct_checksums() {
         .exists());
 }
 
+/// The layout and modes of one arch's containerd, CNI, etcd and crictl tarballs.
+fn check_tarballs(spec: &UpstreamSpec, root: &Path, arch: &str) {
+    let lp = |p: String| upstream::local_path(root, &p);
+    let containerd = lp(format!(
+        "{}/{}",
+        upstream::containerd_dir(spec),
+        upstream::containerd_tarball(spec, arch)
+    ));
+    let entries = tar_entries(&containerd);
+    let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]);
+    for (name, mode, _, data) in &entries {
+        assert_eq!(*mode, 0o755, "{name}");
+        let text = String::from_utf8(data.clone()).expect("tiny script is text");
+        assert!(text.starts_with("#!/bin/sh\n"), "{name}");
+        assert!(text.contains("v2.1.5") && text.contains(arch), "{text}");
+    }
+
+    let cni = lp(format!(
+        "{}/{}",
+        upstream::cni_dir(spec),
+        upstream::cni_tarball(spec, arch)
+    ));
+    let entries = tar_entries(&cni);
+    assert_eq!(entries[0].0, "./");
+    assert!(entries[0].2, "./ is a directory");
+    for want in ["./bridge", "./host-local", "./loopback", "./portmap"] {
+        let e = entries
+            .iter()
+            .find(|e| e.0 == want)
+            .unwrap_or_else(|| panic!("{want} in cni tgz"));
+        assert_eq!(e.1, 0o755, "{want} mode");
+    }
+
+    let etcd = lp(format!(
+        "{}/{}",
+        upstream::etcd_dir(spec),
+        upstream::etcd_tarball(spec, arch)
+    ));
+    let names = tar_names(&etcd);
+    let top = format!("etcd-v3.5.25-linux-{arch}");
+    for want in ["etcd", "etcdctl", "etcdutl", "README.md"] {
+        assert!(names.contains(&format!("{top}/{want}")), "{want} in {names:?}");
+    }
+
+    let crictl = lp(format!(
+        "{}/{}",
+        upstream::crictl_dir(spec),
+        upstream::crictl_tarball(spec, arch)
+    ));
+    let entries = tar_entries(&crictl);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, "crictl");
+    assert_eq!(entries[0].1, 0o755);
+}
+
 #[test]
 fn tiny_tree_tarball_contents() {
     let spec = UpstreamSpec::v1_34_3().tiny().with_arches(&["amd64", "arm64"]);
@@ -297,57 +358,7 @@ fn tiny_tree_tarball_contents() {
     let lp = |p: String| upstream::local_path(root, &p);
 
     for arch in ["amd64", "arm64"] {
-        let containerd = lp(format!(
-            "{}/{}",
-            upstream::containerd_dir(&spec),
-            upstream::containerd_tarball(&spec, arch)
-        ));
-        let entries = tar_entries(&containerd);
-        let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]);
-        for (name, mode, _, data) in &entries {
-            assert_eq!(*mode, 0o755, "{name}");
-            let text = String::from_utf8(data.clone()).expect("tiny script is text");
-            assert!(text.starts_with("#!/bin/sh\n"), "{name}");
-            assert!(text.contains("v2.1.5") && text.contains(arch), "{text}");
-        }
-
-        let cni = lp(format!(
-            "{}/{}",
-            upstream::cni_dir(&spec),
-            upstream::cni_tarball(&spec, arch)
-        ));
-        let entries = tar_entries(&cni);
-        assert_eq!(entries[0].0, "./");
-        assert!(entries[0].2, "./ is a directory");
-        for want in ["./bridge", "./host-local", "./loopback", "./portmap"] {
-            let e = entries
-                .iter()
-                .find(|e| e.0 == want)
-                .unwrap_or_else(|| panic!("{want} in cni tgz"));
-            assert_eq!(e.1, 0o755, "{want} mode");
-        }
-
-        let etcd = lp(format!(
-            "{}/{}",
-            upstream::etcd_dir(&spec),
-            upstream::etcd_tarball(&spec, arch)
-        ));
-        let names = tar_names(&etcd);
-        let top = format!("etcd-v3.5.25-linux-{arch}");
-        for want in ["etcd", "etcdctl", "etcdutl", "README.md"] {
-            assert!(names.contains(&format!("{top}/{want}")), "{want} in {names:?}");
-        }
-
-        let crictl = lp(format!(
-            "{}/{}",
-            upstream::crictl_dir(&spec),
-            upstream::crictl_tarball(&spec, arch)
-        ));
-        let entries = tar_entries(&crictl);
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].0, "crictl");
-        assert_eq!(entries[0].1, 0o755);
+        check_tarballs(&spec, root, arch);
     }
 
     // Bytes differ per arch.
