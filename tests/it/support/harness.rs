@@ -67,10 +67,12 @@ pub fn poll<T>(limit: Duration, why: &str, mut what: impl FnMut() -> Option<T>) 
     }
 }
 
-/// A shell script standing in for the installer: small, so packing is quick.
+/// A shell script standing in for the installer (mode 0755): small, so packing is quick.
 pub fn small_installer(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join("installer");
     std::fs::write(&p, "#!/bin/sh\necho test installer\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
 }
 
