@@ -8,7 +8,7 @@
 //! a [`Verified`] temp file is committed to the cache.
 
 use super::cache::{Cache, TempBlob};
-use super::error::{BoxError, FetchError, OriginError, Transient};
+use super::error::{FetchError, OriginError, Transient};
 use super::limits::{Guard, LimitHit, Limits};
 use super::verify::{Expected, Oversize, Sink, Verified, VerifyingWriter};
 use super::{Fetched, Retry};
@@ -444,17 +444,6 @@ fn resumes_at(content_range: &str, start: u64) -> bool {
     };
     let last = rest.split_once('/').map_or(rest, |(l, _)| l);
     matches!((first.parse::<u64>(), last.parse::<u64>()), (Ok(f), Ok(l)) if f == start && l >= f)
-}
-
-/// A failure reported by an [`Origin`], for the engine.
-impl OriginError {
-    pub fn new(context: &'static str, retry: bool, source: impl Into<BoxError>) -> OriginError {
-        OriginError {
-            context,
-            retry,
-            source: source.into(),
-        }
-    }
 }
 
 #[cfg(test)]

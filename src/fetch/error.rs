@@ -101,6 +101,16 @@ pub struct OriginError {
     pub source: BoxError,
 }
 
+impl OriginError {
+    pub fn new(context: &'static str, retry: bool, source: impl Into<BoxError>) -> OriginError {
+        OriginError {
+            context,
+            retry,
+            source: source.into(),
+        }
+    }
+}
+
 /// A reqwest error with its causes: `timed out: …`, `connection failed: …`.
 pub fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
