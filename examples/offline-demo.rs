@@ -34,7 +34,7 @@ mod registry;
 mod upstream;
 
 use indicatif::HumanBytes;
-use kbundle::builder::{BuildOptions, Options};
+use kbundle::builder::{BuildOptions, Built, Options};
 use kbundle::bundle::pack::Compression;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -191,22 +191,7 @@ fn run() -> Result<(), String> {
     let manifest = work.path().join("kubernetes-v1.34.3.toml");
     std::fs::copy(repo.join(MANIFEST), &manifest)
         .map_err(|e| format!("copy {MANIFEST} to {}: {e}", manifest.display()))?;
-
-    let t = Instant::now();
-    let up = std::panic::catch_unwind(|| harness::Upstream::start_at(&root, &manifest)).map_err(|_| {
-        "cannot start the loopback registry with the images (see the panic above); it needs Debian's \
-         docker-registry, skopeo, umoci and busybox-static (apt-get install docker-registry skopeo umoci \
-         busybox-static)"
-            .to_string()
-    })?;
-    println!("mirror     {} (dl.k8s.io and github.com)", up.mirror.url());
-    println!(
-        "registry   {} ({} images pushed, {:.1}s)",
-        up.registry.url(),
-        up.images.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let out = repo.join("bundles");
+    let up = start_upstream(&root, &manifest)?;
     let opts = BuildOptions {
         common: Options {
             cache_dir: work.path().join("cache"),
@@ -215,7 +200,7 @@ fn run() -> Result<(), String> {
             quiet: false,
             ..Default::default()
         },
-        out: out.clone(),
+        out: repo.join("bundles"),
         compression: Compression::Zstd,
         installer: Some(installer.clone()),
         ..Default::default()
@@ -228,20 +213,62 @@ fn run() -> Result<(), String> {
     drop(up);
 
     let t = Instant::now();
+    let report = verify(&built)?;
+    let verify_time = t.elapsed();
+    print_bundle(&built);
+    println!(
+        "build      {:.2}s ({} GETs from the file mirror, images from the registry, lockfile in a temp dir)",
+        build_time.as_secs_f64(),
+        gets
+    );
+    println!(
+        "verify     {:.2}s ({} files, {} checked)",
+        verify_time.as_secs_f64(),
+        report.files_checked,
+        HumanBytes(report.bytes_checked)
+    );
+    print_next(&installer, &built.archive);
+    Ok(())
+}
+
+/// The loopback file mirror and registry (with the manifest's images pushed).
+fn start_upstream(root: &Path, manifest: &Path) -> Result<harness::Upstream, String> {
+    let t = Instant::now();
+    let up = std::panic::catch_unwind(|| harness::Upstream::start_at(root, manifest)).map_err(|_| {
+        "cannot start the loopback registry with the images (see the panic above); it needs Debian's \
+         docker-registry, skopeo, umoci and busybox-static (apt-get install docker-registry skopeo umoci \
+         busybox-static)"
+            .to_string()
+    })?;
+    println!("mirror     {} (dl.k8s.io and github.com)", up.mirror.url());
+    println!(
+        "registry   {} ({} images pushed, {:.1}s)",
+        up.registry.url(),
+        up.images.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(up)
+}
+
+/// Verifies the archive as `kbundle verify` would; every problem printed.
+fn verify(built: &Built) -> Result<kbundle::bundle::verify::Report, String> {
     let report = kbundle::bundle::verify::verify(&built.archive)
         .map_err(|e| format!("verify {}: {e}", built.archive.display()))?;
-    let verify_time = t.elapsed();
-    if !report.ok() {
-        for p in &report.problems {
-            eprintln!("{}: {p}", built.archive.display());
-        }
-        return Err(format!(
-            "{} did not verify: {} problem(s)",
-            built.archive.display(),
-            report.problems.len()
-        ));
+    if report.ok() {
+        return Ok(report);
     }
+    for p in &report.problems {
+        eprintln!("{}: {p}", built.archive.display());
+    }
+    Err(format!(
+        "{} did not verify: {} problem(s)",
+        built.archive.display(),
+        report.problems.len()
+    ))
+}
 
+/// Where the bundle is and what is inside.
+fn print_bundle(built: &Built) {
     let b = &built.bundle;
     let total: u64 = b.entries.iter().map(|e| e.size).sum();
     println!();
@@ -268,24 +295,15 @@ fn run() -> Result<(), String> {
     for i in &b.images {
         println!("  {}  {}", &i.digest.hex()[..12], i.reference);
     }
-    println!(
-        "build      {:.2}s ({} GETs from the file mirror, images from the registry, lockfile in a temp dir)",
-        build_time.as_secs_f64(),
-        gets
-    );
-    println!(
-        "verify     {:.2}s ({} files, {} checked)",
-        verify_time.as_secs_f64(),
-        report.files_checked,
-        HumanBytes(report.bytes_checked)
-    );
+}
+
+fn print_next(installer: &Path, archive: &Path) {
     println!();
     println!("next:");
-    let bin = match shown(&installer) {
+    let bin = match shown(installer) {
         s if Path::new(&s).is_relative() => format!("./{s}"),
         s => s,
     };
-    println!("  {bin} verify {}", shown(&built.archive));
-    println!("  {bin} inspect {}", shown(&built.archive));
-    Ok(())
+    println!("  {bin} verify {}", shown(archive));
+    println!("  {bin} inspect {}", shown(archive));
 }

@@ -153,6 +153,33 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// A reader that hashes what passes through it.
+pub struct HashReader<R> {
+    inner: R,
+    hash: Hashing,
+}
+
+impl<R: Read> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hash: Hashing::new(),
+        }
+    }
+    /// The digest and length of what was read.
+    pub fn finish(self) -> (Sha256, u64) {
+        self.hash.finish()
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Hashes a whole stream with a fixed 256 KiB buffer.
 pub fn hash_reader(mut r: impl Read) -> io::Result<(Sha256, u64)> {
     let mut h = Hashing::new();

@@ -85,6 +85,18 @@ pub fn write_hint(e: &io::Error) -> &'static str {
 
 /// Writes `data` to a temp file beside `path`, syncs it, then renames it over `path`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |e| e, |f| f.write_all(data))
+}
+
+/// The one way kbundle writes an output file: `write` fills a temp file beside `path`
+/// (`.<name>.XXXXXX.tmp`, which `--out` sweeping recognises), which is then made readable
+/// (0644), synced and renamed over `path`. On any failure the temp file is removed and
+/// `path` is untouched. `io_err` turns the I/O errors of those steps into `E`.
+pub fn write_atomic_with<T, E>(
+    path: &Path,
+    io_err: impl Fn(io::Error) -> E,
+    write: impl FnOnce(&mut std::fs::File) -> Result<T, E>,
+) -> Result<T, E> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -96,13 +108,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
+        .tempfile_in(dir)
+        .map_err(&io_err)?;
+    let out = write(tmp.as_file_mut())?;
     // Temp files are created 0600; outputs are meant to be shared (web servers, other users).
-    set_readable(tmp.path())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    set_readable(tmp.path()).map_err(&io_err)?;
+    tmp.as_file().sync_all().map_err(&io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(out)
 }
 
 /// Mode 0644: what a user expects of a build output or lockfile.

@@ -78,7 +78,8 @@ fn valid_registry(r: &str) -> bool {
     port_ok && host.len() <= 253 && host.split('.').all(label_ok)
 }
 
-fn valid_tag(t: &str) -> bool {
+/// A tag: 1-128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub(crate) fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
@@ -97,48 +98,20 @@ impl FromStr for ImageRef {
         if input.is_empty() || input.len() > 512 || input.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err("empty, too long, or contains whitespace"));
         }
-        let (rest, digest) = match input.split_once('@') {
-            Some((r, d)) => {
-                if !d.starts_with("sha256:") {
-                    return Err(err("only sha256 digests are supported"));
-                }
-                (
-                    r,
-                    Some(Sha256::parse_any(d).map_err(|_| err("digest is not sha256:<64 hex>"))?),
-                )
-            }
-            None => (input, None),
-        };
-        // A tag is after the last ':' that follows the last '/'.
-        let last_slash = rest.rfind('/');
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if last_slash.is_none_or(|s| i > s) => (&rest[..i], Some(rest[i + 1..].to_string())),
-            _ => (rest, None),
-        };
-        if let Some(t) = &tag {
-            if !valid_tag(t) {
-                return Err(err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
-            }
+        let (rest, digest) = split_digest(input).map_err(err)?;
+        let (name, tag) = split_tag(rest);
+        if tag.as_deref().is_some_and(|t| !valid_tag(t)) {
+            return Err(err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
         }
         if tag.is_none() && digest.is_none() {
             return Err(err(
                 "a tag or a digest is required (pin versions: name:tag or name@sha256:…)",
             ));
         }
-        let (registry, repo) = match name.split_once('/') {
-            Some((first, r)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-                (first.to_string(), r.to_string())
-            }
-            _ => ("docker.io".to_string(), name.to_string()),
-        };
+        let (registry, repository) = split_registry(name);
         if !valid_registry(&registry) {
             return Err(err("registry must be host[:port] with DNS labels of [A-Za-z0-9-]"));
         }
-        let repository = if registry == "docker.io" && !repo.contains('/') {
-            format!("library/{repo}")
-        } else {
-            repo
-        };
         if !repository.split('/').all(valid_component) {
             return Err(err(
                 "repository must be lowercase [a-z0-9] components separated by / . _ -",
@@ -151,6 +124,42 @@ impl FromStr for ImageRef {
             digest,
         })
     }
+}
+
+/// `name[:tag]` and the digest after `@`, if any (only sha256).
+fn split_digest(input: &str) -> Result<(&str, Option<Sha256>), &'static str> {
+    let Some((rest, d)) = input.split_once('@') else {
+        return Ok((input, None));
+    };
+    if !d.starts_with("sha256:") {
+        return Err("only sha256 digests are supported");
+    }
+    let digest = Sha256::parse_any(d).map_err(|_| "digest is not sha256:<64 hex>")?;
+    Ok((rest, Some(digest)))
+}
+
+/// The name and the tag: after the last ':' that follows the last '/'.
+fn split_tag(rest: &str) -> (&str, Option<String>) {
+    let last_slash = rest.rfind('/');
+    match rest.rfind(':') {
+        Some(i) if last_slash.is_none_or(|s| i > s) => (&rest[..i], Some(rest[i + 1..].to_string())),
+        _ => (rest, None),
+    }
+}
+
+/// Registry and repository, normalised like Docker: no registry means `docker.io`, where a
+/// one-component name gets `library/`.
+fn split_registry(name: &str) -> (String, String) {
+    let (registry, repo) = match name.split_once('/') {
+        Some((first, r)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            (first.to_string(), r.to_string())
+        }
+        _ => ("docker.io".to_string(), name.to_string()),
+    };
+    if registry == "docker.io" && !repo.contains('/') {
+        return (registry, format!("library/{repo}"));
+    }
+    (registry, repo)
 }
 
 impl serde::Serialize for ImageRef {

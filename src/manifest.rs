@@ -28,6 +28,14 @@ pub enum ManifestError {
         column: usize,
         message: String,
     },
+    #[error("{path}:{line}:{column}: {source}")]
+    Mirror {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        #[source]
+        source: crate::fetch::mirror::MirrorError,
+    },
 }
 
 /// A CPU architecture kbundle can target.
@@ -198,11 +206,117 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-fn valid_image_tag(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+/// The manifest text being parsed: every error names its file, line and column.
+struct Text<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Text<'_> {
+    fn invalid(&self, offset: usize, message: String) -> ManifestError {
+        let (line, column) = line_col(self.src, offset);
+        ManifestError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn check_schema(&self, schema: &Spanned<u32>) -> Result<(), ManifestError> {
+        if *schema.get_ref() == SCHEMA {
+            return Ok(());
+        }
+        Err(self.invalid(
+            schema.span().start,
+            format!(
+                "unsupported manifest schema {}: this kbundle reads schema {SCHEMA}",
+                schema.get_ref()
+            ),
+        ))
+    }
+
+    /// The bundle's name: as given (a safe file name), else `kubernetes-v<version>`.
+    fn name(&self, name: Option<Spanned<String>>, kubernetes: Version) -> Result<String, ManifestError> {
+        let Some(n) = name else {
+            return Ok(format!("kubernetes-{}", kubernetes.with_v()));
+        };
+        if !valid_name(n.get_ref()) {
+            return Err(self.invalid(
+                n.span().start,
+                format!(
+                    "invalid name {:?}: use letters, digits, '.', '_' and '-' (it names the bundle archive)",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Ok(n.into_inner())
+    }
+
+    /// Target arches, sorted and without repeats; amd64 when not given.
+    fn arches(&self, arches: Option<Spanned<Vec<Arch>>>) -> Result<Vec<Arch>, ManifestError> {
+        let Some(a) = arches else {
+            return Ok(vec![Arch::Amd64]);
+        };
+        let span = a.span();
+        let mut v = a.into_inner();
+        if v.is_empty() {
+            return Err(self.invalid(span.start, "arches must name at least one of amd64, arm64".into()));
+        }
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// `[images]`: tag overrides checked, extra images as given.
+    fn images(&self, raw: RawImages) -> Result<ImageOverrides, ManifestError> {
+        let mut images = ImageOverrides {
+            extra: raw.extra,
+            ..Default::default()
+        };
+        for (slot, value, what) in [
+            (&mut images.pause, raw.pause, "pause"),
+            (&mut images.etcd, raw.etcd, "etcd"),
+            (&mut images.coredns, raw.coredns, "coredns"),
+        ] {
+            let Some(v) = value else { continue };
+            if !crate::image_ref::valid_tag(v.get_ref()) {
+                return Err(self.invalid(v.span().start, format!("invalid {what} image tag {:?}", v.get_ref())));
+            }
+            *slot = Some(v.into_inner());
+        }
+        Ok(images)
+    }
+
+    /// `[sha256]` pins with their line and column (one pass over the text for all of them).
+    fn pins(&self, raw: BTreeMap<String, Spanned<Sha256>>) -> Vec<Pin> {
+        let offsets: Vec<usize> = raw.values().map(|v| v.span().start).collect();
+        raw.into_iter()
+            .zip(line_cols(self.src, &offsets))
+            .map(|((key, v), (line, column))| Pin {
+                key,
+                sha256: v.into_inner(),
+                line,
+                column,
+            })
+            .collect()
+    }
+
+    fn mirrors(&self, raw: BTreeMap<String, Spanned<String>>) -> Result<Vec<MirrorRule>, ManifestError> {
+        raw.into_iter()
+            .map(|(from, to)| {
+                crate::fetch::mirror::parse_rule(&from, to.get_ref()).map_err(|source| {
+                    let (line, column) = line_col(self.src, to.span().start);
+                    ManifestError::Mirror {
+                        path: self.path.to_path_buf(),
+                        line,
+                        column,
+                        source,
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 impl Manifest {
@@ -217,108 +331,22 @@ impl Manifest {
     }
 
     pub fn parse(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
-        let invalid = |offset: usize, message: String| {
-            let (line, column) = line_col(src, offset);
-            ManifestError::Invalid {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        };
+        let text = Text { path, src };
         let raw: Raw = toml::from_str(src).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            invalid(offset, e.message().trim().to_string())
+            text.invalid(offset, e.message().trim().to_string())
         })?;
-
-        if *raw.schema.get_ref() != SCHEMA {
-            return Err(invalid(
-                raw.schema.span().start,
-                format!(
-                    "unsupported manifest schema {}: this kbundle reads schema {SCHEMA}",
-                    raw.schema.get_ref()
-                ),
-            ));
-        }
-        let name = match raw.name {
-            Some(n) => {
-                if !valid_name(n.get_ref()) {
-                    return Err(invalid(
-                        n.span().start,
-                        format!(
-                            "invalid name {:?}: use letters, digits, '.', '_' and '-' (it names the bundle archive)",
-                            n.get_ref()
-                        ),
-                    ));
-                }
-                n.into_inner()
-            }
-            None => format!("kubernetes-{}", raw.kubernetes.version.with_v()),
-        };
-        let arches = match raw.arches {
-            Some(a) => {
-                let span = a.span();
-                let mut v = a.into_inner();
-                if v.is_empty() {
-                    return Err(invalid(
-                        span.start,
-                        "arches must name at least one of amd64, arm64".into(),
-                    ));
-                }
-                v.sort();
-                v.dedup();
-                v
-            }
-            None => vec![Arch::Amd64],
-        };
-        let mut images = ImageOverrides {
-            extra: raw.images.extra,
-            ..Default::default()
-        };
-        for (slot, value, what) in [
-            (&mut images.pause, raw.images.pause, "pause"),
-            (&mut images.etcd, raw.images.etcd, "etcd"),
-            (&mut images.coredns, raw.images.coredns, "coredns"),
-        ] {
-            if let Some(v) = value {
-                if !valid_image_tag(v.get_ref()) {
-                    return Err(invalid(
-                        v.span().start,
-                        format!("invalid {what} image tag {:?}", v.get_ref()),
-                    ));
-                }
-                *slot = Some(v.into_inner());
-            }
-        }
-        let offsets: Vec<usize> = raw.sha256.values().map(|v| v.span().start).collect();
-        let pins = raw
-            .sha256
-            .into_iter()
-            .zip(line_cols(src, &offsets))
-            .map(|((key, v), (line, column))| Pin {
-                key,
-                sha256: v.into_inner(),
-                line,
-                column,
-            })
-            .collect();
-        let mut mirrors = Vec::new();
-        for (from, to) in raw.mirrors {
-            let span = to.span();
-            let rule = crate::fetch::mirror::parse_rule(&from, to.get_ref())
-                .map_err(|e| invalid(span.start, e.to_string()))?;
-            mirrors.push(rule);
-        }
+        text.check_schema(&raw.schema)?;
         Ok(Manifest {
             path: path.to_path_buf(),
-            name,
-            arches,
+            name: text.name(raw.name, raw.kubernetes.version)?,
+            arches: text.arches(raw.arches)?,
             kubernetes: raw.kubernetes.version,
             components: raw.components,
             addons: raw.addons,
-            images,
-            pins,
-            mirrors,
+            images: text.images(raw.images)?,
+            pins: text.pins(raw.sha256),
+            mirrors: text.mirrors(raw.mirrors)?,
         })
     }
 
@@ -428,6 +456,18 @@ etcd = "3.5.25"
             e.contains(&dir.path().display().to_string()) && e.contains("is a directory"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn image_tag_overrides_follow_the_reference_grammar() {
+        let src = GOOD.replace("[kubernetes]", "[images]\npause = \"-3.10\"\n[kubernetes]");
+        let e = parse(&src).unwrap_err().to_string();
+        assert!(
+            e.starts_with("m.toml:4:9:") && e.contains("invalid pause image tag"),
+            "{e}"
+        );
+        let src = GOOD.replace("[kubernetes]", "[images]\npause = \"3.10\"\n[kubernetes]");
+        assert_eq!(parse(&src).unwrap().images.pause.as_deref(), Some("3.10"));
     }
 
     #[test]

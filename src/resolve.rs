@@ -6,9 +6,9 @@ use crate::catalog::checksum::{self, ChecksumError};
 use crate::catalog::images::CatalogImage;
 use crate::catalog::FileArtifact;
 use crate::digest::Sha256;
-use crate::fetch::{Cache, FetchError, Fetcher, Request};
+use crate::fetch::{Cache, Expected, FetchError, Fetched, Fetcher, Request};
 use crate::images::pull::{Puller, Resolved};
-use crate::lock::{DigestSource, Lock, LockedFile, LOCK_SCHEMA};
+use crate::lock::{DigestSource, Lock, LockIndex, LockedFile, LOCK_SCHEMA};
 use crate::manifest::{Manifest, Pin};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,7 +85,18 @@ pub async fn upstream_digests(
     jobs: usize,
 ) -> Result<Vec<Option<(Sha256, DigestSource)>>, ResolveError> {
     let pins = pins_by_path(m, files)?;
-    // Fetch each checksum file once (runc and etcd publish one file for every arch).
+    let bodies = checksum_files(fetcher, files, &pins, jobs).await?;
+    files.iter().map(|f| vouched(f, &pins, &bodies)).collect()
+}
+
+/// Every checksum file the unpinned files need, each fetched once (runc and etcd publish one
+/// file for every arch), by URL.
+async fn checksum_files<'a>(
+    fetcher: &Fetcher,
+    files: &'a [FileArtifact],
+    pins: &HashMap<String, Pin>,
+    jobs: usize,
+) -> Result<BTreeMap<&'a str, Vec<u8>>, ResolveError> {
     let mut urls: Vec<(&str, &str)> = files
         .iter()
         .filter(|f| !pins.contains_key(&f.path))
@@ -93,39 +104,39 @@ pub async fn upstream_digests(
         .collect();
     urls.sort();
     urls.dedup_by(|a, b| a.0 == b.0);
-    let bodies: BTreeMap<&str, Vec<u8>> = futures::stream::iter(urls)
+    futures::stream::iter(urls)
         .map(|(url, name)| async move {
-            fetcher
-                .get_small(url, CHECKSUM_LIMIT)
-                .await
-                .map(|b| (url, b))
-                .map_err(|source| ResolveError::Fetch {
-                    name: format!("checksum for {name}"),
-                    source,
-                })
+            let body = fetcher.get_small(url, CHECKSUM_LIMIT).await;
+            body.map(|b| (url, b)).map_err(|source| ResolveError::Fetch {
+                name: format!("checksum for {name}"),
+                source,
+            })
         })
         .buffer_unordered(jobs.max(1))
         .try_collect()
-        .await?;
-    files
-        .iter()
-        .map(|f| {
-            if let Some(p) = pins.get(&f.path) {
-                return Ok(Some((p.sha256, DigestSource::ManifestPin)));
-            }
-            let Some(c) = &f.checksum else {
-                return Ok(None);
-            };
-            let body = bodies.get(c.url.as_str()).map(Vec::as_slice).unwrap_or_default();
-            checksum::parse(c.format, body, &f.name)
-                .map(|d| Some((d, DigestSource::ChecksumFile)))
-                .map_err(|source| ResolveError::Checksum {
-                    name: f.name.clone(),
-                    url: c.url.clone(),
-                    source,
-                })
+        .await
+}
+
+/// The digest of `f`: its manifest pin, else from its checksum file, else nobody's.
+fn vouched(
+    f: &FileArtifact,
+    pins: &HashMap<String, Pin>,
+    bodies: &BTreeMap<&str, Vec<u8>>,
+) -> Result<Option<(Sha256, DigestSource)>, ResolveError> {
+    if let Some(p) = pins.get(&f.path) {
+        return Ok(Some((p.sha256, DigestSource::ManifestPin)));
+    }
+    let Some(c) = &f.checksum else {
+        return Ok(None);
+    };
+    let body = bodies.get(c.url.as_str()).map(Vec::as_slice).unwrap_or_default();
+    checksum::parse(c.format, body, &f.name)
+        .map(|d| Some((d, DigestSource::ChecksumFile)))
+        .map_err(|source| ResolveError::Checksum {
+            name: f.name.clone(),
+            url: c.url.clone(),
+            source,
         })
-        .collect()
 }
 
 /// Fetches every file into the cache, verified against `digests` (and `sizes`, when known).
@@ -134,17 +145,16 @@ pub async fn fetch_all(
     fetcher: &Fetcher,
     cache: &Cache,
     files: &[FileArtifact],
-    digests: &[Option<Sha256>],
-    sizes: &[Option<u64>],
+    expected: &[Expected],
     jobs: usize,
-) -> Result<Vec<crate::fetch::Fetched>, ResolveError> {
-    let mut out: Vec<(usize, crate::fetch::Fetched)> = futures::stream::iter(files.iter().enumerate())
-        .map(|(i, f)| async move {
+) -> Result<Vec<Fetched>, ResolveError> {
+    let mut out: Vec<(usize, Fetched)> = futures::stream::iter(files.iter().zip(expected).enumerate())
+        .map(|(i, (f, want))| async move {
             let req = Request {
                 url: &f.url,
                 label: &f.name,
-                sha256: digests[i],
-                size: sizes[i],
+                sha256: want.sha256,
+                size: want.size,
             };
             fetcher
                 .fetch(cache, &req)
@@ -204,7 +214,7 @@ pub async fn fetch_images(
             wanted.entry(*d).or_insert((*size, &img.reference));
         }
     }
-    let fetched: Vec<crate::fetch::Fetched> = futures::stream::iter(wanted)
+    let fetched: Vec<Fetched> = futures::stream::iter(wanted)
         .map(|(d, (size, r))| async move { puller.fetch_blob(cache, r, d, size).await.map_err(ResolveError::from) })
         .buffer_unordered(jobs.max(1))
         .try_collect()
@@ -228,18 +238,9 @@ pub async fn lock(
     jobs: usize,
 ) -> Result<Lock, ResolveError> {
     let digests = upstream_digests(fetcher, m, files, jobs).await?;
-    for (f, d) in files.iter().zip(&digests) {
-        if d.is_none() {
-            fetcher.progress().warn(&format!(
-                "{} publishes no checksum for {}; locking the sha256 of this download (pin it under [sha256] in {} to be sure)",
-                f.component,
-                f.url,
-                m.path.display()
-            ));
-        }
-    }
-    let want: Vec<Option<Sha256>> = digests.iter().map(|d| d.map(|x| x.0)).collect();
-    let fetched = fetch_all(fetcher, cache, files, &want, &vec![None; files.len()], jobs).await?;
+    warn_unvouched(fetcher, m, files, &digests);
+    let want: Vec<Expected> = digests.iter().map(|d| Expected::new(d.map(|x| x.0), None)).collect();
+    let fetched = fetch_all(fetcher, cache, files, &want, jobs).await?;
     let mut locked: Vec<LockedFile> = files
         .iter()
         .zip(digests)
@@ -265,6 +266,18 @@ pub async fn lock(
     })
 }
 
+/// Warns about each file nobody vouches for: its first download's digest gets locked.
+fn warn_unvouched(fetcher: &Fetcher, m: &Manifest, files: &[FileArtifact], digests: &[Option<(Sha256, DigestSource)>]) {
+    for (f, _) in files.iter().zip(digests).filter(|(_, d)| d.is_none()) {
+        fetcher.progress().warn(&format!(
+            "{} publishes no checksum for {}; locking the sha256 of this download (pin it under [sha256] in {} to be sure)",
+            f.component,
+            f.url,
+            m.path.display()
+        ));
+    }
+}
+
 /// Does the lock describe exactly this manifest's files and pins? Lists every difference.
 pub fn stale_details(
     lock: &Lock,
@@ -278,62 +291,57 @@ pub fn stale_details(
     if lock.name != m.name {
         d.push(format!("name: lock has {:?}, manifest has {:?}", lock.name, m.name));
     }
-    for f in files {
-        match index.file(&f.path) {
-            None => d.push(format!("{}: not in the lockfile", f.path)),
-            Some(l) if l.url != f.url => {
-                d.push(format!("{}: lock has URL {}, manifest needs {}", f.path, l.url, f.url))
-            }
-            Some(l) => {
-                if let Some(p) = pins.get(&f.path) {
-                    if p.sha256 != l.sha256 {
-                        d.push(format!(
-                            "{}: manifest pins sha256 {} (line {}), lock has {}",
-                            f.path, p.sha256, p.line, l.sha256
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    d.extend(files.iter().filter_map(|f| stale_file(&index, &pins, f)));
     let paths: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    for l in &lock.files {
-        if !paths.contains(l.path.as_str()) {
-            d.push(format!("{}: in the lockfile but no longer in the manifest", l.path));
-        }
+    for l in lock.files.iter().filter(|l| !paths.contains(l.path.as_str())) {
+        d.push(format!("{}: in the lockfile but no longer in the manifest", l.path));
     }
-    for i in images {
-        let r = i.reference.to_string();
-        match index.image(&r) {
-            None => d.push(format!("image {r}: not in the lockfile")),
-            Some(l) => {
-                if let Some(pin) = i.reference.digest {
-                    if pin != l.digest {
-                        d.push(format!("image {r}: lock has {}", l.digest.oci()));
-                    }
-                }
-                let have: Vec<&str> = l.platforms.iter().map(|p| p.platform.as_str()).collect();
-                let want: Vec<String> = m.arches.iter().map(|a| a.platform()).collect();
-                if !l.platforms.is_empty() && have != want {
-                    d.push(format!(
-                        "image {r}: locked for {}, manifest targets {}",
-                        have.join(","),
-                        want.join(",")
-                    ));
-                }
-            }
-        }
-    }
+    d.extend(images.iter().flat_map(|i| stale_image(&index, m, i)));
     let refs: HashSet<String> = images.iter().map(|i| i.reference.to_string()).collect();
-    for l in &lock.images {
-        if !refs.contains(&l.reference) {
-            d.push(format!(
-                "image {}: in the lockfile but no longer in the manifest",
-                l.reference
-            ));
-        }
+    for l in lock.images.iter().filter(|l| !refs.contains(&l.reference)) {
+        d.push(format!(
+            "image {}: in the lockfile but no longer in the manifest",
+            l.reference
+        ));
     }
     Ok(d)
+}
+
+/// How the lock's entry for `f` differs from what the manifest needs, if it does.
+fn stale_file(index: &LockIndex<'_>, pins: &HashMap<String, Pin>, f: &FileArtifact) -> Option<String> {
+    let Some(l) = index.file(&f.path) else {
+        return Some(format!("{}: not in the lockfile", f.path));
+    };
+    if l.url != f.url {
+        return Some(format!("{}: lock has URL {}, manifest needs {}", f.path, l.url, f.url));
+    }
+    let p = pins.get(&f.path).filter(|p| p.sha256 != l.sha256)?;
+    Some(format!(
+        "{}: manifest pins sha256 {} (line {}), lock has {}",
+        f.path, p.sha256, p.line, l.sha256
+    ))
+}
+
+/// How the lock's entry for image `i` differs from what the manifest needs.
+fn stale_image(index: &LockIndex<'_>, m: &Manifest, i: &CatalogImage) -> Vec<String> {
+    let r = i.reference.to_string();
+    let Some(l) = index.image(&r) else {
+        return vec![format!("image {r}: not in the lockfile")];
+    };
+    let mut d = Vec::new();
+    if i.reference.digest.is_some_and(|pin| pin != l.digest) {
+        d.push(format!("image {r}: lock has {}", l.digest.oci()));
+    }
+    let have: Vec<&str> = l.platforms.iter().map(|p| p.platform.as_str()).collect();
+    let want: Vec<String> = m.arches.iter().map(|a| a.platform()).collect();
+    if !l.platforms.is_empty() && have != want {
+        d.push(format!(
+            "image {r}: locked for {}, manifest targets {}",
+            have.join(","),
+            want.join(",")
+        ));
+    }
+    d
 }
 
 /// `--locked`: re-resolves upstream and lists every file whose digest differs from the lock.
@@ -346,52 +354,54 @@ pub async fn check_upstream(
     files: &[FileArtifact],
     jobs: usize,
 ) -> Result<(), ResolveError> {
+    let now = digests_now(fetcher, cache, m, files, jobs).await?;
+    let index = lock.index();
+    let changes: Vec<String> = files
+        .iter()
+        .zip(now)
+        .filter_map(|(f, now)| {
+            let (l, now) = (index.file(&f.path)?, now?);
+            (now != l.sha256).then(|| {
+                format!(
+                    "{} ({}): lock has sha256 {}, upstream now {}",
+                    f.name, f.url, l.sha256, now
+                )
+            })
+        })
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(ResolveError::Drift {
+        path: lock_path.to_path_buf(),
+        changes,
+    })
+}
+
+/// Each file's digest upstream now: the one published (or pinned), else that of a fresh
+/// download.
+async fn digests_now(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    m: &Manifest,
+    files: &[FileArtifact],
+    jobs: usize,
+) -> Result<Vec<Option<Sha256>>, ResolveError> {
     let digests = upstream_digests(fetcher, m, files, jobs).await?;
-    // Files without a published checksum: download again and compare what arrives.
     let tofu: Vec<FileArtifact> = files
         .iter()
         .zip(&digests)
         .filter(|(_, d)| d.is_none())
         .map(|(f, _)| f.clone())
         .collect();
-    let tofu_fetched = fetch_all(
-        fetcher,
-        cache,
-        &tofu,
-        &vec![None; tofu.len()],
-        &vec![None; tofu.len()],
-        jobs,
-    )
-    .await?;
-    let mut changes = Vec::new();
-    let mut tofu_iter = tofu_fetched.iter();
-    let index = lock.index();
-    for (f, d) in files.iter().zip(&digests) {
-        let Some(l) = index.file(&f.path) else {
-            continue;
-        };
-        let now = match d {
-            Some((s, _)) => *s,
-            None => match tofu_iter.next() {
-                Some(r) => r.sha256,
-                None => continue,
-            },
-        };
-        if now != l.sha256 {
-            changes.push(format!(
-                "{} ({}): lock has sha256 {}, upstream now {}",
-                f.name, f.url, l.sha256, now
-            ));
-        }
-    }
-    if changes.is_empty() {
-        Ok(())
-    } else {
-        Err(ResolveError::Drift {
-            path: lock_path.to_path_buf(),
-            changes,
-        })
-    }
+    let anything = vec![Expected::default(); tofu.len()];
+    let fetched = fetch_all(fetcher, cache, &tofu, &anything, jobs).await?;
+    let mut fetched = fetched.into_iter();
+    let now = digests.iter().map(|d| match d {
+        Some((s, _)) => Some(*s),
+        None => fetched.next().map(|r| r.sha256),
+    });
+    Ok(now.collect())
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub(super) fn assemble(
     base: Option<&Path>,
 ) -> Result<Contents, BuildError> {
     let mut contents = Contents {
-        bundle: bundle_json(m, sc, &g.images).map_err(BuildError::Layout)?,
+        bundle: bundle_json(m, sc, &g.images).map_err(|reason| BuildError::Field { reason })?,
         sources: Vec::new(),
     };
     for (e, s) in crate::images::layout::entries(&g.images, &g.blobs) {
@@ -41,18 +41,8 @@ pub(super) fn assemble(
     for (a, r) in sc.files.iter().zip(&g.files) {
         contents.push(file_entry(a, r.sha256, r.size), Source::File(r.path.clone()));
     }
-    let (digest, size) = crate::digest::hash_file(installer).map_err(|source| BuildError::Installer {
-        path: installer.to_path_buf(),
-        source,
-    })?;
-    contents.push(
-        Entry {
-            executable: true,
-            ..meta_entry(INSTALLER, EntryKind::Installer, &[])
-        }
-        .with_content(digest, size),
-        Source::File(installer.to_path_buf()),
-    );
+    let (entry, source) = installer_entry(installer)?;
+    contents.push(entry, source);
     // The bundle carries the lock of exactly what it holds.
     let lock_bytes = lock_of(lock, sc).render().into_bytes();
     contents.push(
@@ -63,6 +53,19 @@ pub(super) fn assemble(
         mark_in_base(&mut contents, base)?;
     }
     Ok(contents)
+}
+
+/// The installer's entry: this program (or `--installer`), hashed now.
+fn installer_entry(installer: &Path) -> Result<(Entry, Source), BuildError> {
+    let (digest, size) = crate::digest::hash_file(installer).map_err(|source| BuildError::Installer {
+        path: installer.to_path_buf(),
+        source,
+    })?;
+    let entry = Entry {
+        executable: true,
+        ..meta_entry(INSTALLER, EntryKind::Installer, &[])
+    };
+    Ok((entry.with_content(digest, size), Source::File(installer.to_path_buf())))
 }
 
 /// The part of `lock` that names the files and images of `sc`.
@@ -101,21 +104,20 @@ fn file_entry(a: &FileArtifact, sha256: Sha256, size: u64) -> Entry {
 /// Delta bundles: every file or blob whose digest the (verified) base bundle already holds
 /// is listed but not packed.
 fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> {
-    let report =
-        crate::bundle::verify::verify(base).map_err(|e| BuildError::Base(format!("{}: {e}", base.display())))?;
+    let report = crate::bundle::verify::verify(base).map_err(|source| BuildError::BaseUnreadable {
+        path: base.to_path_buf(),
+        source,
+    })?;
     let Some(b) = report.bundle.filter(|_| report.problems.is_empty()) else {
-        return Err(BuildError::Base(format!(
-            "{} does not verify: {}",
-            base.display(),
-            report
-                .problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )));
+        return Err(BuildError::BaseInvalid {
+            path: base.to_path_buf(),
+            problems: report.problems.iter().map(|p| p.to_string()).collect(),
+        });
     };
-    let bj = crate::bundle::read_bundle_json_bytes(base).map_err(BuildError::Base)?;
+    let bj = crate::bundle::read_bundle_json_bytes(base).map_err(|reason| BuildError::BaseMeta {
+        path: base.to_path_buf(),
+        reason,
+    })?;
     let have: HashSet<Sha256> = b.entries.iter().filter(|e| !e.in_base).map(|e| e.sha256).collect();
     for e in contents.bundle.entries.iter_mut() {
         if matches!(e.kind, EntryKind::File | EntryKind::Blob) && have.contains(&e.sha256) {

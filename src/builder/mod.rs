@@ -7,7 +7,7 @@ use crate::bundle::meta::BundleJson;
 use crate::bundle::pack::{self, Compression, PackEntry, Source};
 use crate::catalog::{self, FileArtifact};
 use crate::digest::Sha256;
-use crate::fetch::{Cache, Fetcher, Limits, Mirrors, Retry};
+use crate::fetch::{Cache, Expected, Fetcher, Limits, Mirrors, Retry};
 use crate::images::auth::Credentials;
 use crate::images::pull::Puller;
 use crate::lock::Lock;
@@ -44,13 +44,25 @@ pub enum BuildError {
         source: std::io::Error,
     },
     #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("bundle layout: {0}")]
-    Layout(String),
+    Runtime(#[source] std::io::Error),
+    /// A `bundle.json` value the bundle's field types refuse (their reason names it).
+    #[error("bundle.json: {reason}")]
+    Field { reason: String },
+    /// Two entries for one path, or another contents rule `bundle::Contents` enforces.
+    #[error("bundle layout: {reason}")]
+    Layout { reason: String },
     #[error("upgrade bundle: {0}")]
-    Upgrade(String),
-    #[error("--base: {0}")]
-    Base(String),
+    Upgrade(#[source] crate::upgrade::plan::PlanError),
+    #[error("--base {path}: {source}")]
+    BaseUnreadable {
+        path: PathBuf,
+        #[source]
+        source: crate::bundle::archive::ArchiveError,
+    },
+    #[error("--base {path} does not verify: {}", problems.join("; "))]
+    BaseInvalid { path: PathBuf, problems: Vec<String> },
+    #[error("--base {path}: bundle.json: {reason}")]
+    BaseMeta { path: PathBuf, reason: String },
     #[error(transparent)]
     Mirror(#[from] crate::fetch::mirror::RefusedMirror),
     #[error("--out {path} is a file, but --out must name a directory (it is created if missing): choose another path or move the file away")]
@@ -146,7 +158,8 @@ pub struct Built {
     pub lock_written: bool,
 }
 
-/// What talks to upstream for one command: the cache, both download engines, a runtime.
+/// What talks to upstream for one command: the cache, the file fetcher and the image
+/// puller (both on the one download engine), a runtime.
 struct Engines {
     cache: Cache,
     files: Fetcher,
@@ -156,7 +169,7 @@ struct Engines {
 }
 
 impl Engines {
-    /// Checks the mirrors, opens (and sweeps) the cache, and sets up both engines.
+    /// Checks the mirrors, opens (and sweeps) the cache, and sets up the fetcher and puller.
     fn start(m: &Manifest, o: &Options) -> Result<Engines, BuildError> {
         let mirrors = Mirrors::new(&o.mirrors, &m.mirrors);
         if !o.allow_private_mirror {
@@ -167,7 +180,7 @@ impl Engines {
         outdir::report(&progress, &o.cache_dir, cache.swept());
         let files = Fetcher::new(mirrors.clone(), o.retry, progress.clone())?.with_limits(o.limits);
         let creds = Credentials::load_default().map_err(|e| BuildError::Resolve(ResolveError::Image(e.into())))?;
-        let images = Puller::new(mirrors, o.retry, progress.clone(), creds).with_limits(o.limits);
+        let images = Puller::new(mirrors, o.retry, progress.clone(), creds)?.with_limits(o.limits);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -227,7 +240,7 @@ pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
         Some(f) => {
             let mut pins = sibling_pins(&m.path);
             pins.extend_from_slice(catalog::KUBERNETES_PINS);
-            crate::upgrade::plan::hop_chain(f, m.kubernetes, &pins).map_err(|e| BuildError::Upgrade(e.to_string()))?
+            crate::upgrade::plan::hop_chain(f, m.kubernetes, &pins).map_err(BuildError::Upgrade)?
         }
     };
     for &h in hops.iter().filter(|h| **h != m.kubernetes) {
@@ -327,16 +340,7 @@ fn settle_lock(
             manifest: m.path.clone(),
         }),
         Some(l) if o.locked => {
-            let stale = resolve::stale_details(&l, m, &sc.files, &sc.images)?;
-            if !stale.is_empty() {
-                return Err(ResolveError::Stale {
-                    path: lock_path.to_path_buf(),
-                    details: stale,
-                }
-                .into());
-            }
-            let check = resolve::check_upstream(&e.files, &e.cache, &l, lock_path, m, &sc.files, jobs);
-            e.rt.block_on(check)?;
+            check_locked(e, m, sc, &l, lock_path, jobs)?;
             Ok((l, false))
         }
         Some(l) if resolve::stale_details(&l, m, &sc.files, &sc.images)?.is_empty() => Ok((l, false)),
@@ -349,16 +353,40 @@ fn settle_lock(
     }
 }
 
+/// `--locked`: the lock must match the manifest, and upstream must still agree with it.
+fn check_locked(
+    e: &Engines,
+    m: &Manifest,
+    sc: &Scope,
+    l: &Lock,
+    lock_path: &Path,
+    jobs: usize,
+) -> Result<(), BuildError> {
+    let stale = resolve::stale_details(l, m, &sc.files, &sc.images)?;
+    if !stale.is_empty() {
+        return Err(ResolveError::Stale {
+            path: lock_path.to_path_buf(),
+            details: stale,
+        }
+        .into());
+    }
+    let check = resolve::check_upstream(&e.files, &e.cache, l, lock_path, m, &sc.files, jobs);
+    e.rt.block_on(check)?;
+    Ok(())
+}
+
 /// Every file and image blob, verified into the cache (cache hits cost no network).
 fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) -> Result<Gathered, BuildError> {
     let index = lock.index();
-    let locked: Vec<_> = sc.files.iter().map(|a| index.file(&a.path)).collect();
-    let digests: Vec<Option<Sha256>> = locked.iter().map(|l| l.map(|l| l.sha256)).collect();
-    let sizes: Vec<Option<u64>> = locked.iter().map(|l| l.map(|l| l.size)).collect();
+    let expected: Vec<Expected> = sc
+        .files
+        .iter()
+        .map(|a| index.file(&a.path))
+        .map(|l| Expected::new(l.map(|l| l.sha256), l.map(|l| l.size)))
+        .collect();
     let jobs = o.common.jobs;
-    let files = e.rt.block_on(resolve::fetch_all(
-        &e.files, &e.cache, &sc.files, &digests, &sizes, jobs,
-    ))?;
+    let files =
+        e.rt.block_on(resolve::fetch_all(&e.files, &e.cache, &sc.files, &expected, jobs))?;
     // Images by their locked digests (`--locked` also checks that tags have not moved).
     let resolved = e.rt.block_on(resolve::resolve_images(
         &e.images,
@@ -394,7 +422,7 @@ fn gather_and_pack(
         round += 1;
         let g = gather(e, m, sc, lock, o)?;
         let contents = contents::assemble(m, sc, lock, &g, installer, o.base.as_deref())?;
-        let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
+        let (bundle, entries) = contents.finish().map_err(|reason| BuildError::Layout { reason })?;
         match pack_all(&m.name, &entries, o) {
             Err(err @ pack::PackError::Changed { .. }) if round == 1 => {
                 if evict_corrupt(&e.cache, &entries, &e.progress) == 0 {

@@ -1,7 +1,7 @@
 //! Deterministic archives: sorted entries, uid/gid 0, normalised modes, a fixed mtime, and
 //! compression without names or timestamps. Same inputs, same bytes.
 
-use crate::digest::{HashWriter, Hashing, Sha256};
+use crate::digest::{HashReader, HashWriter, Sha256};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -94,20 +94,6 @@ pub fn zstd_encoder<W: Write>(w: W, workers: u32) -> io::Result<zstd::stream::wr
     Ok(enc)
 }
 
-/// A reader that hashes what passes through it.
-struct HashReader<R> {
-    inner: R,
-    hash: Hashing,
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -121,6 +107,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
 }
 
 /// Writes `top/` and every entry (plus the directories they need) as a tar stream, sorted.
+/// Each entry's bytes are hashed as they are copied in and must match its digest and size.
 pub fn write_tar<W: Write>(
     out: W,
     top: &str,
@@ -132,6 +119,25 @@ pub fn write_tar<W: Write>(
         path: PathBuf::from(top),
         source,
     };
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Deterministic);
+    append_dir(&mut tar, &format!("{top}/"), mtime).map_err(wr)?;
+    for (path, entry) in with_parent_dirs(entries) {
+        let full = format!("{top}/{path}");
+        match entry {
+            None => append_dir(&mut tar, &full, mtime).map_err(wr)?,
+            Some(e) => {
+                append_entry(&mut tar, &full, e, mtime).map_err(|err| err.or_write(top))?;
+                on_progress(e.size);
+            }
+        }
+    }
+    tar.into_inner().map_err(wr)
+}
+
+/// One sorted list of every entry (`Some`) and every directory they need (`None`, with a
+/// trailing `/`).
+fn with_parent_dirs(entries: &[PackEntry]) -> Vec<(String, Option<&PackEntry>)> {
     let mut dirs = std::collections::BTreeSet::new();
     for e in entries {
         let mut p = e.path.as_str();
@@ -140,78 +146,94 @@ pub fn write_tar<W: Write>(
             p = parent;
         }
     }
-    // One sorted list of (path, Some(entry) | None for directories).
     let mut items: Vec<(String, Option<&PackEntry>)> = dirs.into_iter().map(|d| (format!("{d}/"), None)).collect();
     items.extend(entries.iter().map(|e| (e.path.clone(), Some(e))));
     items.sort_by(|a, b| a.0.cmp(&b.0));
+    items
+}
 
-    let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Deterministic);
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> io::Result<()> {
     let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
-    tar.append_data(&mut h, format!("{top}/"), io::empty()).map_err(wr)?;
-    for (path, entry) in items {
-        let full = format!("{top}/{path}");
-        match entry {
-            None => {
-                let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
-                tar.append_data(&mut h, &full, io::empty()).map_err(wr)?;
-            }
-            Some(e) => {
-                let mode = if e.executable { 0o755 } else { 0o644 };
-                let mut h = header(tar::EntryType::Regular, mode, e.size, mtime);
-                let (actual, n, src) = match &e.source {
-                    Source::Bytes(b) => {
-                        let mut r = HashReader {
-                            inner: b.as_slice(),
-                            hash: Hashing::new(),
-                        };
-                        tar.append_data(&mut h, &full, &mut r).map_err(wr)?;
-                        let (d, n) = r.hash.finish();
-                        (d, n, "(generated)".to_string())
-                    }
-                    Source::File(p) => {
-                        let f = std::fs::File::open(p).map_err(|source| PackError::Read {
-                            entry: e.path.clone(),
-                            what: p.display().to_string(),
-                            source,
-                        })?;
-                        // Take exactly `size` bytes; a shorter file fails in append_data,
-                        // a longer one is caught by the digest and size check below.
-                        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                        let mut r = HashReader {
-                            inner: f.take(e.size),
-                            hash: Hashing::new(),
-                        };
-                        if len != e.size {
-                            return Err(PackError::Changed {
-                                entry: e.path.clone(),
-                                source_path: p.display().to_string(),
-                                expected: e.sha256,
-                                expected_size: e.size,
-                                actual: crate::digest::hash_file(p).map(|x| x.0).unwrap_or(e.sha256),
-                                actual_size: len,
-                            });
-                        }
-                        tar.append_data(&mut h, &full, &mut r).map_err(wr)?;
-                        let (d, n) = r.hash.finish();
-                        (d, n, p.display().to_string())
-                    }
-                };
-                if actual != e.sha256 || n != e.size {
-                    return Err(PackError::Changed {
-                        entry: e.path.clone(),
-                        source_path: src,
-                        expected: e.sha256,
-                        expected_size: e.size,
-                        actual,
-                        actual_size: n,
-                    });
-                }
-                on_progress(e.size);
-            }
+    tar.append_data(&mut h, path, io::empty())
+}
+
+/// Why appending one entry failed: the archive could not be written, or the entry's source.
+enum AppendError {
+    Write(io::Error),
+    Entry(PackError),
+}
+
+impl AppendError {
+    fn or_write(self, top: &str) -> PackError {
+        match self {
+            AppendError::Write(source) => PackError::Write {
+                path: PathBuf::from(top),
+                source,
+            },
+            AppendError::Entry(e) => e,
         }
     }
-    tar.into_inner().map_err(wr)
+}
+
+/// Appends one regular file, hashing its bytes as they go in; they must be what the entry
+/// says (a cache file that changed since it was verified is [`PackError::Changed`]).
+fn append_entry<W: Write>(tar: &mut tar::Builder<W>, full: &str, e: &PackEntry, mtime: u64) -> Result<(), AppendError> {
+    let mode = if e.executable { 0o755 } else { 0o644 };
+    let mut h = header(tar::EntryType::Regular, mode, e.size, mtime);
+    let (actual, n, src) = match &e.source {
+        Source::Bytes(b) => {
+            let got = append_hashed(tar, &mut h, full, b.as_slice()).map_err(AppendError::Write)?;
+            (got.0, got.1, "(generated)".to_string())
+        }
+        Source::File(p) => {
+            // Exactly `size` bytes: a shorter file would fail in append_data, a longer one
+            // is caught by the length check and the digest.
+            let f = open_sized(e, p).map_err(AppendError::Entry)?;
+            let got = append_hashed(tar, &mut h, full, f.take(e.size)).map_err(AppendError::Write)?;
+            (got.0, got.1, p.display().to_string())
+        }
+    };
+    if actual != e.sha256 || n != e.size {
+        return Err(AppendError::Entry(changed(e, src, actual, n)));
+    }
+    Ok(())
+}
+
+fn append_hashed<W: Write>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &str,
+    data: impl Read,
+) -> io::Result<(Sha256, u64)> {
+    let mut r = HashReader::new(data);
+    tar.append_data(h, path, &mut r)?;
+    Ok(r.finish())
+}
+
+/// Opens an entry's source file, which must still have the entry's size.
+fn open_sized(e: &PackEntry, p: &Path) -> Result<std::fs::File, PackError> {
+    let f = std::fs::File::open(p).map_err(|source| PackError::Read {
+        entry: e.path.clone(),
+        what: p.display().to_string(),
+        source,
+    })?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len != e.size {
+        let actual = crate::digest::hash_file(p).map(|x| x.0).unwrap_or(e.sha256);
+        return Err(changed(e, p.display().to_string(), actual, len));
+    }
+    Ok(f)
+}
+
+fn changed(e: &PackEntry, source_path: String, actual: Sha256, actual_size: u64) -> PackError {
+    PackError::Changed {
+        entry: e.path.clone(),
+        source_path,
+        expected: e.sha256,
+        expected_size: e.size,
+        actual,
+        actual_size,
+    }
 }
 
 /// Packs into `out_dir/<top>.<ext>` through a temp file, renamed into place only when
@@ -231,37 +253,13 @@ pub fn write_archive(
         source,
     };
     std::fs::create_dir_all(out_dir).map_err(wr)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(out_dir)
-        .map_err(wr)?;
-    let file = tmp.reopen().map_err(wr)?;
-    let sink = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let sink = match compression {
-        Compression::Zstd => {
-            let enc = zstd_encoder(sink, zstd_workers()).map_err(wr)?;
-            let enc = write_tar(enc, top, entries, mtime, on_progress)?;
-            enc.finish().map_err(wr)?
-        }
-        Compression::Gzip => {
-            // No file name, mtime 0, fixed OS byte: nothing in the header varies.
-            let enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(sink, flate2::Compression::default());
-            let enc = write_tar(enc, top, entries, mtime, on_progress)?;
-            enc.finish().map_err(wr)?
-        }
-        Compression::None => write_tar(sink, top, entries, mtime, on_progress)?,
-    };
-    let (mut buf, digest, size) = sink.finish();
-    buf.flush().map_err(wr)?;
-    let file = buf.into_inner().map_err(|e| wr(e.into_error()))?;
-    crate::fsutil::set_readable(tmp.path()).map_err(wr)?;
-    file.sync_all().map_err(wr)?;
-    drop(file);
-    tmp.persist(&final_path).map_err(|e| wr(e.error))?;
+    let (digest, size) = crate::fsutil::write_atomic_with(&final_path, wr, |file| {
+        let sink = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let tar = Tar { top, entries, mtime };
+        let (mut buf, digest, size) = tar.compressed(sink, compression, on_progress)?.finish();
+        buf.flush().map_err(wr)?;
+        Ok((digest, size))
+    })?;
     let sidecar = out_dir.join(format!("{file_name}.sha256"));
     crate::fsutil::write_atomic(&sidecar, format!("{}  {file_name}\n", digest.hex()).as_bytes()).map_err(|source| {
         PackError::Write {
@@ -270,6 +268,44 @@ pub fn write_archive(
         }
     })?;
     Ok((final_path, digest, size))
+}
+
+/// What goes into one archive.
+struct Tar<'a> {
+    top: &'a str,
+    entries: &'a [PackEntry],
+    mtime: u64,
+}
+
+impl Tar<'_> {
+    /// Writes the tar stream through `compression` into `sink`; returns the sink.
+    fn compressed<W: Write>(
+        &self,
+        sink: W,
+        compression: Compression,
+        on_progress: impl FnMut(u64),
+    ) -> Result<W, PackError> {
+        let wr = |source| PackError::Write {
+            path: PathBuf::from(self.top),
+            source,
+        };
+        let (top, entries, mtime) = (self.top, self.entries, self.mtime);
+        match compression {
+            Compression::Zstd => {
+                let enc = zstd_encoder(sink, zstd_workers()).map_err(wr)?;
+                write_tar(enc, top, entries, mtime, on_progress)?.finish().map_err(wr)
+            }
+            Compression::Gzip => {
+                // No file name, mtime 0, fixed OS byte: nothing in the header varies.
+                let enc = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(sink, flate2::Compression::default());
+                write_tar(enc, top, entries, mtime, on_progress)?.finish().map_err(wr)
+            }
+            Compression::None => write_tar(sink, top, entries, mtime, on_progress),
+        }
+    }
 }
 
 #[cfg(test)]

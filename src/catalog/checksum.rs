@@ -3,6 +3,9 @@
 //! - digest only: dl.k8s.io `<bin>.sha256` (no newline), crictl `.tar.gz.sha256`;
 //! - `sha256sum` lines (`<hex>  <file>`): containerd `.sha256sum`, CNI `.tgz.sha256`, etcd `SHA256SUMS`;
 //! - runc's `runc.sha256sum`: `sha256sum` lines inside a PGP clear-signed message.
+//!
+//! [`sum_lines`] is kbundle's one reader of `sha256sum` output: checksum files here, an
+//! archive's `<archive>.sha256` sidecar elsewhere.
 
 use crate::digest::Sha256;
 
@@ -39,12 +42,51 @@ pub fn parse(format: ChecksumFormat, body: &[u8], name: &str) -> Result<Sha256, 
     let text = std::str::from_utf8(body).map_err(|_| ChecksumError::NotText)?;
     match format {
         ChecksumFormat::DigestOnly => parse_digest_only(text),
-        ChecksumFormat::Sha256Sum => find_in_sum_lines(text.lines().enumerate(), name),
-        ChecksumFormat::ClearSigned => {
-            let signed = clear_signed_body(text)?;
-            find_in_sum_lines(signed, name)
-        }
+        ChecksumFormat::Sha256Sum => find(&sum_lines_of(text.lines().enumerate())?, name),
+        ChecksumFormat::ClearSigned => find(&sum_lines_of(clear_signed_body(text)?)?, name),
     }
+}
+
+/// One entry of `sha256sum` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SumLine<'a> {
+    pub digest: Sha256,
+    /// The file name, without a leading `./`.
+    pub name: &'a str,
+}
+
+/// Every entry of `sha256sum` output (a checksum file, an archive's `.sha256` sidecar):
+/// `<hex>  <name>` or `<hex> *<name>` lines; blank lines are skipped, any other line must
+/// be well-formed.
+pub fn sum_lines(body: &[u8]) -> Result<Vec<SumLine<'_>>, ChecksumError> {
+    let text = std::str::from_utf8(body).map_err(|_| ChecksumError::NotText)?;
+    sum_lines_of(text.lines().enumerate())
+}
+
+/// Parses one line of `sha256sum` output; `number` (0-based) is for the error.
+pub fn sum_line(number: usize, line: &str) -> Result<SumLine<'_>, ChecksumError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let bad = || ChecksumError::BadLine {
+        line: number + 1,
+        found: line.chars().take(160).collect(),
+    };
+    let (hex, rest) = line.split_at_checked(64).ok_or_else(bad)?;
+    let digest: Sha256 = hex.parse().map_err(|_| bad())?;
+    let name = rest
+        .strip_prefix("  ")
+        .or_else(|| rest.strip_prefix(" *"))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(bad)?;
+    // Some tools write `./name`; the file name itself is what must match exactly.
+    let name = name.strip_prefix("./").unwrap_or(name);
+    Ok(SumLine { digest, name })
+}
+
+fn sum_lines_of<'a>(lines: impl Iterator<Item = (usize, &'a str)>) -> Result<Vec<SumLine<'a>>, ChecksumError> {
+    lines
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| sum_line(i, l))
+        .collect()
 }
 
 fn parse_digest_only(text: &str) -> Result<Sha256, ChecksumError> {
@@ -56,59 +98,28 @@ fn parse_digest_only(text: &str) -> Result<Sha256, ChecksumError> {
     })
 }
 
-/// Parses `sha256sum` lines (text or binary mode marker `*`), blank lines allowed, and
-/// returns the digest of `name`. Every non-blank line must be well-formed.
-fn find_in_sum_lines<'a>(lines: impl Iterator<Item = (usize, &'a str)>, name: &str) -> Result<Sha256, ChecksumError> {
-    let mut found: Vec<Sha256> = Vec::new();
-    let mut listed: Vec<String> = Vec::new();
-    for (i, raw) in lines {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || ChecksumError::BadLine {
-            line: i + 1,
-            found: line.chars().take(160).collect(),
-        };
-        let (hex, rest) = line.split_at_checked(64).ok_or_else(bad)?;
-        let digest: Sha256 = hex.parse().map_err(|_| bad())?;
-        let file = rest
-            .strip_prefix("  ")
-            .or_else(|| rest.strip_prefix(" *"))
-            .ok_or_else(bad)?;
-        if file.is_empty() {
-            return Err(bad());
-        }
-        // Some tools write `./name`; the file name itself is what must match exactly.
-        let file = file.strip_prefix("./").unwrap_or(file);
-        if file == name {
-            found.push(digest);
-        }
-        if listed.len() < 12 {
-            listed.push(file.to_string());
-        }
-    }
+/// The digest of `name`: listed once, or several times with the same digest.
+fn find(lines: &[SumLine<'_>], name: &str) -> Result<Sha256, ChecksumError> {
+    let found: Vec<Sha256> = lines.iter().filter(|l| l.name == name).map(|l| l.digest).collect();
     match found.as_slice() {
-        [d] => Ok(*d),
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => Ok(*first),
         [] => Err(ChecksumError::NotListed {
             name: name.to_string(),
-            listed: if listed.is_empty() {
-                "none".into()
-            } else {
-                listed.join(", ")
-            },
+            listed: listed(lines),
         }),
-        [first, rest @ ..] => {
-            if rest.iter().all(|d| d == first) {
-                Ok(*first)
-            } else {
-                Err(ChecksumError::Conflicting {
-                    name: name.to_string(),
-                    count: found.len(),
-                })
-            }
-        }
+        _ => Err(ChecksumError::Conflicting {
+            name: name.to_string(),
+            count: found.len(),
+        }),
     }
+}
+
+/// The first dozen names of a checksum file, for an error.
+fn listed(lines: &[SumLine<'_>]) -> String {
+    if lines.is_empty() {
+        return "none".into();
+    }
+    lines.iter().take(12).map(|l| l.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Returns the signed text of a PGP clear-signed message (RFC 4880 §7), with dash-escaping
@@ -116,34 +127,15 @@ fn find_in_sum_lines<'a>(lines: impl Iterator<Item = (usize, &'a str)>, name: &s
 /// cross-checked against the download, and the detached `.asc` signatures are upstream's
 /// proof of origin.
 fn clear_signed_body(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, ChecksumError> {
-    let lines: Vec<(usize, &str)> = text.lines().enumerate().collect();
-    let mut it = lines.iter().map(|(i, l)| (*i, l.strip_suffix('\r').unwrap_or(l)));
-    match it.next() {
-        Some((_, "-----BEGIN PGP SIGNED MESSAGE-----")) => {}
-        _ => {
-            return Err(ChecksumError::NotClearSigned {
-                reason: "first line is not -----BEGIN PGP SIGNED MESSAGE-----",
-            })
-        }
+    let not = |reason| ChecksumError::NotClearSigned { reason };
+    let mut it = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.strip_suffix('\r').unwrap_or(l)));
+    if it.next().map(|(_, l)| l) != Some("-----BEGIN PGP SIGNED MESSAGE-----") {
+        return Err(not("first line is not -----BEGIN PGP SIGNED MESSAGE-----"));
     }
-    // Armor headers ("Hash: SHA256") up to the first empty line.
-    let mut saw_blank = false;
-    for (_, l) in it.by_ref() {
-        if l.is_empty() {
-            saw_blank = true;
-            break;
-        }
-        if !l.contains(": ") {
-            return Err(ChecksumError::NotClearSigned {
-                reason: "malformed armor header before the signed text",
-            });
-        }
-    }
-    if !saw_blank {
-        return Err(ChecksumError::NotClearSigned {
-            reason: "no blank line after the armor headers",
-        });
-    }
+    skip_armor_headers(&mut it)?;
     let mut body = Vec::new();
     let mut saw_sig = false;
     for (i, l) in it.by_ref() {
@@ -154,16 +146,29 @@ fn clear_signed_body(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, 
         body.push((i, l.strip_prefix("- ").unwrap_or(l)));
     }
     if !saw_sig {
-        return Err(ChecksumError::NotClearSigned {
-            reason: "no -----BEGIN PGP SIGNATURE----- block",
-        });
+        return Err(not("no -----BEGIN PGP SIGNATURE----- block"));
     }
     if !it.any(|(_, l)| l == "-----END PGP SIGNATURE-----") {
-        return Err(ChecksumError::NotClearSigned {
-            reason: "signature block is not closed",
-        });
+        return Err(not("signature block is not closed"));
     }
     Ok(body.into_iter())
+}
+
+/// Armor headers (`Hash: SHA256`) up to the first empty line.
+fn skip_armor_headers<'a>(it: &mut impl Iterator<Item = (usize, &'a str)>) -> Result<(), ChecksumError> {
+    for (_, l) in it {
+        if l.is_empty() {
+            return Ok(());
+        }
+        if !l.contains(": ") {
+            return Err(ChecksumError::NotClearSigned {
+                reason: "malformed armor header before the signed text",
+            });
+        }
+    }
+    Err(ChecksumError::NotClearSigned {
+        reason: "no blank line after the armor headers",
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +217,22 @@ mod tests {
         assert!(matches!(
             parse(f, conflict.as_bytes(), "x"),
             Err(ChecksumError::Conflicting { .. })
+        ));
+    }
+
+    #[test]
+    fn sidecars_are_read_by_the_one_parser() {
+        let body = format!("{}  kubernetes-v1.34.3.tar.zst\n", d("a").hex());
+        let want = SumLine {
+            digest: d("a"),
+            name: "kubernetes-v1.34.3.tar.zst",
+        };
+        assert_eq!(sum_lines(body.as_bytes()).unwrap(), [want]);
+        let binary_mode = format!("\n{} *./x.tar\r\n", d("b").hex());
+        assert_eq!(sum_lines(binary_mode.as_bytes()).unwrap()[0].name, "x.tar");
+        assert!(matches!(
+            sum_lines(b"\nnonsense\n"),
+            Err(ChecksumError::BadLine { line: 2, .. })
         ));
     }
 

@@ -68,8 +68,9 @@ pub fn kubeadm_tags(k8s: Version) -> Option<KubeadmTags> {
 }
 
 fn image(s: String, source: ImageSource) -> CatalogImage {
-    // Every string here is built from validated versions and tags, so it always parses;
-    // the fallback only guards against a catalog typo.
+    // Every string here is built from validated versions and tags (the manifest's overrides
+    // are checked with the reference grammar's tag rule), so it always parses; the panic
+    // only guards against a catalog typo.
     let reference = s.parse().unwrap_or_else(|e| panic!("catalog image {s}: {e}"));
     CatalogImage { reference, source }
 }
@@ -81,42 +82,40 @@ pub fn kubeadm_images(
     etcd: Option<&str>,
     coredns: Option<&str>,
 ) -> Result<Vec<CatalogImage>, UnknownKubernetes> {
-    let known = kubeadm_tags(k8s);
-    let pick = |o: Option<&str>, f: fn(&KubeadmTags) -> &String| -> Result<String, UnknownKubernetes> {
-        match (o, &known) {
-            (Some(v), _) => Ok(v.to_string()),
-            (None, Some(k)) => Ok(f(k).clone()),
-            (None, None) => Err(UnknownKubernetes { version: k8s.with_v() }),
-        }
-    };
-    let tags = KubeadmTags {
-        coredns: pick(coredns, |k| &k.coredns)?,
-        etcd: pick(etcd, |k| &k.etcd)?,
-        pause: pick(pause, |k| &k.pause)?,
-    };
+    let tags = tags_with(k8s, pause, etcd, coredns)?;
     let v = k8s.with_v();
-    let mut out: Vec<CatalogImage> = [
+    let own = [
         "kube-apiserver",
         "kube-controller-manager",
         "kube-scheduler",
         "kube-proxy",
-    ]
-    .iter()
-    .map(|n| image(format!("registry.k8s.io/{n}:{v}"), ImageSource::Kubeadm))
-    .collect();
-    out.push(image(
-        format!("registry.k8s.io/pause:{}", tags.pause),
-        ImageSource::Kubeadm,
-    ));
-    out.push(image(
-        format!("registry.k8s.io/etcd:{}", tags.etcd),
-        ImageSource::Kubeadm,
-    ));
-    out.push(image(
-        format!("registry.k8s.io/coredns/coredns:{}", tags.coredns),
-        ImageSource::Kubeadm,
-    ));
-    Ok(out)
+    ];
+    let mut refs: Vec<String> = own.iter().map(|n| format!("registry.k8s.io/{n}:{v}")).collect();
+    refs.push(format!("registry.k8s.io/pause:{}", tags.pause));
+    refs.push(format!("registry.k8s.io/etcd:{}", tags.etcd));
+    refs.push(format!("registry.k8s.io/coredns/coredns:{}", tags.coredns));
+    Ok(refs.into_iter().map(|r| image(r, ImageSource::Kubeadm)).collect())
+}
+
+/// kubeadm's tags for `k8s`, each replaced by an override where one is given; every tag
+/// must come from one or the other.
+fn tags_with(
+    k8s: Version,
+    pause: Option<&str>,
+    etcd: Option<&str>,
+    coredns: Option<&str>,
+) -> Result<KubeadmTags, UnknownKubernetes> {
+    let known = kubeadm_tags(k8s);
+    let pick = |o: Option<&str>, f: fn(&KubeadmTags) -> &String| match (o, &known) {
+        (Some(v), _) => Ok(v.to_string()),
+        (None, Some(k)) => Ok(f(k).clone()),
+        (None, None) => Err(UnknownKubernetes { version: k8s.with_v() }),
+    };
+    Ok(KubeadmTags {
+        coredns: pick(coredns, |k| &k.coredns)?,
+        etcd: pick(etcd, |k| &k.etcd)?,
+        pause: pick(pause, |k| &k.pause)?,
+    })
 }
 
 /// flannel's two images for a flannel release.

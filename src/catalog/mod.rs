@@ -129,75 +129,58 @@ pub fn kubernetes_binaries(k8s: Version, arch: Arch) -> Vec<FileArtifact> {
 /// The node runtime and tools for one arch.
 pub fn runtime_files(m: &Manifest, arch: Arch) -> Vec<FileArtifact> {
     let c = &m.components;
-    let mut out = Vec::new();
+    vec![
+        containerd(c.containerd, arch),
+        runc(c.runc, arch),
+        cni_plugins(c.cni_plugins, arch),
+        crictl(c.crictl, arch),
+        etcd(c.etcd, arch),
+    ]
+}
 
-    let v = c.containerd;
+/// `containerd-<v>-linux-<arch>.tar.gz`, with a `.sha256sum` beside it.
+fn containerd(v: Version, arch: Arch) -> FileArtifact {
     let url = format!(
         "{GITHUB}/containerd/containerd/releases/download/{}/containerd-{v}-linux-{arch}.tar.gz",
         v.with_v()
     );
-    let sum = format!("{url}.sha256sum");
-    out.push(artifact(
-        Component::Containerd,
-        v,
-        Some(arch),
-        url,
-        false,
-        sums(sum, ChecksumFormat::Sha256Sum),
-    ));
+    let sum = sums(format!("{url}.sha256sum"), ChecksumFormat::Sha256Sum);
+    artifact(Component::Containerd, v, Some(arch), url, false, sum)
+}
 
-    let v = c.runc;
+/// `runc.<arch>`; one clear-signed `runc.sha256sum` for every arch.
+fn runc(v: Version, arch: Arch) -> FileArtifact {
     let base = format!("{GITHUB}/opencontainers/runc/releases/download/{}", v.with_v());
-    out.push(artifact(
-        Component::Runc,
-        v,
-        Some(arch),
-        format!("{base}/runc.{arch}"),
-        true,
-        sums(format!("{base}/runc.sha256sum"), ChecksumFormat::ClearSigned),
-    ));
+    let sum = sums(format!("{base}/runc.sha256sum"), ChecksumFormat::ClearSigned);
+    artifact(Component::Runc, v, Some(arch), format!("{base}/runc.{arch}"), true, sum)
+}
 
-    let v = c.cni_plugins;
+/// `cni-plugins-linux-<arch>-v<v>.tgz`, with a `.sha256` (sha256sum line) beside it.
+fn cni_plugins(v: Version, arch: Arch) -> FileArtifact {
     let url = format!(
         "{GITHUB}/containernetworking/plugins/releases/download/{vv}/cni-plugins-linux-{arch}-{vv}.tgz",
         vv = v.with_v()
     );
-    let sum = format!("{url}.sha256");
-    out.push(artifact(
-        Component::CniPlugins,
-        v,
-        Some(arch),
-        url,
-        false,
-        sums(sum, ChecksumFormat::Sha256Sum),
-    ));
+    let sum = sums(format!("{url}.sha256"), ChecksumFormat::Sha256Sum);
+    artifact(Component::CniPlugins, v, Some(arch), url, false, sum)
+}
 
-    let v = c.crictl;
+/// `crictl-v<v>-linux-<arch>.tar.gz`, with a digest-only `.sha256` beside it.
+fn crictl(v: Version, arch: Arch) -> FileArtifact {
     let url = format!(
         "{GITHUB}/kubernetes-sigs/cri-tools/releases/download/{vv}/crictl-{vv}-linux-{arch}.tar.gz",
         vv = v.with_v()
     );
-    let sum = format!("{url}.sha256");
-    out.push(artifact(
-        Component::Crictl,
-        v,
-        Some(arch),
-        url,
-        false,
-        sums(sum, ChecksumFormat::DigestOnly),
-    ));
+    let sum = sums(format!("{url}.sha256"), ChecksumFormat::DigestOnly);
+    artifact(Component::Crictl, v, Some(arch), url, false, sum)
+}
 
-    let v = c.etcd;
+/// `etcd-v<v>-linux-<arch>.tar.gz`; one `SHA256SUMS` for the release.
+fn etcd(v: Version, arch: Arch) -> FileArtifact {
     let base = format!("{GITHUB}/etcd-io/etcd/releases/download/{}", v.with_v());
-    out.push(artifact(
-        Component::Etcd,
-        v,
-        Some(arch),
-        format!("{base}/etcd-{}-linux-{arch}.tar.gz", v.with_v()),
-        false,
-        sums(format!("{base}/SHA256SUMS"), ChecksumFormat::Sha256Sum),
-    ));
-    out
+    let url = format!("{base}/etcd-{}-linux-{arch}.tar.gz", v.with_v());
+    let sum = sums(format!("{base}/SHA256SUMS"), ChecksumFormat::Sha256Sum);
+    artifact(Component::Etcd, v, Some(arch), url, false, sum)
 }
 
 /// Add-on manifests (arch-independent). Upstream publishes no checksums for them.

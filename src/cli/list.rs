@@ -1,6 +1,10 @@
-use crate::catalog;
-use crate::manifest::Manifest;
+use crate::catalog::{self, images::CatalogImage, FileArtifact};
+use crate::manifest::{Manifest, Pin};
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// Manifest pins by bundle path.
+type Pins = HashMap<String, Pin>;
 
 /// Print every file (with its upstream URL) and image a bundle of MANIFEST will contain.
 /// Uses no network.
@@ -20,20 +24,31 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let pins = crate::resolve::pins_by_path(&m, &files)?;
     let images = catalog::images::manifest_images(&m)?;
     if a.json {
-        let files: Vec<serde_json::Value> = files
-            .iter()
-            .map(|f| {
-                let mut v = serde_json::to_value(f).unwrap_or_default();
-                if let Some(p) = pins.get(&f.path) {
-                    v["sha256"] = serde_json::Value::String(p.sha256.hex());
-                }
-                v
-            })
-            .collect();
-        let out = serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": images });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(0);
+        print_json(&m, &files, &pins, &images)?;
+    } else {
+        print_text(&m, &files, &pins, &images);
     }
+    Ok(0)
+}
+
+fn print_json(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[CatalogImage]) -> anyhow::Result<()> {
+    let files: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            let mut v = serde_json::to_value(f).unwrap_or_default();
+            if let Some(p) = pins.get(&f.path) {
+                v["sha256"] = serde_json::Value::String(p.sha256.hex());
+            }
+            v
+        })
+        .collect();
+    let out =
+        serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": images });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn print_text(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[CatalogImage]) {
     println!(
         "bundle {} (Kubernetes {}, {})",
         m.name,
@@ -41,7 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         m.arches.iter().map(|a| a.platform()).collect::<Vec<_>>().join(", ")
     );
     println!("\nfiles ({}):", files.len());
-    for f in &files {
+    for f in files {
         let check = match (&pins.get(&f.path), &f.checksum) {
             (Some(_), _) => "sha256 pinned in manifest".to_string(),
             (None, Some(c)) => format!("checksum: {}", c.url),
@@ -50,8 +65,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("  {}\n    {}\n    {check}", f.path, f.url);
     }
     println!("\nimages ({}):", images.len());
-    for i in &images {
+    for i in images {
         println!("  {}", i.reference);
     }
-    Ok(0)
 }

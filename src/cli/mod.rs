@@ -88,7 +88,7 @@ pub struct FetchArgs {
     pub cache: Option<PathBuf>,
     /// Rewrite a URL prefix to fetch through a mirror; repeatable. The bundle still records
     /// upstream URLs. Example: --mirror https://github.com=http://mirror.internal/github.com
-    #[arg(long, value_name = "FROM=TO", value_parser = parse_mirror)]
+    #[arg(long, value_name = "FROM=TO", value_parser = crate::fetch::mirror::parse_arg)]
     pub mirror: Vec<crate::manifest::MirrorRule>,
     /// Accept mirrors (from --mirror or the manifest) on link-local and cloud-metadata
     /// addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200,
@@ -113,10 +113,6 @@ pub struct FetchArgs {
     /// with backoff; each resumes where the last one stopped.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub retries: u32,
-}
-
-fn parse_mirror(s: &str) -> Result<crate::manifest::MirrorRule, String> {
-    crate::fetch::mirror::parse_arg(s).map_err(|e| e.to_string())
 }
 
 impl FetchArgs {

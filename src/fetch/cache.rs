@@ -6,8 +6,9 @@
 //! content turns out not to match its name ([`Cache::check`]) is evicted and fetched again.
 
 use super::sweep::{self, DirLock, Swept};
+use super::verify::{Sink, Verified};
 use crate::digest::Sha256;
-use std::io;
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,6 +57,37 @@ impl std::fmt::Display for Corrupt {
             self.expected,
             self.found
         )
+    }
+}
+
+/// A temp file in the cache's `tmp/`, written through a
+/// [`VerifyingWriter`](super::verify::VerifyingWriter); deleted when dropped unless committed.
+#[derive(Debug)]
+pub struct TempBlob(tempfile::NamedTempFile);
+
+impl TempBlob {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Write for TempBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Sink for TempBlob {
+    fn restart(&mut self) -> io::Result<()> {
+        let f = self.0.as_file_mut();
+        f.set_len(0)?;
+        f.rewind().map(|_| ())
+    }
+    fn path(&self) -> PathBuf {
+        self.0.path().to_path_buf()
     }
 }
 
@@ -133,12 +165,13 @@ impl Cache {
 
     /// A fresh temp file in the cache (same filesystem as the blobs, so rename is atomic),
     /// named `download-XXXXXX.part`. It is deleted when dropped unless committed.
-    pub fn temp(&self) -> Result<tempfile::NamedTempFile, CacheError> {
+    pub fn temp(&self) -> Result<TempBlob, CacheError> {
         let dir = self.root.join("tmp");
         tempfile::Builder::new()
             .prefix("download-")
             .suffix(".part")
             .tempfile_in(&dir)
+            .map(TempBlob)
             .map_err(|source| CacheError::Io {
                 path: dir,
                 what: "creating a temp file",
@@ -146,9 +179,11 @@ impl Cache {
             })
     }
 
-    /// Moves a fully written and verified temp file into place as the blob `d`.
-    pub fn commit(&self, tmp: tempfile::NamedTempFile, d: &Sha256) -> Result<PathBuf, CacheError> {
-        let dest = self.blob_path(d);
+    /// Moves a temp file whose stream verified into place, named by the digest it was
+    /// verified to have.
+    pub fn commit(&self, blob: Verified<TempBlob>) -> Result<PathBuf, CacheError> {
+        let dest = self.blob_path(&blob.sha256());
+        let TempBlob(tmp) = blob.into_inner();
         tmp.as_file().sync_all().map_err(|source| CacheError::Io {
             path: tmp.path().to_path_buf(),
             what: "syncing a download",

@@ -1,11 +1,11 @@
-//! Bounds on one download, shared by both engines (files and image blobs): an overall
+//! Bounds on one download, of a file or an image blob or manifest alike: an overall
 //! deadline per artifact (retries and backoff included) and a minimum transfer rate over a
 //! window, like curl's `--max-time` and `--speed-limit`/`--speed-time`.
 //!
 //! A [`Guard`] watches one artifact: every await of the transfer goes through
 //! [`Guard::wait`], every chunk through [`Guard::received`], every backoff through
 //! [`Guard::sleep`]. A missed deadline is final; a window below the minimum rate is a
-//! transient failure the engines retry (resuming with `Range`) until the deadline.
+//! transient failure the engine retries (resuming with `Range`) until the deadline.
 
 use std::future::Future;
 use std::time::Duration;

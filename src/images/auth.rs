@@ -9,8 +9,24 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("registry auth file {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    #[error("registry auth file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registry auth file {path}: not a docker config.json: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("registry auth file {path}: auths.{key}.auth is {problem}")]
+    Entry {
+        path: PathBuf,
+        key: String,
+        problem: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +60,16 @@ fn host_of(key: &str) -> String {
     }
 }
 
+/// `user:password` from an `auth` value (base64), or what is wrong with it.
+fn user_password(auth: &str) -> Result<(String, String), &'static str> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| "not base64")?;
+    let s = String::from_utf8(raw).map_err(|_| "not UTF-8")?;
+    let (u, p) = s.split_once(':').ok_or("not user:password")?;
+    Ok((u.to_string(), p.to_string()))
+}
+
 impl Credentials {
     /// The file to read: `REGISTRY_AUTH_FILE`, then `$DOCKER_CONFIG/config.json`, then
     /// `~/.docker/config.json`.
@@ -66,25 +92,22 @@ impl Credentials {
     }
 
     pub fn load(path: &Path) -> Result<Credentials, AuthError> {
-        let invalid = |reason: String| AuthError::Invalid {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
             path: path.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let f: File = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+            source,
+        })?;
+        let f: File = serde_json::from_str(&text).map_err(|source| AuthError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut by_host = BTreeMap::new();
         for (key, e) in f.auths {
             let pair = match (e.auth, e.username, e.password) {
-                (Some(a), _, _) if !a.is_empty() => {
-                    let raw = base64::engine::general_purpose::STANDARD
-                        .decode(a.trim())
-                        .map_err(|_| invalid(format!("auths.{key}.auth is not base64")))?;
-                    let s = String::from_utf8(raw).map_err(|_| invalid(format!("auths.{key}.auth is not UTF-8")))?;
-                    let (u, p) = s
-                        .split_once(':')
-                        .ok_or_else(|| invalid(format!("auths.{key}.auth is not user:password")))?;
-                    (u.to_string(), p.to_string())
-                }
+                (Some(a), _, _) if !a.is_empty() => user_password(&a).map_err(|problem| AuthError::Entry {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    problem,
+                })?,
                 (_, Some(u), Some(p)) => (u, p),
                 _ => continue,
             };

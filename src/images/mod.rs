@@ -97,23 +97,38 @@ pub enum Parsed {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what}: {reason}")]
-pub struct ManifestError {
-    pub what: String,
-    pub reason: String,
+/// What is wrong with a manifest, index or descriptor; `what` names it.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("{what}: {source}")]
+    Digest {
+        what: String,
+        #[source]
+        source: crate::digest::DigestError,
+    },
+    #[error("{what}: not a manifest: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A descriptor's digest and size, checked.
 pub fn checked(d: &Descriptor, what: &str) -> Result<(Sha256, u64), ManifestError> {
-    let err = |reason: String| ManifestError {
+    let err = |reason: String| ManifestError::Invalid {
         what: what.to_string(),
         reason,
     };
     if !d.digest.starts_with("sha256:") {
         return Err(err(format!("unsupported digest {:?} (only sha256)", d.digest)));
     }
-    let digest = Sha256::parse_any(&d.digest).map_err(|e| err(e.to_string()))?;
+    let digest = Sha256::parse_any(&d.digest).map_err(|source| ManifestError::Digest {
+        what: what.to_string(),
+        source,
+    })?;
     if d.size < 0 {
         return Err(err(format!("negative size for {}", d.digest)));
     }
@@ -128,11 +143,14 @@ pub fn checked(d: &Descriptor, what: &str) -> Result<(Sha256, u64), ManifestErro
 
 /// Parses manifest bytes; `content_type` is the registry's Content-Type, if known.
 pub fn parse(bytes: &[u8], what: &str) -> Result<Parsed, ManifestError> {
-    let err = |reason: String| ManifestError {
+    let err = |reason: String| ManifestError::Invalid {
         what: what.to_string(),
         reason,
     };
-    let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| err(format!("not a manifest: {e}")))?;
+    let raw: RawManifest = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+        what: what.to_string(),
+        source,
+    })?;
     if raw.schema_version != Some(2) {
         return Err(err(format!(
             "schemaVersion {:?} is not supported (Docker schema 1 images must be re-pushed)",
@@ -194,7 +212,7 @@ pub fn select_platforms<'a>(
                         None => format!("{}/{}", p.os, p.architecture),
                     })
                     .collect();
-                return Err(ManifestError {
+                return Err(ManifestError::Invalid {
                     what: what.to_string(),
                     reason: format!(
                         "no {} manifest in the image index (it has: {})",

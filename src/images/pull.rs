@@ -1,40 +1,32 @@
-//! Pulling with `oci-client`: manifests and blobs streamed into the content-addressed cache,
-//! every digest checked before commit (temp file, hash, rename), retries with backoff and
-//! resume, mirrors that keep upstream names and digests.
+//! Pulling images: manifests and blobs through the download engine into the
+//! content-addressed cache (every digest checked before commit), mirrors that keep upstream
+//! names and digests, and resolving a reference to the digests a lock pins.
 
 use super::auth::Credentials;
-use super::{
-    checked, parse, select_platforms, LockedImage, LockedPlatform, ManifestError, Parsed, ACCEPT, MAX_MANIFEST,
-};
+use super::{checked, parse, select_platforms, Descriptor, LockedImage, LockedPlatform, ManifestError, Parsed};
 mod blob;
+mod manifest;
+mod registry;
 
 use crate::digest::Sha256;
-use crate::fetch::{Cache, CacheError, LimitHit, Limits, Mirrors, Retry};
+use crate::fetch::Cache;
+use crate::fetch::{CacheError, Engine, FetchError, Limits, Mirrors, Retry};
 use crate::image_ref::ImageRef;
 use crate::manifest::Arch;
 use crate::progress::Progress;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::{Client, Reference, RegistryOperation};
-use std::collections::HashSet;
-use std::io::Write;
+use oci_client::{Client, Reference};
+use registry::Access;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image {reference}: {what} not found at {registry}: {answer}")]
+    #[error("image {reference}: {what} not found at {registry} (HTTP 404)")]
     NotFound {
         reference: String,
         what: String,
         registry: String,
-        answer: String,
-    },
-    #[error("image {reference}: {what} from {registry}: {answer} (after {attempts} attempt(s))")]
-    Registry {
-        reference: String,
-        what: String,
-        registry: String,
-        answer: String,
-        attempts: u32,
     },
     #[error("image {reference}: {what} digest mismatch: expected {expected}, got {actual}")]
     Mismatch {
@@ -43,23 +35,12 @@ pub enum ImageError {
         expected: Sha256,
         actual: Sha256,
     },
-    #[error("image {reference}: blob {digest}: expected {expected} bytes, got {actual}")]
+    #[error("image {reference}: manifest {digest}: the index says {expected} bytes, it has {actual}")]
     Size {
         reference: String,
         digest: Sha256,
         expected: u64,
         actual: u64,
-    },
-    #[error(
-        "image {reference}: {what} from {registry}: {hit} ({received} bytes received, after {attempts} attempt(s))"
-    )]
-    Limit {
-        reference: String,
-        what: String,
-        registry: String,
-        hit: LimitHit,
-        received: u64,
-        attempts: u32,
     },
     #[error("image {reference}: {source}")]
     Manifest {
@@ -73,14 +54,15 @@ pub enum ImageError {
         old: Sha256,
         new: Sha256,
     },
-    #[error("image {reference}: writing blob {digest} to {path}: {source}")]
-    Write {
+    #[error("image {reference}: reading manifest {path} from the cache: {source}")]
+    ReadManifest {
         reference: String,
-        digest: String,
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -96,76 +78,47 @@ pub struct Resolved {
 }
 
 pub struct Puller {
+    /// Only for the registry's token dance; bytes go through `engine`.
     client: Client,
+    engine: Engine,
     mirrors: Mirrors,
+    /// Registry mirror hosts reached over plain HTTP.
+    http_hosts: Vec<String>,
     creds: Credentials,
-    retry: Retry,
-    limits: Limits,
-    progress: Progress,
-    authed: tokio::sync::Mutex<HashSet<(String, String)>>,
-    downloads: std::sync::atomic::AtomicUsize,
-}
-
-enum Failure {
-    Retry(String),
-    /// A rate window below `--min-rate`: retried like `Retry`, named if it is the last.
-    Slow(LimitHit),
-    Fatal(ImageError),
-}
-
-fn retryable(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429 || *code == 408,
-        _ => false,
-    }
-}
-
-fn not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|x| format!("{:?}", x.code).to_uppercase().contains("UNKNOWN")),
-        _ => false,
-    }
+    access: tokio::sync::Mutex<HashMap<(String, String), Access>>,
 }
 
 impl Puller {
-    pub fn new(mirrors: Mirrors, retry: Retry, progress: Progress, creds: Credentials) -> Self {
+    pub fn new(mirrors: Mirrors, retry: Retry, progress: Progress, creds: Credentials) -> Result<Self, FetchError> {
         // Plain HTTP only where a mirror rule says http://.
         let http_hosts: Vec<String> = mirrors.http_registry_hosts();
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(http_hosts),
+            protocol: ClientProtocol::HttpsExcept(http_hosts.clone()),
             platform_resolver: None,
             read_timeout: Some(std::time::Duration::from_secs(60)),
             connect_timeout: Some(std::time::Duration::from_secs(20)),
             user_agent: concat!("kbundle/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Puller {
+        Ok(Puller {
             client: Client::new(config),
+            engine: Engine::new(retry, progress)?,
             mirrors,
+            http_hosts,
             creds,
-            retry,
-            limits: Limits::default(),
-            progress,
-            authed: tokio::sync::Mutex::new(HashSet::new()),
-            downloads: Default::default(),
-        }
+            access: Default::default(),
+        })
     }
 
     /// The same puller with other download limits (deadline, minimum rate).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.engine = self.engine.with_limits(limits);
         self
     }
 
-    /// Blobs downloaded (not found in the cache) so far.
+    /// Manifests and blobs downloaded (not found in the cache) so far.
     pub fn downloads(&self) -> usize {
-        self.downloads.load(std::sync::atomic::Ordering::Relaxed)
+        self.engine.downloads()
     }
 
     /// Where an upstream reference is actually fetched from: (registry host, repository).
@@ -206,165 +159,6 @@ impl Puller {
         }
     }
 
-    async fn ensure_auth(&self, reference: &Reference) -> Result<(), Failure> {
-        let key = (reference.registry().to_string(), reference.repository().to_string());
-        if self.authed.lock().await.contains(&key) {
-            return Ok(());
-        }
-        let auth = self.creds.for_host(reference.registry());
-        match self.client.auth(reference, &auth, RegistryOperation::Pull).await {
-            Ok(_) => {
-                self.authed.lock().await.insert(key);
-                Ok(())
-            }
-            Err(e) if retryable(&e) => Err(Failure::Retry(e.to_string())),
-            Err(e) => Err(Failure::Fatal(ImageError::Registry {
-                reference: reference.whole(),
-                what: "authentication".into(),
-                registry: reference.registry().to_string(),
-                answer: e.to_string(),
-                attempts: 1,
-            })),
-        }
-    }
-
-    /// Says why a retry happens, then waits the backoff delay.
-    async fn backoff(&self, r: &ImageRef, what: &str, why: &str, attempt: u32) {
-        let delay = self.retry.delay(attempt);
-        self.progress.warn(&format!(
-            "image {r}: {what}: {why}; retrying in {:.1}s (attempt {}/{})",
-            delay.as_secs_f32(),
-            attempt + 1,
-            self.retry.attempts
-        ));
-        tokio::time::sleep(delay).await;
-    }
-
-    /// Runs `op` with retries and backoff.
-    async fn with_retry<T, F, Fut>(&self, r: &ImageRef, what: &str, mut op: F) -> Result<T, ImageError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Slow(hit)) => {
-                    let why = hit.to_string();
-                    if attempt >= self.retry.attempts {
-                        return Err(self.limit_error(r, what, hit, 0, attempt));
-                    }
-                    self.backoff(r, what.as_ref(), &why, attempt).await;
-                }
-                Err(Failure::Retry(why)) => {
-                    if attempt >= self.retry.attempts {
-                        return Err(ImageError::Registry {
-                            reference: r.to_string(),
-                            what: what.to_string(),
-                            registry: self.shown_registry(r),
-                            answer: why,
-                            attempts: attempt,
-                        });
-                    }
-                    self.backoff(r, what.as_ref(), &why, attempt).await;
-                }
-            }
-        }
-    }
-
-    fn limit_error(&self, r: &ImageRef, what: &str, hit: LimitHit, received: u64, attempts: u32) -> ImageError {
-        ImageError::Limit {
-            reference: r.to_string(),
-            what: what.to_string(),
-            registry: self.shown_registry(r),
-            hit,
-            received,
-            attempts,
-        }
-    }
-
-    /// GETs a manifest by tag or digest, retries included, within the `--timeout` deadline;
-    /// returns its bytes and their sha256.
-    async fn get_manifest(&self, r: &ImageRef, by: &str) -> Result<(Vec<u8>, Sha256), ImageError> {
-        let what = format!("manifest {by}");
-        tokio::time::timeout(self.limits.timeout, self.get_manifest_retried(r, by, &what))
-            .await
-            .unwrap_or_else(|_| Err(self.limit_error(r, &what, LimitHit::Deadline(self.limits.timeout), 0, 1)))
-    }
-
-    async fn get_manifest_retried(&self, r: &ImageRef, by: &str, what: &str) -> Result<(Vec<u8>, Sha256), ImageError> {
-        let what = what.to_string();
-        let reference = self.reference(r, by);
-        let (bytes, digest) = self
-            .with_retry(r, &what, || async {
-                self.ensure_auth(&reference).await?;
-                match self
-                    .client
-                    .pull_manifest_raw(&reference, &self.creds.for_host(reference.registry()), ACCEPT)
-                    .await
-                {
-                    Ok((b, _)) => {
-                        let d = Sha256::of(&b);
-                        Ok((b.to_vec(), d))
-                    }
-                    Err(e) if retryable(&e) => Err(Failure::Retry(e.to_string())),
-                    Err(e) if not_found(&e) => Err(Failure::Fatal(ImageError::NotFound {
-                        reference: r.to_string(),
-                        what: what.clone(),
-                        registry: self.shown_registry(r),
-                        answer: e.to_string(),
-                    })),
-                    Err(e) => Err(Failure::Fatal(ImageError::Registry {
-                        reference: r.to_string(),
-                        what: what.clone(),
-                        registry: self.shown_registry(r),
-                        answer: e.to_string(),
-                        attempts: 1,
-                    })),
-                }
-            })
-            .await?;
-        if bytes.len() > MAX_MANIFEST {
-            return Err(ImageError::Manifest {
-                reference: r.to_string(),
-                source: ManifestError {
-                    what: what.clone(),
-                    reason: format!("larger than {MAX_MANIFEST} bytes"),
-                },
-            });
-        }
-        Ok((bytes, digest))
-    }
-
-    /// A manifest by digest: from the cache, else from the registry; verified and cached.
-    async fn manifest_by_digest(&self, cache: &Cache, r: &ImageRef, want: Sha256) -> Result<Vec<u8>, ImageError> {
-        if cache.size_of(&want).is_some() {
-            let p = cache.blob_path(&want);
-            if let Ok(b) = std::fs::read(&p) {
-                if Sha256::of(&b) == want {
-                    return Ok(b);
-                }
-                if let Some(bad) = cache.check(&want) {
-                    self.progress.warn(&bad.to_string());
-                }
-            }
-        }
-        let (bytes, got) = self.get_manifest(r, &want.oci()).await?;
-        if got != want {
-            return Err(ImageError::Mismatch {
-                reference: r.to_string(),
-                what: format!("manifest {}", want.oci()),
-                expected: want,
-                actual: got,
-            });
-        }
-        store_small(cache, &bytes, got, r)?;
-        Ok(bytes)
-    }
-
     /// Resolves one image to its upstream digests for the target arches, caching every
     /// manifest on the way. With `pinned`, pulls by the locked digest; with `check_tag`, also
     /// asks the registry where the tag points now and refuses if it moved.
@@ -376,113 +170,136 @@ impl Puller {
         pinned: Option<&LockedImage>,
         check_tag: bool,
     ) -> Result<Resolved, ImageError> {
-        let (top_bytes, top) = match (pinned, &r.digest) {
-            (Some(l), _) => {
-                if check_tag && r.tag.is_some() && r.digest.is_none() {
-                    let (_, now) = self.get_manifest(r, r.tag_or_latest()).await?;
-                    if now != l.digest {
-                        return Err(ImageError::Moved {
-                            reference: r.to_string(),
-                            old: l.digest,
-                            new: now,
-                        });
-                    }
-                }
-                (self.manifest_by_digest(cache, r, l.digest).await?, l.digest)
-            }
-            (None, Some(d)) => (self.manifest_by_digest(cache, r, *d).await?, *d),
-            (None, None) => {
-                let (b, d) = self.get_manifest(r, r.tag_or_latest()).await?;
-                store_small(cache, &b, d, r)?;
-                (b, d)
-            }
-        };
-        let merr = |source| ImageError::Manifest {
-            reference: r.to_string(),
-            source,
-        };
-        let mut blobs = vec![(top, top_bytes.len() as u64)];
-        let mut platforms = Vec::new();
-        let media_type;
-        match parse(&top_bytes, &format!("manifest {}", top.oci())).map_err(merr)? {
-            Parsed::Index {
-                media_type: mt,
-                manifests,
-            } => {
-                media_type = mt;
-                for (arch, desc) in select_platforms(&manifests, arches, "image index").map_err(merr)? {
-                    let (d, size) = checked(desc, "index entry").map_err(merr)?;
-                    let bytes = self.manifest_by_digest(cache, r, d).await?;
-                    if bytes.len() as u64 != size {
-                        return Err(ImageError::Size {
-                            reference: r.to_string(),
-                            digest: d,
-                            expected: size,
-                            actual: bytes.len() as u64,
-                        });
-                    }
-                    blobs.push((d, size));
-                    let Parsed::Manifest {
-                        media_type: pmt,
-                        config,
-                        layers,
-                    } = parse(&bytes, &format!("manifest {}", d.oci())).map_err(merr)?
-                    else {
-                        return Err(merr(ManifestError {
-                            what: format!("manifest {}", d.oci()),
-                            reason: "an index inside an index is not supported".into(),
-                        }));
-                    };
-                    blobs.push(checked(&config, "config").map_err(merr)?);
-                    for l in &layers {
-                        blobs.push(checked(l, "layer").map_err(merr)?);
-                    }
-                    platforms.push(LockedPlatform {
-                        platform: arch.platform(),
-                        digest: d,
-                        media_type: pmt,
-                        size,
-                    });
-                }
+        let (top_bytes, top) = self.top_manifest(cache, r, pinned, check_tag).await?;
+        let size = top_bytes.len() as u64;
+        let mut blobs = vec![(top, size)];
+        let (media_type, platforms) = match parse(&top_bytes, &format!("manifest {}", top.oci())).map_err(merr(r))? {
+            Parsed::Index { media_type, manifests } => {
+                let platforms = self.platforms(cache, r, &manifests, arches, &mut blobs).await?;
+                (media_type, platforms)
             }
             Parsed::Manifest {
-                media_type: mt,
+                media_type,
                 config,
                 layers,
             } => {
-                media_type = mt;
-                blobs.push(checked(&config, "config").map_err(merr)?);
-                for l in &layers {
-                    blobs.push(checked(l, "layer").map_err(merr)?);
-                }
+                blobs.extend(image_blobs(r, &config, &layers)?);
+                (media_type, Vec::new())
             }
-        }
+        };
+        let reference = r.to_string();
         Ok(Resolved {
             locked: LockedImage {
-                reference: r.to_string(),
+                reference,
                 digest: top,
                 media_type,
-                size: top_bytes.len() as u64,
+                size,
                 platforms,
             },
             blobs,
         })
     }
+
+    /// The manifest or index a reference points at: the locked digest (after checking that
+    /// the tag still points there, with `check_tag`), the reference's digest, or its tag.
+    async fn top_manifest(
+        &self,
+        cache: &Cache,
+        r: &ImageRef,
+        pinned: Option<&LockedImage>,
+        check_tag: bool,
+    ) -> Result<(Vec<u8>, Sha256), ImageError> {
+        let want = match (pinned, r.digest) {
+            (Some(l), _) => {
+                if check_tag && r.tag.is_some() && r.digest.is_none() {
+                    self.check_tag(cache, r, l.digest).await?;
+                }
+                l.digest
+            }
+            (None, Some(d)) => d,
+            (None, None) => return self.manifest_by_tag(cache, r, r.tag_or_latest()).await,
+        };
+        Ok((self.manifest_by_digest(cache, r, want, None).await?, want))
+    }
+
+    /// Refuses a tag that no longer points at the locked digest.
+    async fn check_tag(&self, cache: &Cache, r: &ImageRef, locked: Sha256) -> Result<(), ImageError> {
+        let (_, now) = self.manifest_by_tag(cache, r, r.tag_or_latest()).await?;
+        if now != locked {
+            return Err(ImageError::Moved {
+                reference: r.to_string(),
+                old: locked,
+                new: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// The platform manifest of each target arch in an index, each pulled; their blobs
+    /// (manifest, config, layers) are added to `blobs`.
+    async fn platforms(
+        &self,
+        cache: &Cache,
+        r: &ImageRef,
+        manifests: &[Descriptor],
+        arches: &[Arch],
+        blobs: &mut Vec<(Sha256, u64)>,
+    ) -> Result<Vec<LockedPlatform>, ImageError> {
+        let mut out = Vec::new();
+        for (arch, desc) in select_platforms(manifests, arches, "image index").map_err(merr(r))? {
+            let (digest, size) = checked(desc, "index entry").map_err(merr(r))?;
+            let bytes = self.manifest_by_digest(cache, r, digest, Some(size)).await?;
+            if bytes.len() as u64 != size {
+                return Err(ImageError::Size {
+                    reference: r.to_string(),
+                    digest,
+                    expected: size,
+                    actual: bytes.len() as u64,
+                });
+            }
+            let (media_type, own) = platform_manifest(r, &bytes, digest)?;
+            blobs.push((digest, size));
+            blobs.extend(own);
+            out.push(LockedPlatform {
+                platform: arch.platform(),
+                digest,
+                media_type,
+                size,
+            });
+        }
+        Ok(out)
+    }
 }
 
-/// Writes small verified bytes (a manifest) into the cache.
-fn store_small(cache: &Cache, bytes: &[u8], d: Sha256, r: &ImageRef) -> Result<(), ImageError> {
-    if cache.size_of(&d).is_some() {
-        return Ok(());
-    }
-    let mut tmp = cache.temp()?;
-    let p = tmp.path().to_path_buf();
-    tmp.write_all(bytes).map_err(|source| ImageError::Write {
+/// Turns a manifest problem into an error naming the image.
+fn merr(r: &ImageRef) -> impl Fn(ManifestError) -> ImageError + '_ {
+    move |source| ImageError::Manifest {
         reference: r.to_string(),
-        digest: d.oci(),
-        path: p,
         source,
-    })?;
-    cache.commit(tmp, &d)?;
-    Ok(())
+    }
+}
+
+/// A platform manifest of an index (not another index): its media type, config and layers.
+fn platform_manifest(r: &ImageRef, bytes: &[u8], d: Sha256) -> Result<(String, Vec<(Sha256, u64)>), ImageError> {
+    let what = format!("manifest {}", d.oci());
+    match parse(bytes, &what).map_err(merr(r))? {
+        Parsed::Manifest {
+            media_type,
+            config,
+            layers,
+        } => Ok((media_type, image_blobs(r, &config, &layers)?)),
+        Parsed::Index { .. } => Err(merr(r)(ManifestError::Invalid {
+            what,
+            reason: "an index inside an index is not supported".into(),
+        })),
+    }
+}
+
+/// The config and layers of one image manifest, checked.
+fn image_blobs(r: &ImageRef, config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<(Sha256, u64)>, ImageError> {
+    let mut out = vec![checked(config, "config").map_err(merr(r))?];
+    for l in layers {
+        out.push(checked(l, "layer").map_err(merr(r))?);
+    }
+    Ok(out)
 }

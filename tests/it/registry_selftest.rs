@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde_json::Value;
 use support::containerd::{mounts_under, tar_layout, Containerd};
 use support::images::{
-    fixture_for, image_set, kubeadm_images, push_k8s_images, Fixture, MirrorRef, OCI_INDEX, REF_NAME,
+    fixture_for, image_set, kubeadm_images, push_k8s_images, Fixture, ImageSet, MirrorRef, OCI_INDEX, REF_NAME,
 };
 use support::registry::{pid_alive, pids_with_cmdline_containing, sha256_digest, Registry};
 
@@ -289,10 +289,14 @@ fn containerd_import_partial_index_and_naming_rules() {
     let set = image_set();
     let ctrd = Containerd::start();
     let work = tempfile::tempdir().unwrap();
-    let date_prefix = "import-";
+    import_a_partial_index(&ctrd, &set, work.path());
+    import_naming_rules(&ctrd, &set, work.path());
+}
 
-    // 1. Partial index: multi with only the amd64 blobs, named by io.containerd.image.name.
-    let partial = work.path().join("partial");
+/// A partial index (multi with only the amd64 blobs, named by io.containerd.image.name)
+/// imports for amd64 only; a tar without `oci-layout` is not recognised.
+fn import_a_partial_index(ctrd: &Containerd, set: &ImageSet, work: &Path) {
+    let partial = work.join("partial");
     set.export_layout(
         &partial,
         &[(
@@ -331,7 +335,7 @@ fn containerd_import_partial_index_and_naming_rules() {
     }
 
     // A tar without `oci-layout` is not recognised.
-    let no_marker = work.path().join("no-marker.tar");
+    let no_marker = work.join("no-marker.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&no_marker).unwrap());
         b.append_path_with_name(partial.join("index.json"), "index.json")
@@ -345,10 +349,13 @@ fn containerd_import_partial_index_and_naming_rules() {
         "{}",
         stderr(&out)
     );
+}
 
-    // 2. Naming: image.name wins; full ref.name kept; bare-tag ref.name gets
-    //    "import-DATE:"; entries without annotations are skipped silently.
-    let names = work.path().join("names");
+/// Naming: image.name wins; full ref.name kept; bare-tag ref.name gets "import-DATE:";
+/// entries without annotations are skipped silently; --base-name and --digests.
+fn import_naming_rules(ctrd: &Containerd, set: &ImageSet, work: &Path) {
+    let date_prefix = "import-";
+    let names = work.join("names");
     set.export_layout(
         &names,
         &[

@@ -501,70 +501,18 @@ fn serve(stream: &TcpStream, root: &Path, shared: &Shared, head: Head) -> io::Re
             true,
         );
     }
-    if decoded.is_none()
-        || !path.starts_with('/')
-        || raw_path.contains("..")
-        || path.contains("..")
-        || path.contains('\\')
-        || path.contains('\0')
-    {
+    if decoded.is_none() || !safe_path(raw_path, &path) {
         record(shared, &head, &path, 400);
         return send_simple(stream, 400, "bad path\n", &[], is_get);
     }
-
-    // Fault decision (atomic w.r.t. other connections for "Once" faults).
-    let fault = {
-        let mut faults = lock(&shared.faults);
-        match faults.get_mut(&path) {
-            Some(st) if st.fault.is_once() => {
-                if is_get && !st.fired {
-                    st.fired = true;
-                    Some(st.fault)
-                } else {
-                    None
-                }
-            }
-            Some(st) if is_head && st.fault == Fault::Corrupt => None,
-            Some(st) => Some(st.fault),
-            None => None,
-        }
-    };
-    match fault {
-        Some(Fault::Fail500Once) | Some(Fault::Fail500Always) => {
-            record(shared, &head, &path, 500);
-            return send_simple(stream, 500, "injected failure\n", &[], is_get);
-        }
-        Some(Fault::NotFound) => {
-            record(shared, &head, &path, 404);
-            return send_simple(stream, 404, "not found (injected)\n", &[], is_get);
-        }
-        Some(Fault::ResetOnce) => {
-            record(shared, &head, &path, 0);
-            let _ = stream.shutdown(Shutdown::Both);
-            return Ok(());
-        }
-        _ => {}
+    let fault = take_fault(shared, &path, is_get);
+    if let Some(answered) = answer_fault(stream, shared, &head, &path, fault) {
+        return answered;
     }
-
-    // Resolve the file: only plain, non-empty segments.
-    let rel = &path[1..];
-    let file = if rel.is_empty() || rel.split('/').any(|seg| seg.is_empty() || seg == ".") {
-        None
-    } else {
-        let fs_path = root.join(rel);
-        match File::open(&fs_path) {
-            Ok(f) => match f.metadata() {
-                Ok(m) if m.is_file() => Some((f, m.len())),
-                _ => None,
-            },
-            Err(_) => None,
-        }
-    };
-    let Some((mut file, len)) = file else {
+    let Some((file, len)) = open_file(root, &path) else {
         record(shared, &head, &path, 404);
         return send_simple(stream, 404, "not found\n", &[], is_get);
     };
-
     let (status, start, body_len) = match parse_range(head.range.as_deref(), len) {
         RangeSpec::Full => (200u16, 0u64, len),
         RangeSpec::Partial { start, end } => (206, start, end - start + 1),
@@ -579,8 +527,86 @@ fn serve(stream: &TcpStream, root: &Path, shared: &Shared, head: Head) -> io::Re
             );
         }
     };
-
     record(shared, &head, &path, status);
+    send_head(stream, status, start, body_len, len)?;
+    if is_head {
+        return Ok(());
+    }
+    let body = Body {
+        start,
+        len: body_len,
+        total: len,
+    };
+    send_body(stream, file, &body, fault)
+}
+
+/// A path the mirror serves: absolute, no `..`, backslash or NUL.
+fn safe_path(raw_path: &str, path: &str) -> bool {
+    path.starts_with('/')
+        && !raw_path.contains("..")
+        && !path.contains("..")
+        && !path.contains('\\')
+        && !path.contains('\0')
+}
+
+/// The fault for this request, if any (atomic with respect to other connections for "Once"
+/// faults, which only a GET fires).
+fn take_fault(shared: &Shared, path: &str, is_get: bool) -> Option<Fault> {
+    let mut faults = lock(&shared.faults);
+    match faults.get_mut(path) {
+        Some(st) if st.fault.is_once() => {
+            if is_get && !st.fired {
+                st.fired = true;
+                Some(st.fault)
+            } else {
+                None
+            }
+        }
+        Some(st) if !is_get && st.fault == Fault::Corrupt => None,
+        Some(st) => Some(st.fault),
+        None => None,
+    }
+}
+
+/// Answers the faults that replace the response (500, 404, reset); `Some` when it did.
+fn answer_fault(
+    stream: &TcpStream,
+    shared: &Shared,
+    head: &Head,
+    path: &str,
+    fault: Option<Fault>,
+) -> Option<io::Result<()>> {
+    let is_get = head.method == "GET";
+    match fault {
+        Some(Fault::Fail500Once) | Some(Fault::Fail500Always) => {
+            record(shared, head, path, 500);
+            Some(send_simple(stream, 500, "injected failure\n", &[], is_get))
+        }
+        Some(Fault::NotFound) => {
+            record(shared, head, path, 404);
+            Some(send_simple(stream, 404, "not found (injected)\n", &[], is_get))
+        }
+        Some(Fault::ResetOnce) => {
+            record(shared, head, path, 0);
+            let _ = stream.shutdown(Shutdown::Both);
+            Some(Ok(()))
+        }
+        _ => None,
+    }
+}
+
+/// The file a URL path names (only plain, non-empty segments) and its length.
+fn open_file(root: &Path, path: &str) -> Option<(File, u64)> {
+    let rel = &path[1..];
+    if rel.is_empty() || rel.split('/').any(|seg| seg.is_empty() || seg == ".") {
+        return None;
+    }
+    let f = File::open(root.join(rel)).ok()?;
+    let m = f.metadata().ok()?;
+    m.is_file().then_some((f, m.len()))
+}
+
+fn send_head(stream: &TcpStream, status: u16, start: u64, body_len: u64, len: u64) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_len}\r\nAccept-Ranges: bytes\r\n",
         reason(status)
@@ -593,22 +619,31 @@ fn serve(stream: &TcpStream, root: &Path, shared: &Shared, head: Head) -> io::Re
     }
     out.push_str("Server: kbundle-test-mirror\r\nConnection: close\r\n\r\n");
     let mut s = stream;
-    s.write_all(out.as_bytes())?;
-    if is_head {
-        return Ok(());
-    }
+    s.write_all(out.as_bytes())
+}
 
+/// The part of a file a response carries.
+struct Body {
+    start: u64,
+    len: u64,
+    /// The whole file's length.
+    total: u64,
+}
+
+/// Streams the body from disk, cut short ([`Fault::TruncateOnce`]) or with a flipped byte
+/// ([`Fault::Corrupt`]).
+fn send_body(stream: &TcpStream, mut file: File, body: &Body, fault: Option<Fault>) -> io::Result<()> {
     let send_len = if fault == Some(Fault::TruncateOnce) {
-        body_len / 2
+        body.len / 2
     } else {
-        body_len
+        body.len
     };
-    let corrupt_at = (fault == Some(Fault::Corrupt) && len > 0).then_some(len / 2);
-
-    file.seek(SeekFrom::Start(start))?;
+    let corrupt_at = (fault == Some(Fault::Corrupt) && body.total > 0).then_some(body.total / 2);
+    file.seek(SeekFrom::Start(body.start))?;
     let mut buf = vec![0u8; CHUNK];
-    let mut pos = start;
-    let end = start + send_len;
+    let mut pos = body.start;
+    let end = body.start + send_len;
+    let mut s = stream;
     while pos < end {
         let want = usize::try_from((end - pos).min(CHUNK as u64)).expect("chunk fits usize");
         let n = file.read(&mut buf[..want])?;
@@ -616,10 +651,8 @@ fn serve(stream: &TcpStream, root: &Path, shared: &Shared, head: Head) -> io::Re
             // File shrank under us; the client will see a short body.
             break;
         }
-        if let Some(at) = corrupt_at {
-            if at >= pos && at < pos + n as u64 {
-                buf[(at - pos) as usize] ^= 0xFF;
-            }
+        if let Some(at) = corrupt_at.filter(|at| (pos..pos + n as u64).contains(at)) {
+            buf[(at - pos) as usize] ^= 0xFF;
         }
         s.write_all(&buf[..n])?;
         pos += n as u64;

@@ -1063,22 +1063,48 @@ pub fn metrics_server_manifest(version: &str) -> String {
 /// [`Payload::Real`] is missing.
 pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
     assert!(!spec.arches.is_empty(), "UpstreamSpec.arches must not be empty");
-    let lp = |url_path: &str| local_path(root, url_path);
+    let tree = Tree { root, spec };
     let mut runc_sums: BTreeMap<String, String> = BTreeMap::new();
     let mut etcd_sums: BTreeMap<String, String> = BTreeMap::new();
-
     for arch in &spec.arches {
         let arch = arch.as_str();
+        tree.kubernetes(arch)?;
+        tree.containerd(arch)?;
+        runc_sums.extend([tree.runc(arch)?]);
+        tree.cni(arch)?;
+        etcd_sums.extend([tree.etcd(arch)?]);
+        tree.crictl(arch)?;
+    }
+    tree.runc_sums(runc_sums)?;
+    tree.etcd_sums(etcd_sums)?;
+    tree.addon_manifests()
+}
 
-        // dl.k8s.io: bare binaries + `<bin>.sha256` (hex only, no newline).
-        let kd = kube_dir(spec, arch);
+/// One upstream tree being written: each method writes one release's files.
+struct Tree<'a> {
+    root: &'a Path,
+    spec: &'a UpstreamSpec,
+}
+
+impl Tree<'_> {
+    fn lp(&self, url_path: &str) -> PathBuf {
+        local_path(self.root, url_path)
+    }
+
+    /// dl.k8s.io: bare binaries + `<bin>.sha256` (hex only, no newline).
+    fn kubernetes(&self, arch: &str) -> io::Result<()> {
+        let kd = kube_dir(self.spec, arch);
         for bin in ["kubeadm", "kubelet", "kubectl"] {
-            let src = binary_source(spec, bin, &spec.kubernetes, arch);
-            let digest = write_bare(&lp(&format!("{kd}/{bin}")), &src)?;
-            write_text(&lp(&format!("{kd}/{bin}.sha256")), &digest)?;
+            let src = binary_source(self.spec, bin, &self.spec.kubernetes, arch);
+            let digest = write_bare(&self.lp(&format!("{kd}/{bin}")), &src)?;
+            write_text(&self.lp(&format!("{kd}/{bin}.sha256")), &digest)?;
         }
+        Ok(())
+    }
 
-        // containerd: bin/* tarball + `<tarball>.sha256sum` (sha256sum line).
+    /// containerd: bin/* tarball + `<tarball>.sha256sum` (sha256sum line).
+    fn containerd(&self, arch: &str) -> io::Result<()> {
+        let spec = self.spec;
         let (d, t) = (containerd_dir(spec), containerd_tarball(spec, arch));
         let entries = ["containerd", "containerd-shim-runc-v2", "ctr"]
             .into_iter()
@@ -1090,54 +1116,48 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
                 )
             })
             .collect();
-        let digest = write_tar_gz(&lp(&format!("{d}/{t}")), entries)?;
-        write_text(&lp(&format!("{d}/{t}.sha256sum")), &sha256sum_line(&digest, &t))?;
+        let digest = write_tar_gz(&self.lp(&format!("{d}/{t}")), entries)?;
+        write_text(&self.lp(&format!("{d}/{t}.sha256sum")), &sha256sum_line(&digest, &t))
+    }
 
-        // runc: bare `runc.<arch>`, one clear-signed runc.sha256sum (below).
+    /// runc: bare `runc.<arch>`; its line of the one clear-signed runc.sha256sum.
+    fn runc(&self, arch: &str) -> io::Result<(String, String)> {
         let name = format!("runc.{arch}");
-        let src = binary_source(spec, "runc", &spec.runc, arch);
-        let digest = write_bare(&lp(&format!("{}/{name}", runc_dir(spec))), &src)?;
-        runc_sums.insert(name, digest);
+        let src = binary_source(self.spec, "runc", &self.spec.runc, arch);
+        let digest = write_bare(&self.lp(&format!("{}/{name}", runc_dir(self.spec))), &src)?;
+        Ok((name, digest))
+    }
 
-        // CNI plugins: `./<plugin>` tgz + `<tgz>.sha256` (sha256sum line).
+    /// CNI plugins: `./<plugin>` tgz + `<tgz>.sha256` (sha256sum line).
+    fn cni(&self, arch: &str) -> io::Result<()> {
+        let spec = self.spec;
         let (d, t) = (cni_dir(spec), cni_tarball(spec, arch));
+        let readme = format!("Some CNI network plugins, v{} (kbundle test fixture)\n", spec.cni);
         let mut entries = vec![
             TarEntry::dir("./"),
-            TarEntry::file(
-                "./LICENSE",
-                Source::Bytes(b"Apache License 2.0 (kbundle test fixture)\n".to_vec()),
-                0o644,
-            ),
-            TarEntry::file(
-                "./README.md",
-                Source::Bytes(format!("Some CNI network plugins, v{} (kbundle test fixture)\n", spec.cni).into_bytes()),
-                0o644,
-            ),
+            text_entry("./LICENSE", "Apache License 2.0 (kbundle test fixture)\n"),
+            text_entry("./README.md", &readme),
         ];
         for plugin in CNI_PLUGINS {
-            entries.push(TarEntry::file(
-                format!("./{plugin}"),
-                binary_source(spec, plugin, &spec.cni, arch),
-                0o755,
-            ));
+            let src = binary_source(spec, plugin, &spec.cni, arch);
+            entries.push(TarEntry::file(format!("./{plugin}"), src, 0o755));
         }
-        let digest = write_tar_gz(&lp(&format!("{d}/{t}")), entries)?;
-        write_text(&lp(&format!("{d}/{t}.sha256")), &sha256sum_line(&digest, &t))?;
+        let digest = write_tar_gz(&self.lp(&format!("{d}/{t}")), entries)?;
+        write_text(&self.lp(&format!("{d}/{t}.sha256")), &sha256sum_line(&digest, &t))
+    }
 
-        // etcd: `etcd-v<V>-linux-<arch>/...` tarball, one SHA256SUMS (below).
+    /// etcd: `etcd-v<V>-linux-<arch>/...` tarball; its line of the one SHA256SUMS.
+    fn etcd(&self, arch: &str) -> io::Result<(String, String)> {
+        let spec = self.spec;
         let t = etcd_tarball(spec, arch);
         let top = format!("etcd-v{}-linux-{arch}", spec.etcd);
+        let readme = format!("# etcd v{} (kbundle test fixture)\n", spec.etcd);
         let mut entries = vec![
             TarEntry::dir(format!("{top}/")),
-            TarEntry::file(
-                format!("{top}/README.md"),
-                Source::Bytes(format!("# etcd v{} (kbundle test fixture)\n", spec.etcd).into_bytes()),
-                0o644,
-            ),
-            TarEntry::file(
-                format!("{top}/README-etcdctl.md"),
-                Source::Bytes(b"# etcdctl (kbundle test fixture)\n".to_vec()),
-                0o644,
+            text_entry(&format!("{top}/README.md"), &readme),
+            text_entry(
+                &format!("{top}/README-etcdctl.md"),
+                "# etcdctl (kbundle test fixture)\n",
             ),
         ];
         let mut etcd_bins = vec!["etcd", "etcdctl"];
@@ -1145,69 +1165,73 @@ pub fn build_tree(root: &Path, spec: &UpstreamSpec) -> io::Result<()> {
             etcd_bins.push("etcdutl");
         }
         for b in etcd_bins {
-            entries.push(TarEntry::file(
-                format!("{top}/{b}"),
-                binary_source(spec, b, &spec.etcd, arch),
-                0o755,
-            ));
+            let src = binary_source(spec, b, &spec.etcd, arch);
+            entries.push(TarEntry::file(format!("{top}/{b}"), src, 0o755));
         }
-        let digest = write_tar_gz(&lp(&format!("{}/{t}", etcd_dir(spec))), entries)?;
-        etcd_sums.insert(t, digest);
+        let digest = write_tar_gz(&self.lp(&format!("{}/{t}", etcd_dir(spec))), entries)?;
+        Ok((t, digest))
+    }
 
-        // crictl: `crictl` tarball + `<tarball>.sha256` (hex + newline).
+    /// crictl: `crictl` tarball + `<tarball>.sha256` (hex + newline).
+    fn crictl(&self, arch: &str) -> io::Result<()> {
+        let spec = self.spec;
         let (d, t) = (crictl_dir(spec), crictl_tarball(spec, arch));
-        let entries = vec![TarEntry::file(
-            "crictl",
-            binary_source(spec, "crictl", &spec.crictl, arch),
-            0o755,
-        )];
-        let digest = write_tar_gz(&lp(&format!("{d}/{t}")), entries)?;
-        write_text(&lp(&format!("{d}/{t}.sha256")), &format!("{digest}\n"))?;
+        let src = binary_source(spec, "crictl", &spec.crictl, arch);
+        let digest = write_tar_gz(
+            &self.lp(&format!("{d}/{t}")),
+            vec![TarEntry::file("crictl", src, 0o755)],
+        )?;
+        write_text(&self.lp(&format!("{d}/{t}.sha256")), &format!("{digest}\n"))
     }
 
-    // runc.sha256sum: PGP clear-signed, one line per file of the release.
-    for extra in [
-        "libseccomp-2.5.6.tar.gz".to_string(),
-        "libseccomp-2.5.6.tar.gz.asc".to_string(),
-        "runc.tar.xz".to_string(),
-    ] {
-        let digest = fake_digest(&format!("runc v{} {extra}", spec.runc));
-        runc_sums.entry(extra).or_insert(digest);
+    /// runc.sha256sum: PGP clear-signed, one line per file of the release.
+    fn runc_sums(&self, mut sums: BTreeMap<String, String>) -> io::Result<()> {
+        for extra in ["libseccomp-2.5.6.tar.gz", "libseccomp-2.5.6.tar.gz.asc", "runc.tar.xz"] {
+            let digest = fake_digest(&format!("runc v{} {extra}", self.spec.runc));
+            sums.entry(extra.to_string()).or_insert(digest);
+        }
+        let mut text = String::from("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n");
+        for (name, digest) in &sums {
+            text.push_str(&sha256sum_line(digest, name));
+        }
+        text.push_str(FAKE_PGP_SIGNATURE);
+        write_text(&self.lp(&format!("{}/runc.sha256sum", runc_dir(self.spec))), &text)
     }
-    let mut text = String::from("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n");
-    for (name, digest) in &runc_sums {
-        text.push_str(&sha256sum_line(digest, name));
-    }
-    text.push_str(FAKE_PGP_SIGNATURE);
-    write_text(&lp(&format!("{}/runc.sha256sum", runc_dir(spec))), &text)?;
 
-    // etcd SHA256SUMS: sorted sha256sum lines incl. files not in the tree.
-    for extra in [
-        format!("etcd-v{}-darwin-amd64.zip", spec.etcd),
-        format!("etcd-v{}-darwin-arm64.zip", spec.etcd),
-        format!("etcd-v{}-linux-ppc64le.tar.gz", spec.etcd),
-        format!("etcd-v{}-linux-s390x.tar.gz", spec.etcd),
-        format!("etcd-v{}-windows-amd64.zip", spec.etcd),
-    ] {
-        let digest = fake_digest(&extra);
-        etcd_sums.entry(extra).or_insert(digest);
+    /// etcd SHA256SUMS: sorted sha256sum lines incl. files not in the tree.
+    fn etcd_sums(&self, mut sums: BTreeMap<String, String>) -> io::Result<()> {
+        let v = &self.spec.etcd;
+        for extra in [
+            format!("etcd-v{v}-darwin-amd64.zip"),
+            format!("etcd-v{v}-darwin-arm64.zip"),
+            format!("etcd-v{v}-linux-ppc64le.tar.gz"),
+            format!("etcd-v{v}-linux-s390x.tar.gz"),
+            format!("etcd-v{v}-windows-amd64.zip"),
+        ] {
+            let digest = fake_digest(&extra);
+            sums.entry(extra).or_insert(digest);
+        }
+        let text: String = sums.iter().map(|(name, digest)| sha256sum_line(digest, name)).collect();
+        write_text(&self.lp(&format!("{}/SHA256SUMS", etcd_dir(self.spec))), &text)
     }
-    let text: String = etcd_sums
-        .iter()
-        .map(|(name, digest)| sha256sum_line(digest, name))
-        .collect();
-    write_text(&lp(&format!("{}/SHA256SUMS", etcd_dir(spec))), &text)?;
 
-    // Manifests (no checksum files upstream).
-    write_text(
-        &lp(&format!("{}/kube-flannel.yml", flannel_dir(spec))),
-        &flannel_manifest(&spec.flannel),
-    )?;
-    write_text(
-        &lp(&format!("{}/components.yaml", metrics_server_dir(spec))),
-        &metrics_server_manifest(&spec.metrics_server),
-    )?;
-    Ok(())
+    /// Add-on manifests (no checksum files upstream).
+    fn addon_manifests(&self) -> io::Result<()> {
+        let spec = self.spec;
+        write_text(
+            &self.lp(&format!("{}/kube-flannel.yml", flannel_dir(spec))),
+            &flannel_manifest(&spec.flannel),
+        )?;
+        write_text(
+            &self.lp(&format!("{}/components.yaml", metrics_server_dir(spec))),
+            &metrics_server_manifest(&spec.metrics_server),
+        )
+    }
+}
+
+/// A small text file in a tarball, mode 0644.
+fn text_entry(path: &str, text: &str) -> TarEntry {
+    TarEntry::file(path, Source::Bytes(text.as_bytes().to_vec()), 0o644)
 }
 
 // ---------------------------------------------------------------------------
