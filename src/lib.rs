@@ -11,6 +11,7 @@
 pub mod builder;
 pub mod bundle;
 pub mod catalog;
+pub mod checked;
 pub mod cli;
 pub mod cluster;
 pub mod digest;

@@ -1,6 +1,7 @@
 //! What goes into bundle.json: entries of files, hops, components, delta marks.
 
 use super::{BuildError, Scope};
+use crate::bundle::fields::FieldError;
 use crate::bundle::meta::{BundleJson, Entry, EntryKind, Hop, BUNDLE_SCHEMA, INSTALLER, LOCKFILE};
 use crate::bundle::pack::Source;
 use crate::bundle::{meta_entry, Contents};
@@ -32,7 +33,7 @@ pub(super) fn assemble(
     base: Option<&Path>,
 ) -> Result<Contents, BuildError> {
     let mut contents = Contents {
-        bundle: bundle_json(m, sc, &g.images).map_err(|reason| BuildError::Field { reason })?,
+        bundle: bundle_json(m, sc, &g.images).map_err(BuildError::Field)?,
         sources: Vec::new(),
     };
     for (e, s) in crate::images::layout::entries(&g.images, &g.blobs) {
@@ -104,20 +105,18 @@ fn file_entry(a: &FileArtifact, sha256: Sha256, size: u64) -> Entry {
 /// Delta bundles: every file or blob whose digest the (verified) base bundle already holds
 /// is listed but not packed.
 fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> {
-    let report = crate::bundle::verify::verify(base).map_err(|source| BuildError::BaseUnreadable {
-        path: base.to_path_buf(),
-        source,
-    })?;
-    let Some(b) = report.bundle.filter(|_| report.problems.is_empty()) else {
-        return Err(BuildError::BaseInvalid {
+    use crate::bundle::verified::{check_source, SourceError};
+    let checked = check_source(base).map_err(|e| match e {
+        SourceError::Unverified { problems, .. } => BuildError::BaseInvalid {
             path: base.to_path_buf(),
-            problems: report.problems.iter().map(|p| p.to_string()).collect(),
-        });
-    };
-    let bj = crate::bundle::read_bundle_json_bytes(base).map_err(|reason| BuildError::BaseMeta {
-        path: base.to_path_buf(),
-        reason,
+            problems,
+        },
+        source => BuildError::BaseUnreadable {
+            path: base.to_path_buf(),
+            source: Box::new(source),
+        },
     })?;
+    let b = checked.json();
     let have: HashSet<Sha256> = b.entries.iter().filter(|e| !e.in_base).map(|e| e.sha256).collect();
     for e in contents.bundle.entries.iter_mut() {
         if matches!(e.kind, EntryKind::File | EntryKind::Blob) && have.contains(&e.sha256) {
@@ -126,7 +125,7 @@ fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> 
     }
     contents.bundle.base = Some(crate::bundle::meta::BaseRef {
         name: b.name.clone(),
-        bundle_json_sha256: Sha256::of(&bj),
+        bundle_json_sha256: *checked.id(),
     });
     Ok(())
 }
@@ -170,7 +169,7 @@ fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
     }
 }
 
-pub(super) fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> Result<BundleJson, String> {
+pub(super) fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> Result<BundleJson, FieldError> {
     let c = &m.components;
     let mut components = BTreeMap::new();
     let mut pairs = vec![

@@ -46,23 +46,21 @@ pub enum BuildError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// A `bundle.json` value the bundle's field types refuse (their reason names it).
-    #[error("bundle.json: {reason}")]
-    Field { reason: String },
+    #[error("bundle.json: {0}")]
+    Field(#[source] crate::bundle::fields::FieldError),
     /// Two entries for one path, or another contents rule `bundle::Contents` enforces.
-    #[error("bundle layout: {reason}")]
-    Layout { reason: String },
+    #[error("bundle layout: {0}")]
+    Layout(#[source] crate::bundle::DuplicatePath),
     #[error("upgrade bundle: {0}")]
     Upgrade(#[source] crate::upgrade::plan::PlanError),
     #[error("--base {path}: {source}")]
     BaseUnreadable {
         path: PathBuf,
         #[source]
-        source: crate::bundle::archive::ArchiveError,
+        source: Box<crate::bundle::verified::SourceError>,
     },
     #[error("--base {path} does not verify: {}", problems.join("; "))]
     BaseInvalid { path: PathBuf, problems: Vec<String> },
-    #[error("--base {path}: bundle.json: {reason}")]
-    BaseMeta { path: PathBuf, reason: String },
     #[error(transparent)]
     Mirror(#[from] crate::fetch::mirror::RefusedMirror),
     #[error("--out {path} is a file, but --out must name a directory (it is created if missing): choose another path or move the file away")]
@@ -422,7 +420,7 @@ fn gather_and_pack(
         round += 1;
         let g = gather(e, m, sc, lock, o)?;
         let contents = contents::assemble(m, sc, lock, &g, installer, o.base.as_deref())?;
-        let (bundle, entries) = contents.finish().map_err(|reason| BuildError::Layout { reason })?;
+        let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
         match pack_all(&m.name, &entries, o) {
             Err(err @ pack::PackError::Changed { .. }) if round == 1 => {
                 if evict_corrupt(&e.cache, &entries, &e.progress) == 0 {

@@ -2,11 +2,9 @@
 //! argument or a config value has its own type, checked when `bundle.json` is parsed, so a
 //! bundle cannot smuggle `../` or a newline through a field that passed `verify`.
 
+use crate::checked::checked_string;
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
-use std::borrow::Borrow;
-use std::fmt;
-use std::ops::Deref;
 use std::path::Path;
 
 /// A value printed in an error: escaped (no raw newlines or control characters, so it
@@ -28,79 +26,22 @@ pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-macro_rules! string_newtype {
-    ($(#[$m:meta])* $name:ident, $check:path, $what:expr) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+/// A `bundle.json` value that failed its check: which field kind, the value (escaped when
+/// shown) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {} is not valid: {why}", shown(.value))]
+pub struct FieldError {
+    pub what: &'static str,
+    pub value: String,
+    pub why: &'static str,
+}
 
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                match $check(&s) {
-                    Ok(()) => Ok($name(s)),
-                    Err(why) => Err(format!("{} {} is not valid: {why}", $what, shown(&s))),
-                }
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $name::try_from(s.to_string())
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(n: $name) -> String {
-                n.0
-            }
-        }
-
-        impl Deref for $name {
-            type Target = str;
-            fn deref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl Borrow<str> for $name {
-            fn borrow(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl AsRef<Path> for $name {
-            fn as_ref(&self) -> &Path {
-                Path::new(&self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(&self.0)
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
-            }
-        }
-    };
+fn field(what: &'static str, s: &str, r: Result<(), &'static str>) -> Result<(), FieldError> {
+    r.map_err(|why| FieldError {
+        what,
+        value: s.to_string(),
+        why,
+    })
 }
 
 /// One safe path component: `[A-Za-z0-9._-]`, 1-100 bytes, not starting with `.` or `-`.
@@ -145,30 +86,44 @@ pub fn check_platform(s: &str) -> Result<(), &'static str> {
     }
 }
 
-string_newtype!(
+checked_string!(
     /// A bundle or component name: one safe path component.
+    #[derive(Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "String")]
     SafeName,
-    check_name,
-    "name"
+    FieldError,
+    |s| field("name", s, check_name(s))
 );
-string_newtype!(
+checked_string!(
     /// A component or tool version as upstream writes it.
+    #[derive(Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "String")]
     Token,
-    check_token,
-    "version"
+    FieldError,
+    |s| field("version", s, check_token(s))
 );
-string_newtype!(
+checked_string!(
     /// A Kubernetes release, `vMAJOR.MINOR.PATCH`.
+    #[derive(Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "String")]
     KubeVersion,
-    check_kube_version,
-    "Kubernetes version"
+    FieldError,
+    |s| field("Kubernetes version", s, check_kube_version(s))
 );
-string_newtype!(
+checked_string!(
     /// `os/arch` from [`PLATFORMS`].
+    #[derive(Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "String")]
     Platform,
-    check_platform,
-    "platform"
+    FieldError,
+    |s| field("platform", s, check_platform(s))
 );
+
+impl AsRef<Path> for SafeName {
+    fn as_ref(&self) -> &Path {
+        Path::new(self.as_str())
+    }
+}
 
 impl KubeVersion {
     /// The numbers (`1.34.3`).

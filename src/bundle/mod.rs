@@ -21,6 +21,13 @@ use meta::{BundleJson, Entry, EntryKind};
 use pack::{PackEntry, Source};
 use std::path::PathBuf;
 
+/// Two entries for one path (a manifest that names one file twice, or a builder bug).
+#[derive(Debug, thiserror::Error)]
+#[error("two entries share the path {path}")]
+pub struct DuplicatePath {
+    pub path: String,
+}
+
 /// Everything that goes into one bundle, before packing.
 #[derive(Debug, Clone)]
 pub struct Contents {
@@ -37,13 +44,13 @@ impl Contents {
     }
 
     /// Sorts entries, renders bundle.json and SHA256SUMS, and returns the pack list.
-    pub fn finish(mut self) -> Result<(BundleJson, Vec<PackEntry>), String> {
+    pub fn finish(mut self) -> Result<(BundleJson, Vec<PackEntry>), DuplicatePath> {
         let mut pairs: Vec<(Entry, Source)> = self.bundle.entries.drain(..).zip(self.sources.drain(..)).collect();
         pairs.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        for w in pairs.windows(2) {
-            if w[0].0.path == w[1].0.path {
-                return Err(format!("two entries share the path {}", w[0].0.path));
-            }
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0.path == w[1].0.path) {
+            return Err(DuplicatePath {
+                path: w[0].0.path.clone(),
+            });
         }
         let mut pack = Vec::with_capacity(pairs.len() + 2);
         for (e, s) in pairs {
@@ -98,27 +105,44 @@ pub fn meta_entry(path: &str, kind: EntryKind, bytes: &[u8]) -> Entry {
     }
 }
 
+/// Why `bundle.json` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadMetaError {
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: meta::MetaError,
+    },
+}
+
 /// Reads and validates `bundle.json` from an archive (stopping right after it) or a
 /// directory. Its fields are checked; its content is not: use [`verify::verify`] before
 /// trusting the files.
-pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, String> {
-    let bytes = read_bundle_json_bytes(path)?;
-    BundleJson::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The raw bytes of a bundle's `bundle.json` (its sha256 identifies the bundle).
-pub fn read_bundle_json_bytes(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub fn read_bundle_json(path: &std::path::Path) -> Result<BundleJson, ReadMetaError> {
     if !path.is_dir() {
-        return check::read_meta(path)
-            .map(|(_, bytes)| bytes)
-            .map_err(|e| e.to_string());
+        return Ok(check::read_meta(path)?.0);
     }
     let p = path.join(meta::BUNDLE_JSON);
-    let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let io = |source| ReadMetaError::Io {
+        path: p.clone(),
+        source,
+    };
+    let f = std::fs::File::open(&p).map_err(io)?;
     let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, meta::MAX_META_BYTES), &mut buf)
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(buf)
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, meta::MAX_META_BYTES), &mut buf).map_err(io)?;
+    BundleJson::parse(&buf).map_err(|source| ReadMetaError::Invalid {
+        path: p.clone(),
+        source,
+    })
 }
 
 /// The path an archive of `name` would have in `out`.

@@ -38,6 +38,8 @@ pub enum SourceError {
 pub struct Checked {
     path: PathBuf,
     bundle: BundleJson,
+    /// sha256 of the checked bundle.json.
+    id: Sha256,
     /// For archives: the archive's sha256 (names its slot in the node store).
     archive: Option<Sha256>,
 }
@@ -45,6 +47,11 @@ pub struct Checked {
 impl Checked {
     pub fn json(&self) -> &BundleJson {
         &self.bundle
+    }
+
+    /// sha256 of bundle.json: the bundle's identity.
+    pub fn id(&self) -> &Sha256 {
+        &self.id
     }
 }
 
@@ -56,8 +63,9 @@ pub struct VerifiedBundle {
     bundle: BundleJson,
     /// sha256 of bundle.json: names this bundle's journals.
     id: Sha256,
-    /// Delta bundles: the node's copy of the base bundle, checked for every entry used.
-    base_dir: Option<PathBuf>,
+    /// Delta bundles: where each `in_base` entry is in the node's copy of the base bundle
+    /// (each hashed and matched by [`attach_base`]).
+    in_base: std::collections::HashMap<String, PathBuf>,
     /// For `--dry-run` of an archive: a scratch unpack outside the node, removed on drop.
     _scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 }
@@ -79,14 +87,10 @@ impl VerifiedBundle {
     /// Where entry `rel` is on disk: in this bundle, or for a delta bundle's `in_base`
     /// entries, in the base bundle (found by digest).
     pub fn file(&self, rel: &str) -> PathBuf {
-        if let (Some(e), Some(base)) = (self.bundle.entry(rel).filter(|e| e.in_base), &self.base_dir) {
-            if let Ok(bb) = super::read_bundle_json(base) {
-                if let Some(b) = bb.entries.iter().find(|b| b.sha256 == e.sha256 && !b.in_base) {
-                    return base.join(&b.path);
-                }
-            }
+        match self.in_base.get(rel) {
+            Some(f) => f.clone(),
+            None => self.dir.join(rel),
         }
-        self.dir.join(rel)
     }
 
     /// Every entry under `prefix/` as (path below the prefix, file on disk).
@@ -115,10 +119,11 @@ impl VerifiedBundle {
     }
 }
 
-fn check(report: Report, path: &Path) -> Result<BundleJson, SourceError> {
+/// The bundle.json of a clean report and its sha256; every problem otherwise.
+fn check(report: Report, path: &Path) -> Result<(BundleJson, Sha256), SourceError> {
     if report.ok() {
-        if let Some(b) = report.bundle {
-            return Ok(b);
+        if let (Some(b), Some(id)) = (report.bundle, report.bundle_json_sha256) {
+            return Ok((b, id));
         }
     }
     Err(SourceError::Unverified {
@@ -141,15 +146,22 @@ pub fn default_bundle() -> Result<PathBuf, SourceError> {
 
 /// Verifies `path` (archive or directory) completely without writing anything.
 pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
+    check_source_with(path, &mut super::check::Discard)
+}
+
+/// [`check_source`], giving an archive's entries to `sink` as they are checked (a
+/// kickstart takes the installer from the same pass). Directories are only checked.
+pub fn check_source_with(path: &Path, sink: &mut dyn super::check::Sink) -> Result<Checked, SourceError> {
     if path.is_dir() {
-        let bundle = check(verify::verify_dir(path)?, path)?;
+        let (bundle, id) = check(verify::verify_dir(path)?, path)?;
         return Ok(Checked {
             path: path.to_path_buf(),
             bundle,
+            id,
             archive: None,
         });
     }
-    let bundle = check(verify::verify_archive(path)?, path)?;
+    let (bundle, id) = check(verify::verify_archive_with(path, sink)?, path)?;
     let (digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -157,6 +169,7 @@ pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
     Ok(Checked {
         path: path.to_path_buf(),
         bundle,
+        id,
         archive: Some(digest),
     })
 }
@@ -164,30 +177,35 @@ pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
 /// A checked bundle ready to use on `host`: an archive is unpacked into the node store
 /// (verified again as it is written); in dry-run mode, into a scratch dir off the node.
 pub fn open(checked: Checked, host: &Host) -> Result<VerifiedBundle, SourceError> {
-    let Checked { path, bundle, archive } = checked;
+    let Checked {
+        path,
+        bundle,
+        id,
+        archive,
+    } = checked;
     let Some(archive_digest) = archive else {
-        return verified(path, bundle, None);
+        return Ok(verified(path, (bundle, id), None));
     };
     if host.dry_run() {
-        return open_scratch(&path, bundle, &archive_digest);
+        return open_scratch(&path, (bundle, id), &archive_digest);
     }
     let slot = store::slot(host, &archive_digest)?;
     let dir = format!("{slot}/{}", bundle.name);
     if let Some(b) = reuse(host, &slot, &dir, &bundle)? {
-        return verified(host.path(&dir)?, b, None);
+        return Ok(verified(host.path(&dir)?, b, None));
     }
     // Not there, partial, or changed since: start again (the slot is ours).
     store::clear(host, &slot, &bundle.name)?;
     let out = unpack::unpack_with(host.sys(), &path, &host.path(&slot)?)?;
-    let b = check(out.report, &out.dir)?;
-    let vb = verified(out.dir, b, None)?;
+    let b = unchanged(&path, &id, check(out.report, &out.dir)?)?;
+    let vb = verified(out.dir, b, None);
     store::mark_complete(host, &slot, &vb.bundle.name, &vb.id)?;
     Ok(vb)
 }
 
 /// Dry-run: steps still read the bundle, from a scratch unpack off the node.
-fn open_scratch(path: &Path, bundle: BundleJson, digest: &Sha256) -> Result<VerifiedBundle, SourceError> {
-    let dir = format!("{}/{}", store::slot_of(digest), bundle.name);
+fn open_scratch(path: &Path, bundle: (BundleJson, Sha256), digest: &Sha256) -> Result<VerifiedBundle, SourceError> {
+    let dir = format!("{}/{}", store::slot_of(digest), bundle.0.name);
     println!("[dry-run] unpack {} -> {dir}", path.display());
     let scratch = tempfile::Builder::new()
         .prefix("kbundle-dry-run-")
@@ -197,11 +215,12 @@ fn open_scratch(path: &Path, bundle: BundleJson, digest: &Sha256) -> Result<Veri
             source,
         })?;
     let out = unpack::unpack(path, scratch.path())?;
-    verified(out.dir, bundle, Some(std::sync::Arc::new(scratch)))
+    let got = unchanged(path, &bundle.1, check(out.report, &out.dir)?)?;
+    Ok(verified(out.dir, got, Some(std::sync::Arc::new(scratch))))
 }
 
 /// The bundle unpacked by an earlier run, when it completed and still verifies.
-fn reuse(host: &Host, slot: &str, dir: &str, want: &BundleJson) -> Result<Option<BundleJson>, SourceError> {
+fn reuse(host: &Host, slot: &str, dir: &str, want: &BundleJson) -> Result<Option<(BundleJson, Sha256)>, SourceError> {
     match store::completed(host, slot) {
         Some((name, _)) if name == want.name && host.is_dir(dir) => {}
         _ => return Ok(None),
@@ -210,20 +229,32 @@ fn reuse(host: &Host, slot: &str, dir: &str, want: &BundleJson) -> Result<Option
     Ok(check(verify::verify_dir(&on_disk)?, &on_disk).ok())
 }
 
+/// The unpacked bundle is the one that was checked (the archive was not replaced between).
+fn unchanged(path: &Path, want: &Sha256, got: (BundleJson, Sha256)) -> Result<(BundleJson, Sha256), SourceError> {
+    if got.1 == *want {
+        return Ok(got);
+    }
+    Err(SourceError::Unverified {
+        path: path.to_path_buf(),
+        problems: vec![format!(
+            "the archive changed while it was in use: bundle.json had sha256 {want} when checked, {} when unpacked",
+            got.1
+        )],
+    })
+}
+
 fn verified(
     dir: PathBuf,
-    bundle: BundleJson,
+    (bundle, id): (BundleJson, Sha256),
     scratch: Option<std::sync::Arc<tempfile::TempDir>>,
-) -> Result<VerifiedBundle, SourceError> {
-    let p = dir.join(super::meta::BUNDLE_JSON);
-    let (id, _) = crate::digest::hash_file(&p).map_err(|source| SourceError::Io { path: p, source })?;
-    Ok(VerifiedBundle {
+) -> VerifiedBundle {
+    VerifiedBundle {
         dir,
         bundle,
         id,
-        base_dir: None,
+        in_base: std::collections::HashMap::new(),
         _scratch: scratch,
-    })
+    }
 }
 
 /// For a delta bundle: finds the base in the node store, checks every entry the delta
@@ -233,13 +264,9 @@ pub fn attach_base(vb: &mut VerifiedBundle, host: &Host) -> Result<(), SourceErr
         return Ok(());
     };
     let dir = store::find(host, &base.bundle_json_sha256);
-    let problems = super::base::check_base(&vb.bundle, dir.as_deref());
-    if !problems.is_empty() {
-        return Err(SourceError::Unverified {
-            path: vb.dir.clone(),
-            problems: problems.iter().map(|p| p.to_string()).collect(),
-        });
-    }
-    vb.base_dir = dir;
+    vb.in_base = super::base::locate(&vb.bundle, dir.as_deref()).map_err(|problems| SourceError::Unverified {
+        path: vb.dir.clone(),
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+    })?;
     Ok(())
 }

@@ -99,6 +99,9 @@ impl Problem {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub bundle: Option<BundleJson>,
+    /// sha256 of the `bundle.json` bytes that were checked: the bundle's identity (delta
+    /// bundles name their base by it; node journals are kept under it).
+    pub bundle_json_sha256: Option<Sha256>,
     /// Archives: whether a `.sha256` sidecar beside it was checked.
     pub sidecar_checked: bool,
     pub problems: Vec<Problem>,
@@ -153,6 +156,7 @@ pub fn judge(
             Ok(sums) => judge_sums(&bundle, &Sha256::of(&bj), &sums, &mut problems),
         },
     }
+    report.bundle_json_sha256 = Some(Sha256::of(&bj));
     report.bundle = Some(bundle);
     report.problems = problems;
     report
@@ -318,9 +322,15 @@ pub fn check_sidecar(path: &Path, problems: &mut Vec<Problem>) -> Result<bool, A
 
 /// Verifies an archive without writing anything: entries are hashed as they stream by.
 pub fn verify_archive(path: &Path) -> Result<Report, ArchiveError> {
+    verify_archive_with(path, &mut crate::bundle::check::Discard)
+}
+
+/// Verifies an archive (its sidecar, then every entry), giving each entry's content to
+/// `sink` as it is checked; the sink must not trust anything until the report is clean.
+pub fn verify_archive_with(path: &Path, sink: &mut dyn crate::bundle::check::Sink) -> Result<Report, ArchiveError> {
     let mut problems = Vec::new();
     let sidecar_checked = check_sidecar(path, &mut problems)?;
-    let mut report = crate::bundle::check::check_archive(path, &mut crate::bundle::check::Discard)?;
+    let mut report = crate::bundle::check::check_archive(path, sink)?;
     problems.append(&mut report.problems);
     report.problems = problems;
     report.sidecar_checked = sidecar_checked;

@@ -35,6 +35,10 @@ pub enum ChecksumError {
     Conflicting { name: String, count: usize },
     #[error("not a PGP clear-signed message: {reason}")]
     NotClearSigned { reason: &'static str },
+    #[error("holds no sha256")]
+    Empty,
+    #[error("larger than {limit} bytes: not a checksum file")]
+    TooLarge { limit: u64 },
 }
 
 /// Finds the digest of `name` in a checksum file of the given format.

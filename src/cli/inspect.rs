@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let b = crate::bundle::read_bundle_json(&a.path).map_err(anyhow::Error::msg)?;
+    let b = crate::bundle::read_bundle_json(&a.path)?;
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&b)?)?;
         return Ok(0);

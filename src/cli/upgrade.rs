@@ -103,7 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
 }
 
 fn plan_cmd(p: PlanArgs) -> anyhow::Result<i32> {
-    let b = crate::bundle::read_bundle_json(&p.bundle).map_err(anyhow::Error::msg)?;
+    let b = crate::bundle::read_bundle_json(&p.bundle)?;
     let hops = apply::hops(&b)?;
     let state = match p.current {
         Some(v) => observe::from_current(v),

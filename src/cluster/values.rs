@@ -7,10 +7,8 @@
 //! Each type derefs to `str` and compares with `str`, so code that only reads the text
 //! needs no change.
 
-use std::fmt;
+use crate::checked::checked_string;
 use std::net::IpAddr;
-use std::ops::Deref;
-use std::str::FromStr;
 
 /// Why a value was refused. The words are shared by `cluster.toml` errors (after
 /// `file:line:col: field:`) and by clap (after `invalid value 'X' for '--flag'`).
@@ -38,136 +36,65 @@ pub enum ValueError {
     CertificateKey,
 }
 
-/// Defines a `String` newtype that can only be made by `FromStr` through `$check`.
-macro_rules! checked_string {
-    ($(#[$doc:meta])* $name:ident, $check:expr, $err:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ValueError;
-            fn from_str(s: &str) -> Result<Self, ValueError> {
-                let check: fn(&str) -> bool = $check;
-                let err: fn(&str) -> ValueError = $err;
-                if check(s) {
-                    Ok($name(s.to_string()))
-                } else {
-                    Err(err(s))
-                }
-            }
-        }
-
-        impl Deref for $name {
-            type Target = str;
-            fn deref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
-            }
-        }
-
-        impl PartialEq<String> for $name {
-            fn eq(&self, other: &String) -> bool {
-                &self.0 == other
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-    };
-}
-
 checked_string!(
     /// The cluster's name (`cluster.name`, kubeadm's `clusterName`): a plain name, safe as a
     /// file name.
     ClusterName,
-    crate::manifest::valid_name,
-    |s| ValueError::ClusterName(s.to_string())
+    ValueError,
+    |s| crate::manifest::valid_name(s).then_some(()).ok_or_else(|| ValueError::ClusterName(s.to_string()))
 );
 
 checked_string!(
     /// A node's name: a DNS-1123 label, as the node's hostname, its kickstart file name and
     /// kubeadm's `nodeRegistration.name` all need.
     NodeName,
-    valid_node_name,
-    |s| ValueError::NodeName(s.to_string())
+    ValueError,
+    |s| valid_node_name(s).then_some(()).ok_or_else(|| ValueError::NodeName(s.to_string()))
 );
 
 checked_string!(
     /// `host[:port]`: an IP address (IPv6 in brackets when a port follows) or a DNS name,
     /// with an optional port 1-65535. The control-plane endpoint and the registry mirror.
     HostPort,
-    valid_host_port,
-    |s| ValueError::HostPort(s.to_string())
+    ValueError,
+    |s| valid_host_port(s).then_some(()).ok_or_else(|| ValueError::HostPort(s.to_string()))
 );
 
 checked_string!(
     /// An IPv4 or IPv6 CIDR (`10.244.0.0/16`).
     Cidr,
-    valid_cidr,
-    |s| ValueError::Cidr(s.to_string())
+    ValueError,
+    |s| valid_cidr(s).then_some(()).ok_or_else(|| ValueError::Cidr(s.to_string()))
 );
 
 checked_string!(
     /// The cluster's DNS domain (`cluster.local`): an RFC 1123 subdomain as kubeadm
     /// validates `networking.dnsDomain`, with labels of 63 bytes at most.
     DnsDomain,
-    valid_dns_domain,
-    |s| ValueError::DnsDomain(s.to_string())
+    ValueError,
+    |s| valid_dns_domain(s).then_some(()).ok_or_else(|| ValueError::DnsDomain(s.to_string()))
 );
 
 checked_string!(
     /// A kubeadm bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`.
     BootstrapToken,
-    valid_token,
-    |_| ValueError::BootstrapToken
+    ValueError,
+    |s| valid_token(s).then_some(()).ok_or(ValueError::BootstrapToken)
 );
 
 checked_string!(
     /// A discovery CA certificate hash, `sha256:<64 hex>`.
     CaCertHash,
-    valid_ca_hash,
-    |_| ValueError::CaCertHash
+    ValueError,
+    |s| valid_ca_hash(s).then_some(()).ok_or(ValueError::CaCertHash)
 );
 
 checked_string!(
     /// The key that encrypts the control-plane certificates kubeadm uploads: 64 hex
     /// characters (32 bytes).
     CertificateKey,
-    valid_cert_key,
-    |_| ValueError::CertificateKey
+    ValueError,
+    |s| valid_cert_key(s).then_some(()).ok_or(ValueError::CertificateKey)
 );
 
 impl HostPort {

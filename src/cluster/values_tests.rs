@@ -1,4 +1,7 @@
 use super::*;
+use std::fmt;
+use std::ops::Deref;
+use std::str::FromStr;
 
 /// Every `good` parses (and reads back unchanged); every `bad` is refused with `err`.
 fn check<T>(good: &[&str], bad: &[&str], err: fn(&str) -> ValueError)

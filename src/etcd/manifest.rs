@@ -89,10 +89,10 @@ impl Plan {
     }
 }
 
-fn bad(path: &Path, reason: impl ToString) -> EtcdError {
+fn bad(path: &Path, source: ManifestError) -> EtcdError {
     EtcdError::Manifest {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        source,
     }
 }
 
@@ -105,7 +105,7 @@ pub fn plan(host: &Host, new_dir: &str) -> Result<Plan, EtcdError> {
     let read = || EtcdError::io("cannot read kubeadm's etcd manifest", &etcd);
     let meta = sys.stat(&etcd).map_err(read())?;
     let bytes = sys.read(&etcd).map_err(read())?;
-    let original = String::from_utf8(bytes).map_err(|_| bad(&etcd, "not UTF-8 text"))?;
+    let original = String::from_utf8(bytes).map_err(|_| bad(&etcd, ManifestError::NotUtf8))?;
     let rewrite = rewrite_data_dir(&original, new_dir).map_err(|r| bad(&etcd, r))?;
     let flags = command_flags(&original).map_err(|r| bad(&etcd, r))?;
     check_apiserver(sys, &paths)?;
@@ -123,21 +123,10 @@ fn check_apiserver(sys: &dyn Sys, paths: &NodePaths) -> Result<(), EtcdError> {
     let api = paths.apiserver_manifest();
     let stopped = paths.apiserver_stopped();
     if sys.meta(&stopped).is_ok() {
-        return Err(bad(
-            &stopped,
-            format!(
-                "left over from an earlier run that did not finish: the API server manifest \
-                 was moved here. Check it, move it back to {} (or delete it), then run again",
-                api.display()
-            ),
-        ));
+        return Err(bad(&stopped, ManifestError::LeftOver { api }));
     }
     if !sys.meta(&api).is_ok_and(|m| m.is_file) {
-        return Err(bad(
-            &api,
-            "missing or not a regular file: --update-manifest stops the API server by moving \
-             kubeadm's kube-apiserver static pod manifest away for the switch",
-        ));
+        return Err(bad(&api, ManifestError::NoApiserver));
     }
     Ok(())
 }
@@ -266,7 +255,7 @@ impl<'a> Run<'a> {
         EtcdError::UpdateManifest {
             step,
             what,
-            cause: cause.to_string(),
+            cause,
             state: [api, etcd, restored].join("\n"),
         }
     }

@@ -8,7 +8,8 @@
 //!   beside it) and `snapshot restore` (never into a non-empty directory; staged in a hidden
 //!   sibling and renamed into place).
 //! * [`manifest`]: pointing a kubeadm `etcd.yaml` static pod at the restored data directory
-//!   by editing the YAML text line by line, with the API server stopped meanwhile and every
+//!   through a lossless YAML edit ([`yaml`], yaml-edit: comments and layout kept, only the
+//!   data-dir flag and its volume change), with the API server stopped meanwhile and every
 //!   step undone if a later one fails.
 
 pub mod manifest;
@@ -73,8 +74,12 @@ pub enum EtcdError {
     Usage(String),
     #[error("{path} is a snapshot to restore from, but it is not a regular file")]
     NotASnapshot { path: PathBuf },
-    #[error("{path}: {reason}")]
-    BadChecksumFile { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    BadChecksumFile {
+        path: PathBuf,
+        #[source]
+        source: crate::catalog::checksum::ChecksumError,
+    },
     #[error(
         "{file}: sha256 is {actual}, but {sums} says {expected}; the snapshot is damaged or not \
          the one that was saved, refusing to restore it"
@@ -94,13 +99,18 @@ pub enum EtcdError {
     DataDirNotADirectory { path: PathBuf },
     #[error("`{command}` succeeded but {missing} is missing; not moving the staged data into place")]
     RestoreIncomplete { command: String, missing: PathBuf },
-    #[error("{path}: {reason}")]
-    Manifest { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: yaml::ManifestError,
+    },
     #[error("--update-manifest failed at step {step} ({what}): {cause}\nstate of the node now:\n{state}")]
     UpdateManifest {
         step: u8,
         what: &'static str,
-        cause: String,
+        #[source]
+        cause: manifest::StepError,
         state: String,
     },
 }

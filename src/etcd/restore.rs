@@ -8,6 +8,7 @@ use super::manifest::{self, ApplyOptions, Plan};
 use super::snapshot::{flag_arg, hash_on, path_arg};
 use super::tools::{self, Kind, Tool};
 use super::{parent_dir, under_root, with_suffix, EtcdError, Level, Notes};
+use crate::catalog::checksum::ChecksumError;
 use crate::digest::Sha256;
 use crate::host::sys::Sys;
 use crate::host::Host;
@@ -49,37 +50,23 @@ pub struct RestoreReport {
 /// Reads the sha256 for `file_name` from a sha256sum-format file (`<hex>  name` or
 /// `<hex> *name`; a file with a single digest line is taken whatever name it gives).
 pub fn read_checksum_file(sys: &dyn Sys, path: &Path, file_name: &str) -> Result<Sha256, EtcdError> {
+    use crate::catalog::checksum::{self, ChecksumFormat};
     let meta = sys.stat(path).map_err(EtcdError::io("cannot read", path))?;
-    let bad = |reason: String| EtcdError::BadChecksumFile {
+    let bad = |source| EtcdError::BadChecksumFile {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
     if meta.len > 64 * 1024 {
-        return Err(bad("too large for a checksum file".into()));
+        return Err(bad(ChecksumError::TooLarge { limit: 64 * 1024 }));
     }
     let bytes = sys.read(path).map_err(EtcdError::io("cannot read", path))?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("not text".into()))?;
-    let mut entries = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (hex, name) = match line.split_once(char::is_whitespace) {
-            Some((h, n)) => (h, n.trim_start().trim_start_matches('*')),
-            None => (line, ""),
-        };
-        let d = Sha256::parse_any(hex).map_err(|e| bad(format!("line {}: {e}", i + 1)))?;
-        entries.push((d, name.to_string()));
+    if let Ok(d) = checksum::parse(ChecksumFormat::DigestOnly, &bytes, file_name) {
+        return Ok(d);
     }
-    match entries.as_slice() {
-        [] => Err(bad("holds no sha256".into())),
-        [(d, _)] => Ok(*d),
-        many => many
-            .iter()
-            .find(|(_, n)| n == file_name)
-            .map(|(d, _)| *d)
-            .ok_or_else(|| bad(format!("has no line for {file_name}"))),
+    match checksum::sum_lines(&bytes).map_err(bad)?.as_slice() {
+        [] => Err(bad(ChecksumError::Empty)),
+        [one] => Ok(one.digest),
+        _ => checksum::parse(ChecksumFormat::Sha256Sum, &bytes, file_name).map_err(bad),
     }
 }
 

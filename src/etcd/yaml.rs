@@ -9,6 +9,19 @@ use yaml_edit::{Mapping, Scalar, Sequence, ValidationConfig, WhitespaceErrorCate
 /// Why kbundle will not read or edit an etcd manifest. Lines are 1-based.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error(
+        "left over from an earlier run that did not finish: the API server manifest was moved \
+         here. Check it, move it back to {} (or delete it), then run again",
+        .api.display()
+    )]
+    LeftOver { api: std::path::PathBuf },
+    #[error(
+        "missing or not a regular file: --update-manifest stops the API server by moving \
+         kubeadm's kube-apiserver static pod manifest away for the switch"
+    )]
+    NoApiserver,
     #[error("line {line}: tab in indentation")]
     Tab { line: usize },
     #[error("not YAML kbundle can read: {0}")]

@@ -6,7 +6,7 @@ use super::{BundleRef, KickstartError};
 use crate::bundle::archive::ArchiveError;
 use crate::bundle::check::{self, Sink, SinkError};
 use crate::bundle::meta::{BundleJson, EntryKind, INSTALLER};
-use crate::bundle::verify::check_sidecar;
+use crate::bundle::verified::{check_source_with, SourceError};
 use crate::catalog::checksum::{self, ChecksumFormat};
 use crate::digest::Sha256;
 use std::io::{Read, Write};
@@ -21,12 +21,23 @@ fn bad(path: &Path, message: impl Into<String>) -> KickstartError {
     }
 }
 
-fn archive_err(path: &Path) -> impl FnOnce(ArchiveError) -> KickstartError {
-    let path = path.to_path_buf();
-    move |source| KickstartError::Archive {
-        path,
-        source: Box::new(source),
-    }
+/// A verification failure: its problems (the first five) named; any other error kept.
+fn unverified(archive: &Path, e: SourceError) -> KickstartError {
+    let SourceError::Unverified { problems, .. } = e else {
+        return KickstartError::Archive {
+            path: archive.to_path_buf(),
+            source: Box::new(e),
+        };
+    };
+    let list: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+    bad(
+        archive,
+        format!(
+            "does not verify ({} problem(s)): {}",
+            problems.len().max(1),
+            list.join("; ")
+        ),
+    )
 }
 
 /// The archive's file name, if it is one kbundle writes and safe to put in a shell script,
@@ -118,7 +129,7 @@ pub fn bundle_ref(path: &Path) -> Result<BundleRef, KickstartError> {
     }
     let archive_name = archive_name(path)?;
     let archive_sha256 = archive_digest(path)?;
-    let bj = crate::bundle::read_bundle_json(path).map_err(|m| bad(path, m))?;
+    let bj = crate::bundle::read_bundle_json(path)?;
     let (installer_sha256, _) = installer_entry(path, &bj)?;
     Ok(BundleRef {
         archive_name,
@@ -164,29 +175,13 @@ impl Sink for InstallerSink<'_> {
 /// Verifies the whole archive (sidecar, every entry) and, in the same pass, extracts the
 /// installer to `dest` (mode 0755). Returns bundle.json.
 pub fn extract_installer(archive: &Path, dest: &Path) -> Result<BundleJson, KickstartError> {
-    let mut problems = Vec::new();
-    check_sidecar(archive, &mut problems).map_err(archive_err(archive))?;
     let mut sink = InstallerSink {
         archive,
         dest,
         wrote: false,
     };
-    let report = check::check_archive(archive, &mut sink).map_err(archive_err(archive))?;
-    problems.extend(report.problems);
-    let bj = match report.bundle {
-        Some(b) if problems.is_empty() => b,
-        _ => {
-            let list: Vec<String> = problems.iter().take(5).map(|p| p.to_string()).collect();
-            return Err(bad(
-                archive,
-                format!(
-                    "does not verify ({} problem(s)): {}",
-                    problems.len().max(1),
-                    list.join("; ")
-                ),
-            ));
-        }
-    };
+    let checked = check_source_with(archive, &mut sink).map_err(|e| unverified(archive, e))?;
+    let bj = checked.json().clone();
     installer_entry(archive, &bj)?;
     if !sink.wrote {
         return Err(bad(

@@ -110,11 +110,13 @@ pub enum KickstartError {
         #[source]
         source: crate::catalog::checksum::ChecksumError,
     },
-    #[error("bundle {path} does not verify: {source}")]
+    #[error(transparent)]
+    Meta(#[from] crate::bundle::ReadMetaError),
+    #[error("bundle {path}: {source}")]
     Archive {
         path: PathBuf,
         #[source]
-        source: Box<crate::bundle::archive::ArchiveError>,
+        source: Box<crate::bundle::verified::SourceError>,
     },
     #[error("{what} {path}: {source}")]
     Io {
