@@ -97,6 +97,19 @@ pub fn write_atomic_with<T, E>(
     io_err: impl Fn(io::Error) -> E,
     write: impl FnOnce(&mut std::fs::File) -> Result<T, E>,
 ) -> Result<T, E> {
+    let mut tmp = temp_beside(path).map_err(&io_err)?;
+    let out = write(tmp.as_file_mut())?;
+    // Temp files are created 0600; outputs are meant to be shared (web servers, other users).
+    set_readable(tmp.path()).map_err(&io_err)?;
+    tmp.as_file().sync_all().map_err(&io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(out)
+}
+
+/// A new temp file in `path`'s directory, named `.<name>.XXXXXX.tmp` (what `--out`
+/// sweeping recognises); mode 0600 until the caller sets it. Persist it over `path` to
+/// finish; dropped, it is removed.
+pub fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -105,17 +118,10 @@ pub fn write_atomic_with<T, E>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(&io_err)?;
-    let out = write(tmp.as_file_mut())?;
-    // Temp files are created 0600; outputs are meant to be shared (web servers, other users).
-    set_readable(tmp.path()).map_err(&io_err)?;
-    tmp.as_file().sync_all().map_err(&io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(out)
 }
 
 /// Mode 0644: what a user expects of a build output or lockfile.

@@ -214,23 +214,18 @@ pub fn parse_sums(bytes: &[u8]) -> Result<BTreeMap<String, Sha256>, MetaError> {
             reason: "last line has no newline".into(),
         });
     }
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in text.split_terminator('\n').enumerate() {
         let bad = |reason: &str| MetaError::Sums {
             line: i + 1,
             reason: format!("{reason}: {:?}", line.chars().take(120).collect::<String>()),
         };
-        let (hex, rest) = line
-            .split_at_checked(64)
-            .ok_or_else(|| bad("expected '<sha256>  <path>'"))?;
-        let d: Sha256 = hex.parse().map_err(|_| bad("bad digest"))?;
-        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(bad("digest must be lowercase"));
+        let sum = crate::catalog::checksum::sum_line(i, line).map_err(|_| bad("expected '<sha256>  <path>'"))?;
+        // kbundle writes one form only: lowercase hex, two spaces, the plain bundle path.
+        if line != format!("{}  {}", sum.digest, sum.name) {
+            return Err(bad("not in the form kbundle writes ('<lowercase sha256>  <path>')"));
         }
-        let p = rest
-            .strip_prefix("  ")
-            .ok_or_else(|| bad("expected two spaces after the digest"))?;
-        check_rel_path(p).map_err(bad)?;
-        if out.insert(p.to_string(), d).is_some() {
+        check_rel_path(sum.name).map_err(bad)?;
+        if out.insert(sum.name.to_string(), sum.digest).is_some() {
             return Err(bad("path listed twice"));
         }
     }
@@ -287,5 +282,18 @@ mod tests {
         let mut t = s.clone();
         t.pop();
         assert!(parse_sums(&t).is_err());
+        // Only the form kbundle writes: no uppercase, `*`, `./`, CR, blank line or repeat.
+        let d = e.sha256.hex();
+        for bad in [
+            format!("{}  files/a\n", d.to_uppercase()),
+            format!("{d} *files/a\n"),
+            format!("{d}  ./files/a\n"),
+            format!("{d}  files/a\r\n"),
+            format!("{d}  files/a\n\n"),
+            format!("{d}  ../a\n"),
+            format!("{d}  files/a\n{d}  files/a\n"),
+        ] {
+            assert!(parse_sums(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }

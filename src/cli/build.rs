@@ -70,7 +70,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     if b.lock_written && !quiet {
         eprintln!("wrote lockfile {}", b.lock_path.display());
     }
-    println!("{}", b.archive.display());
+    crate::outln!("{}", b.archive.display())?;
     if !quiet {
         eprintln!(
             "built {} ({} entries, {} bytes, sha256 {}); {} download(s), the rest from cache",

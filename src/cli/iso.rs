@@ -70,13 +70,13 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
                 if *n == 1 { "y" } else { "ies" }
             );
         }
-        println!(
+        crate::outln!(
             "wrote {} (mode {:o}, volume ID {:?}) for node(s) {}",
             report.out.display(),
             report.mode,
             report.volume_id,
             report.nodes.join(", ")
-        );
+        )?;
     }
     Ok(0)
 }

@@ -61,7 +61,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
             } else {
                 format!("  secrets: {}", w.secrets.join("; "))
             };
-            println!("wrote {} (mode {:o}){note}", w.path.display(), w.mode);
+            crate::outln!("wrote {} (mode {:o}){note}", w.path.display(), w.mode)?;
         }
         eprintln!(
             "{} kickstart(s) for {} with bundle {}; next: kbundle iso --base ROCKY-DVD.iso --bundle {} --kickstarts {} -o OUT.iso",

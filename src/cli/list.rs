@@ -26,7 +26,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.json {
         print_json(&m, &files, &pins, &images)?;
     } else {
-        print_text(&m, &files, &pins, &images);
+        print_text(&m, &files, &pins, &images)?;
     }
     Ok(0)
 }
@@ -44,28 +44,29 @@ fn print_json(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[Catal
         .collect();
     let out =
         serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": images });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }
 
-fn print_text(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[CatalogImage]) {
-    println!(
+fn print_text(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[CatalogImage]) -> std::io::Result<()> {
+    crate::outln!(
         "bundle {} (Kubernetes {}, {})",
         m.name,
         m.kubernetes.with_v(),
         m.arches.iter().map(|a| a.platform()).collect::<Vec<_>>().join(", ")
-    );
-    println!("\nfiles ({}):", files.len());
+    )?;
+    crate::outln!("\nfiles ({}):", files.len())?;
     for f in files {
         let check = match (&pins.get(&f.path), &f.checksum) {
             (Some(_), _) => "sha256 pinned in manifest".to_string(),
             (None, Some(c)) => format!("checksum: {}", c.url),
             (None, None) => "no upstream checksum (locked on first download)".to_string(),
         };
-        println!("  {}\n    {}\n    {check}", f.path, f.url);
+        crate::outln!("  {}\n    {}\n    {check}", f.path, f.url)?;
     }
-    println!("\nimages ({}):", images.len());
+    crate::outln!("\nimages ({}):", images.len())?;
     for i in images {
-        println!("  {}", i.reference);
+        crate::outln!("  {}", i.reference)?;
     }
+    Ok(())
 }

@@ -31,13 +31,13 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     }
     if report.ok() {
         if !quiet {
-            println!(
+            crate::outln!(
                 "OK {}: {} files, {} bytes verified in {:.2}s",
                 a.path.display(),
                 report.files_checked,
                 report.bytes_checked,
                 t.elapsed().as_secs_f64()
-            );
+            )?;
         }
         Ok(0)
     } else {

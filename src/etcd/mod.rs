@@ -47,10 +47,11 @@ pub enum EtcdError {
     },
     #[error("`{command}` did not finish within {secs}s and was killed{}", fmt_stderr(stderr))]
     ToolTimedOut { command: String, secs: u64, stderr: String },
-    #[error("`{command}` printed output kbundle cannot read ({reason}): {output:?}")]
+    #[error("`{command}` printed output kbundle cannot read ({source}): {output:?}")]
     BadToolOutput {
         command: String,
-        reason: String,
+        #[source]
+        source: serde_json::Error,
         output: String,
     },
     #[error("{action} {path}")]
@@ -72,6 +73,8 @@ pub enum EtcdError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error("{path} is a snapshot to restore from, but it is not a regular file")]
     NotASnapshot { path: PathBuf },
     #[error("{path}: {source}")]
@@ -149,7 +152,7 @@ pub fn under_root(root: &Path, node_path: &Path) -> Result<PathBuf, EtcdError> {
     let text = node_path
         .to_str()
         .ok_or_else(|| EtcdError::Usage(format!("{} is not UTF-8", node_path.display())))?;
-    crate::host::node_path(root, text).map_err(|e| EtcdError::Usage(e.to_string()))
+    Ok(crate::host::node_path(root, text)?)
 }
 
 /// [`under_root`] for a path kbundle itself names (always clean).

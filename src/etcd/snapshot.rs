@@ -150,8 +150,8 @@ pub struct SnapshotStatus {
 }
 
 /// Parses `snapshot status -w json` output.
-pub fn parse_status(stdout: &str) -> Result<SnapshotStatus, String> {
-    serde_json::from_str(stdout.trim()).map_err(|e| e.to_string())
+pub fn parse_status(stdout: &str) -> Result<SnapshotStatus, serde_json::Error> {
+    serde_json::from_str(stdout.trim())
 }
 
 /// A path as a tool argument: `./-x` rather than `-x`, so it is never taken for a flag.
@@ -178,9 +178,9 @@ pub fn status(host: &Host, tool: &Tool, file: &Path) -> Result<SnapshotStatus, E
         path_arg(file),
     ]);
     let out = inv.run(host, Some(Duration::from_secs(600)))?;
-    parse_status(&out.stdout).map_err(|reason| EtcdError::BadToolOutput {
+    parse_status(&out.stdout).map_err(|source| EtcdError::BadToolOutput {
         command: inv.display(),
-        reason,
+        source,
         output: out.stdout.chars().take(500).collect(),
     })
 }

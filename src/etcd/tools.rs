@@ -190,7 +190,7 @@ impl Invocation {
                 command: self.display(),
                 source,
             },
-            other => EtcdError::Usage(other.to_string()),
+            other => EtcdError::Host(other),
         })?;
         if ran.timed_out {
             return Err(EtcdError::ToolTimedOut {

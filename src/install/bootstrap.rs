@@ -8,13 +8,6 @@ use crate::cluster::Role;
 use crate::host::journal::Journaled;
 use std::process::Command;
 
-fn step_err(step: &str, message: String) -> InstallError {
-    InstallError::Step {
-        step: step.to_string(),
-        message,
-    }
-}
-
 /// systemd is running on the node: `/run/systemd/system` exists (sd_booted(3)).
 fn systemd_running(c: &Ctx) -> bool {
     c.host.is_dir("/run/systemd/system")
@@ -79,8 +72,11 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
 /// Without systemd (a kickstart chroot): keep the cluster config where the unit expects
 /// it, then leave bootstrap to a one-shot unit on first boot.
 fn first_boot(c: &mut Ctx, node: &str) -> Result<(), InstallError> {
-    let cfg = std::fs::read(&c.opts.config)
-        .map_err(|e| step_err("first-boot", format!("{}: {e}", c.opts.config.display())))?;
+    let cfg = std::fs::read(&c.opts.config).map_err(|source| InstallError::Read {
+        step: "first-boot",
+        path: c.opts.config.clone(),
+        source,
+    })?;
     c.host.write("/etc/kbundle/cluster.toml", &cfg, 0o600)?;
     let unit = files::bootstrap_unit(&bootstrap_command(c, node));
     c.host
@@ -94,7 +90,8 @@ fn first_boot(c: &mut Ctx, node: &str) -> Result<(), InstallError> {
 }
 
 fn kubeadm_init(c: &mut Ctx) -> Result<(), InstallError> {
-    let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| step_err("kubeadm-init", "no kubeadm config".into()))?;
+    let cfg =
+        prepare::write_kubeadm_config(c)?.ok_or_else(|| InstallError::step("kubeadm-init", "no kubeadm config"))?;
     if c.host.exists("/etc/kubernetes/admin.conf") {
         println!("    kubeadm init already ran here (/etc/kubernetes/admin.conf exists)");
         return Ok(());
@@ -110,15 +107,15 @@ fn kubeadm_init(c: &mut Ctx) -> Result<(), InstallError> {
 
 fn kubeadm_join(c: &mut Ctx) -> Result<(), InstallError> {
     let cfg = prepare::write_kubeadm_config(c)?.ok_or_else(|| {
-        step_err(
+        InstallError::step(
             "kubeadm-join",
-            "a join token and CA cert hash are needed: pass --token and --ca-cert-hash (the init node prints them), or set them under [join] in the cluster config".into(),
+            "a join token and CA cert hash are needed: pass --token and --ca-cert-hash (the init node prints them), or set them under [join] in the cluster config",
         )
     })?;
     if c.role == Role::ControlPlane && prepare::secrets(c).certificate_key.is_none() {
-        return Err(step_err(
+        return Err(InstallError::step(
             "kubeadm-join",
-            "a control plane also needs --certificate-key (printed by the init node)".into(),
+            "a control plane also needs --certificate-key (printed by the init node)",
         ));
     }
     if c.host.exists("/etc/kubernetes/kubelet.conf") {
@@ -170,8 +167,11 @@ fn addons(c: &mut Ctx) -> Result<(), InstallError> {
         let mut file = c.bundle.file(&path);
         if component == "flannel" && c.cluster.pod_cidr != "10.244.0.0/16" {
             // flannel's manifest carries its network; make it the cluster's pod CIDR.
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| step_err("addons", format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file).map_err(|source| InstallError::Read {
+                step: "addons",
+                path: file.clone(),
+                source,
+            })?;
             let patched = text.replace(
                 "\"Network\": \"10.244.0.0/16\"",
                 &format!("\"Network\": \"{}\"", c.cluster.pod_cidr),
@@ -199,15 +199,8 @@ fn wait_ready(c: &mut Ctx) -> Result<(), InstallError> {
         c.host.path("/etc/kubernetes/kubelet.conf")?
     };
     let kubectl = c.host.resolve("/usr/local/bin/kubectl")?;
-    super::ready::wait_node_ready(&c.host, &kubectl, &kubeconfig, &node, c.opts.ready_timeout).map_err(|last| {
-        step_err(
-            "wait-ready",
-            format!(
-                "node {node} not Ready after {:?} (last answer: {last:?})",
-                c.opts.ready_timeout
-            ),
-        )
-    })
+    super::ready::wait_node_ready(&c.host, &kubectl, &kubeconfig, &node, c.opts.ready_timeout)
+        .map_err(InstallError::NotReady)
 }
 
 /// Prints the exact `kbundle install` lines for every other node.

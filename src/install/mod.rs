@@ -32,6 +32,15 @@ pub enum InstallError {
     Preflight { failures: Vec<String> },
     #[error("step {step}: {message}")]
     Step { step: String, message: String },
+    #[error("step {step}: cannot read {path}")]
+    Read {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("step wait-ready: {0}")]
+    NotReady(#[source] ready::NotReady),
     #[error("step binaries: reading the tarball {path}")]
     Tarball {
         path: PathBuf,
@@ -40,6 +49,16 @@ pub enum InstallError {
     },
     #[error("{0}")]
     Usage(String),
+}
+
+impl InstallError {
+    /// A step that cannot go on, and why.
+    pub(crate) fn step(step: &str, message: impl Into<String>) -> InstallError {
+        InstallError::Step {
+            step: step.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,13 +10,6 @@ use crate::host::journal::Journaled;
 use std::io::Read;
 use std::path::Path;
 
-fn step_err(step: &str, message: String) -> InstallError {
-    InstallError::Step {
-        step: step.to_string(),
-        message,
-    }
-}
-
 pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     println!(
         "phase prepare ({} node, root {})",
@@ -88,11 +81,11 @@ fn extract(c: &Ctx, tarball: &Path, mut dest: impl FnMut(&str) -> Option<String>
 fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
     let platform = crate::manifest::Arch::host()
         .map(|a| a.platform())
-        .ok_or_else(|| step_err("binaries", format!("unsupported machine {}", std::env::consts::ARCH)))?;
+        .ok_or_else(|| InstallError::step("binaries", format!("unsupported machine {}", std::env::consts::ARCH)))?;
     let need = |component: &str| {
         c.bundle
             .component_file(component, Some(&platform))
-            .ok_or_else(|| step_err("binaries", format!("the bundle has no {component} for {platform}")))
+            .ok_or_else(|| InstallError::step("binaries", format!("the bundle has no {component} for {platform}")))
     };
     // kubeadm, kubelet, kubectl: one directory per version, switched by symlinks (upgrades
     // swap the links atomically and can roll back).
@@ -107,7 +100,7 @@ fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
     c.host.install_file(&need("runc")?, "/usr/local/sbin/runc", 0o755)?;
     let n = extract(c, &need("containerd")?, |b| Some(format!("/usr/local/bin/{b}")))?;
     if n == 0 && !c.host.dry_run() {
-        return Err(step_err("binaries", "the containerd tarball holds no files".into()));
+        return Err(InstallError::step("binaries", "the containerd tarball holds no files"));
     }
     extract(c, &need("cni-plugins")?, |b| {
         (b != "LICENSE" && !b.ends_with(".md")).then(|| format!("/opt/cni/bin/{b}"))

@@ -6,6 +6,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// A node that did not become Ready in time, with kubectl's last answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {node} not Ready after {timeout:?} (last answer: {last:?})")]
+pub struct NotReady {
+    pub node: String,
+    pub timeout: Duration,
+    pub last: String,
+}
+
 const READY: &str = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
 
 /// Polls `kubectl get node NODE` every 2 s until its Ready condition is `True`. On timeout,
@@ -16,7 +25,7 @@ pub fn wait_node_ready(
     kubeconfig: &Path,
     node: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), NotReady> {
     if host.dry_run() {
         host.say(&format!("wait until node {node} is Ready (timeout {timeout:?})"));
         return Ok(());
@@ -43,5 +52,9 @@ pub fn wait_node_ready(
             }
         }
     });
-    ready.ok_or(last)
+    ready.ok_or_else(|| NotReady {
+        node: node.to_string(),
+        timeout,
+        last,
+    })
 }

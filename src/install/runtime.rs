@@ -6,7 +6,7 @@ use super::files;
 use super::InstallError;
 use crate::host::lock::SCRATCH;
 use crate::host::sys::{Proc, Stdin};
-use crate::host::Host;
+use crate::host::{Host, HostError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,23 +18,22 @@ const CHILD: &str = "import-containerd";
 const MAX_SOCKET_PATH: usize = 100;
 
 fn images_err(message: String) -> InstallError {
-    InstallError::Step {
-        step: "images".into(),
-        message,
-    }
+    InstallError::step("images", message)
 }
 
 /// `(major, minor)` of the containerd at `bin`, by running it.
 pub fn containerd_version(host: &Host, bin: &Path) -> Result<(u32, u32), InstallError> {
     let out = host.query(Command::new(bin).arg("--version"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    files::parse_containerd_version(&text).ok_or_else(|| InstallError::Step {
-        step: "containerd-config".into(),
-        message: format!(
-            "cannot read a version from `{} --version`: {:?}",
-            bin.display(),
-            text.trim()
-        ),
+    files::parse_containerd_version(&text).ok_or_else(|| {
+        InstallError::step(
+            "containerd-config",
+            format!(
+                "cannot read a version from `{} --version`: {:?}",
+                bin.display(),
+                text.trim()
+            ),
+        )
     })
 }
 
@@ -81,7 +80,11 @@ impl<'h> TempContainerd<'h> {
         let dir = host
             .sys()
             .temp_dir(&scratch, "containerd-")
-            .map_err(|e| images_err(format!("temp dir in {}: {e}", scratch.display())))?;
+            .map_err(|source| HostError::Io {
+                action: "cannot make a temporary directory in",
+                path: scratch.clone(),
+                source,
+            })?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -173,19 +173,8 @@ pub fn write(out: &Path, config_bytes: &[u8], rendered: &[Rendered]) -> Result<V
 
 /// Writes `data` to a synced temp file beside `path` with `mode`; persist it to finish.
 pub(crate) fn stage(path: &Path, data: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, KickstartError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err("cannot create a temp file in", dir))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = crate::fsutil::temp_beside(path).map_err(io_err("cannot create a temp file in", dir))?;
     set_mode(tmp.path(), mode)?;
     tmp.write_all(data).map_err(io_err("cannot write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err("cannot write", tmp.path()))?;

@@ -35,6 +35,8 @@ pub enum ApplyError {
     },
     #[error("step {step}: {message}")]
     Step { step: String, message: String },
+    #[error("step wait-ready: {0}")]
+    NotReady(#[source] crate::install::ready::NotReady),
     #[error("{0}")]
     Usage(String),
 }
@@ -142,12 +144,8 @@ impl Run<'_> {
 fn node_ready(run: &Run, node: &str) -> Result<(), ApplyError> {
     let kubectl = run.host.resolve("/usr/local/bin/kubectl")?;
     let timeout = run.opts.ready_timeout;
-    crate::install::ready::wait_node_ready(&run.host, &kubectl, &run.opts.kubeconfig, node, timeout).map_err(|last| {
-        step_err(
-            "wait-ready",
-            format!("{node} not Ready after {timeout:?} (last answer: {last:?})"),
-        )
-    })
+    crate::install::ready::wait_node_ready(&run.host, &kubectl, &run.opts.kubeconfig, node, timeout)
+        .map_err(ApplyError::NotReady)
 }
 
 /// Upgrades this node by one hop.
