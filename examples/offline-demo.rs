@@ -70,24 +70,7 @@ fn missing_host_binaries() -> Vec<String> {
             missing.push(format!("{} (package {package})", candidates.join(" or ")));
         }
     }
-    for plugin in [
-        "bandwidth",
-        "bridge",
-        "dhcp",
-        "firewall",
-        "host-device",
-        "host-local",
-        "ipvlan",
-        "loopback",
-        "macvlan",
-        "portmap",
-        "ptp",
-        "sbr",
-        "static",
-        "tuning",
-        "vlan",
-        "vrf",
-    ] {
+    for plugin in upstream::CNI_PLUGINS {
         let c = [format!("/usr/lib/cni/{plugin}"), format!("/usr/libexec/cni/{plugin}")];
         if !c.iter().any(|p| Path::new(p).is_file()) {
             missing.push(format!("{} (package containernetworking-plugins)", c[0]));

@@ -3,82 +3,7 @@ use crate::host::Host;
 use std::os::unix::fs::PermissionsExt;
 
 /// What `kubeadm init` writes (v1.34, trimmed of nothing).
-pub(crate) const KUBEADM_ETCD: &str = r#"apiVersion: v1
-kind: Pod
-metadata:
-  annotations:
-    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://10.0.0.11:2379
-  creationTimestamp: null
-  labels:
-    component: etcd
-    tier: control-plane
-  name: etcd
-  namespace: kube-system
-spec:
-  containers:
-  - command:
-    - etcd
-    - --advertise-client-urls=https://10.0.0.11:2379
-    - --cert-file=/etc/kubernetes/pki/etcd/server.crt
-    - --client-cert-auth=true
-    - --data-dir=/var/lib/etcd
-    - --feature-gates=InitialCorruptCheck=true
-    - --initial-advertise-peer-urls=https://10.0.0.11:2380
-    - --initial-cluster=cp1=https://10.0.0.11:2380
-    - --key-file=/etc/kubernetes/pki/etcd/server.key
-    - --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.11:2379
-    - --listen-metrics-urls=http://127.0.0.1:2381
-    - --listen-peer-urls=https://10.0.0.11:2380
-    - --name=cp1
-    - --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
-    - --peer-client-cert-auth=true
-    - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
-    - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
-    - --snapshot-count=10000
-    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
-    image: registry.k8s.io/etcd:3.6.5-0
-    imagePullPolicy: IfNotPresent
-    livenessProbe:
-      failureThreshold: 8
-      httpGet:
-        host: 127.0.0.1
-        path: /livez
-        port: probe-port
-        scheme: HTTP
-      initialDelaySeconds: 10
-      periodSeconds: 10
-      timeoutSeconds: 15
-    name: etcd
-    ports:
-    - containerPort: 2381
-      name: probe-port
-      protocol: TCP
-    resources:
-      requests:
-        cpu: 100m
-        memory: 100Mi
-    volumeMounts:
-    - mountPath: /var/lib/etcd
-      name: etcd-data
-    - mountPath: /etc/kubernetes/pki/etcd
-      name: etcd-certs
-  hostNetwork: true
-  priority: 2000001000
-  priorityClassName: system-node-critical
-  securityContext:
-    seccompProfile:
-      type: RuntimeDefault
-  volumes:
-  - hostPath:
-      path: /etc/kubernetes/pki/etcd
-      type: DirectoryOrCreate
-    name: etcd-certs
-  - hostPath:
-      path: /var/lib/etcd
-      type: DirectoryOrCreate
-    name: etcd-data
-status: {}
-"#;
+pub(crate) const KUBEADM_ETCD: &str = include_str!("../../tests/fixtures/kubeadm-v1.34-etcd.yaml");
 
 fn diff(a: &str, b: &str) -> Vec<(usize, String, String)> {
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.split_inclusive('\n').collect(), b.split_inclusive('\n').collect());
@@ -106,12 +31,12 @@ fn rewrites_kubeadm_manifest_in_three_places_only() {
                 "    - --data-dir=/var/lib/etcd-restored\n".into()
             ),
             (
-                56,
+                65,
                 "    - mountPath: /var/lib/etcd\n".into(),
                 "    - mountPath: /var/lib/etcd-restored\n".into()
             ),
             (
-                72,
+                81,
                 "      path: /var/lib/etcd\n".into(),
                 "      path: /var/lib/etcd-restored\n".into()
             ),
@@ -288,7 +213,7 @@ fn refuses_flow_escaped_and_multi_document_manifests() {
         "    - {mountPath: /var/lib/etcd, name: etcd-data}\n",
     );
     assert!(
-        matches!(err(&flow), ManifestError::NotInPlace { line: 56 }),
+        matches!(err(&flow), ManifestError::NotInPlace { line: 65 }),
         "{}",
         err(&flow)
     );
@@ -322,7 +247,7 @@ fn reads_only_the_pod_spec_not_text_that_looks_like_it() {
     let flags = command_flags(&text).unwrap();
     assert_eq!(flags.iter().filter(|(k, _)| k == "--data-dir").count(), 1);
     let d = diff(&text, &rewrite_data_dir(&text, "/data/etcd-2").unwrap().text);
-    assert_eq!(d.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(), [22, 59, 75]);
+    assert_eq!(d.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(), [22, 68, 84]);
 }
 
 // --- the node procedure ---

@@ -350,7 +350,7 @@ fn host_binary(candidates: &[&str], package: &str) -> PathBuf {
     );
 }
 
-const CNI_PLUGINS: &[&str] = &[
+pub const CNI_PLUGINS: &[&str] = &[
     "bandwidth",
     "bridge",
     "dhcp",
