@@ -78,9 +78,20 @@ fn selinux_permissive(h: &Host) -> Result<(), HostError> {
 fn firewall(h: &Host, mode: Firewall, role: Role) -> Result<(), HostError> {
     match mode {
         Firewall::OpenPorts => open_ports(h, role),
-        Firewall::Disabled => h.symlink("/dev/null", "/etc/systemd/system/firewalld.service"),
+        Firewall::Disabled => disable_firewalld(h),
         Firewall::Unchanged => Ok(()),
     }
+}
+
+/// Masks firewalld; on the running system, first stops it, as kops does before masking (a
+/// masked but running firewalld keeps rejecting forwarded pod traffic until reboot).
+/// `stop` rather than `disable --now`: it also works when an earlier run already masked it.
+fn disable_firewalld(h: &Host) -> Result<(), HostError> {
+    let installed = h.is_file("/usr/lib/systemd/system/firewalld.service");
+    if h.is_running_system() && installed {
+        h.run(Command::new("systemctl").args(["stop", "firewalld.service"]))?;
+    }
+    h.symlink("/dev/null", "/etc/systemd/system/firewalld.service")
 }
 
 /// A firewalld service with the role's ports, added to the default zone.

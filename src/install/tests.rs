@@ -201,6 +201,27 @@ fn firewall_disabled_masks_firewalld_and_opens_no_ports() {
 }
 
 #[test]
+fn firewall_disabled_on_a_live_node_stops_firewalld_before_masking_it() {
+    let s = scene("disabled");
+    std::fs::create_dir_all(s.root.join("usr/lib/systemd/system")).unwrap();
+    std::fs::write(s.root.join("usr/lib/systemd/system/firewalld.service"), "[Unit]\n").unwrap();
+    let (rec, r) = run(&s, "worker1", Phase::Prepare, true);
+    r.unwrap();
+    let events = rec.events();
+    let stop = events
+        .iter()
+        .position(|e| matches!(e, Event::Run { argv } if argv.contains("systemctl stop firewalld.service")))
+        .unwrap_or_else(|| panic!("firewalld not stopped: {events:#?}"));
+    let mask = events
+        .iter()
+        .position(
+            |e| matches!(e, Event::Symlink { link, .. } if link.ends_with("etc/systemd/system/firewalld.service")),
+        )
+        .unwrap_or_else(|| panic!("firewalld not masked: {events:#?}"));
+    assert!(stop < mask, "{events:#?}");
+}
+
+#[test]
 fn bootstrap_of_the_first_control_plane_inits_then_applies_addons_then_waits_for_ready() {
     let s = scene("open-ports");
     std::fs::create_dir_all(s.root.join("run/systemd/system")).unwrap();
@@ -279,4 +300,87 @@ fn waiting_for_ready_gives_up_after_the_timeout_with_kubectls_last_answer() {
     );
     let polls = rec.commands().iter().filter(|c| c.contains("get node worker1")).count();
     assert!((140..=152).contains(&polls), "polled every 2 s for 300 s: {polls}");
+}
+
+#[test]
+fn bootstrap_of_a_worker_joins_with_the_configs_secrets_then_waits_for_ready() {
+    let s = scene("open-ports");
+    std::fs::create_dir_all(s.root.join("run/systemd/system")).unwrap();
+    let (rec, r) = run(&s, "worker1", Phase::All, true);
+    r.unwrap();
+    let cmds = rec.commands();
+    let join = at(&cmds, "kubeadm join --config");
+    assert!(cmds[join].ends_with("/etc/kbundle/kubeadm-join.yaml"), "{cmds:#?}");
+    assert!(join < at(&cmds, "get node worker1"), "{cmds:#?}");
+    for never in ["kubeadm init", "kube-flannel.yml", "token create"] {
+        assert!(
+            !cmds.iter().any(|c| c.contains(never)),
+            "{never} on a worker: {cmds:#?}"
+        );
+    }
+    let cfg = std::fs::read_to_string(s.root.join("etc/kbundle/kubeadm-join.yaml")).unwrap();
+    assert!(
+        cfg.contains("abcdef.0123456789abcdef") && cfg.contains(&"b".repeat(64)),
+        "{cfg}"
+    );
+    assert!(!rec.writes_under(&s.root).iter().any(|p| p == "/root/.kube/config"));
+}
+
+#[test]
+fn a_control_plane_join_without_a_certificate_key_is_refused_before_kubeadm_runs() {
+    let s = scene("open-ports");
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str("\n[[node]]\nname = \"cp2\"\naddress = \"192.168.122.11\"\nrole = \"control-plane\"\n");
+    std::fs::write(&s.config, text).unwrap();
+    std::fs::create_dir_all(s.root.join("run/systemd/system")).unwrap();
+    let (rec, r) = run(&s, "cp2", Phase::All, true);
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("kubeadm-join") && e.contains("--certificate-key"), "{e}");
+    assert!(
+        !rec.commands().iter().any(|c| c.contains("kubeadm join")),
+        "{:#?}",
+        rec.commands()
+    );
+}
+
+#[test]
+fn a_failed_preflight_changes_nothing_on_the_node() {
+    let s = scene("open-ports");
+    std::fs::write(s.root.join("etc/os-release"), "ID=\"ubuntu\"\nVERSION_ID=\"24.04\"\n").unwrap();
+    let (rec, r) = run(&s, "worker1", Phase::Prepare, true);
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("preflight failed") && e.contains("[os]"), "{e}");
+    let node_files: Vec<String> = rec
+        .writes_under(&s.root)
+        .into_iter()
+        .filter(|p| !p.starts_with("/var/lib/kbundle/"))
+        .collect();
+    assert!(node_files.is_empty(), "{node_files:#?}");
+    assert!(rec.commands().is_empty(), "{:#?}", rec.commands());
+}
+
+#[test]
+fn a_run_after_a_failed_step_starts_again_at_that_step() {
+    let s = scene("open-ports");
+    let (rec, host) = testkit::recording_host(&s.root, false);
+    rec.answer_times("images import", 1, "", 1);
+    script(&rec);
+    let e = run_on(host, opts(&s, "worker1", Phase::Prepare))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("images"), "{e}");
+    let first = rec.writes_under(&s.root);
+    assert!(!first.iter().any(|p| p.ends_with("/images.done")), "{first:#?}");
+    let (rec, r) = run(&s, "worker1", Phase::Prepare, false);
+    r.unwrap();
+    let again = rec.writes_under(&s.root);
+    for done in [
+        "/etc/modules-load.d/kbundle-kubernetes.conf",
+        "/usr/local/bin/kubeadm",
+        "/etc/containerd/config.toml",
+    ] {
+        assert!(!again.iter().any(|p| p == done), "{done} written again: {again:#?}");
+    }
+    at(&rec.commands(), "images import -");
+    assert!(again.iter().any(|p| p.ends_with("/images.done")), "{again:#?}");
 }

@@ -217,3 +217,62 @@ fn a_node_already_at_the_last_hop_has_nothing_to_do() {
         rec.commands()
     );
 }
+
+#[test]
+fn a_worker_after_the_control_plane_upgrades_with_kubeadm_upgrade_node_and_takes_no_snapshot() {
+    let s = scene();
+    let now = [("cp1", true, "v1.34.3", "v1.34.3"), ("worker1", false, "v1.33.7", "")];
+    let (rec, host) = recorder(&s, &now, &now);
+    run_on(host, &opts(&s, "worker1")).unwrap();
+    let cmds = rec.commands();
+    let order = [
+        at(&cmds, "images import -"),
+        at(&cmds, "kubeadm upgrade node"),
+        at(&cmds, "drain worker1"),
+        at(&cmds, "systemctl restart kubelet"),
+        at(&cmds, "get node worker1"),
+        at(&cmds, "uncordon worker1"),
+    ];
+    assert!(order.windows(2).all(|p| p[0] < p[1]), "{cmds:#?}");
+    for never in ["snapshot save", "upgrade apply"] {
+        assert!(
+            !cmds.iter().any(|c| c.contains(never)),
+            "{never} on a worker: {cmds:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_second_control_plane_runs_kubeadm_upgrade_node_not_apply() {
+    let s = scene();
+    let now = [("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.33.7")];
+    let later = [("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.34.3")];
+    let (rec, host) = recorder(&s, &now, &later);
+    run_on(host, &opts(&s, "cp2")).unwrap();
+    let cmds = rec.commands();
+    assert!(
+        at(&cmds, "snapshot save") < at(&cmds, "kubeadm upgrade node"),
+        "{cmds:#?}"
+    );
+    assert!(!cmds.iter().any(|c| c.contains("upgrade apply")), "{cmds:#?}");
+}
+
+#[test]
+fn a_run_after_kubeadm_failed_resumes_there_without_a_second_snapshot() {
+    let s = scene();
+    let now = [("cp1", true, "v1.33.7", "v1.33.7"), ("worker1", false, "v1.33.7", "")];
+    let later = [("cp1", true, "v1.33.7", "v1.34.3"), ("worker1", false, "v1.33.7", "")];
+    let (rec, host) = recorder(&s, &now, &now);
+    rec.answer_times("upgrade apply", 1, "", 1);
+    let e = run_on(host, &opts(&s, "cp1")).unwrap_err().to_string();
+    assert!(e.contains("upgrade apply"), "{e}");
+    at(&rec.commands(), "snapshot save");
+    let (rec, host) = recorder(&s, &now, &later);
+    run_on(host, &opts(&s, "cp1")).unwrap();
+    let cmds = rec.commands();
+    assert!(!cmds.iter().any(|c| c.contains("snapshot save")), "{cmds:#?}");
+    assert!(
+        at(&cmds, "kubeadm upgrade apply v1.34.3") < at(&cmds, "uncordon cp1"),
+        "{cmds:#?}"
+    );
+}
