@@ -11,6 +11,9 @@ pod-cidr = "10.244.0.0/16"                        # flannel's default network
 service-cidr = "10.96.0.0/12"
 dns-domain = "cluster.local"
 firewall = "open-ports"                           # open-ports | disabled | unchanged
+proxy-mode = "iptables"                           # iptables | nftables (kube-proxy and flannel)
+selinux = "permissive"                            # permissive | enforcing
+kubelet-serving-certs = "self-signed"             # self-signed | cluster-signed (metrics-server TLS)
 # registry-mirror = "registry.internal:5000"     # optional internal mirror for later pulls
 
 # Optional pre-generated join secrets, so kickstarted nodes join with no keyboard.
@@ -31,7 +34,7 @@ ssh-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbundleExampleKeyReplaceMeWith
 dns = ["192.168.122.1"]
 gateway = "192.168.122.1"
 prefix = 24
-interface = "eth0"
+# interface = "enp1s0"                           # default: the primary connection (kickstart `--device=link`)
 
 [[node]]
 name = "cp1"

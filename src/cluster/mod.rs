@@ -113,6 +113,51 @@ pub enum Firewall {
     Unchanged,
 }
 
+/// kube-proxy's mode, and flannel's matching `EnableNFTables` (docs/upstream-facts.md,
+/// "kube-proxy modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    /// kubeadm's default; needs the `xt_*`/`nft_compat` modules (EL10: kernel-modules-extra).
+    #[default]
+    Iptables,
+    /// GA since Kubernetes 1.33; flannel then writes nftables rules too.
+    Nftables,
+}
+
+impl ProxyMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+}
+
+/// The SELinux mode `prepare` leaves the node in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selinux {
+    /// kubeadm's install guide: `SELINUX=permissive`.
+    #[default]
+    Permissive,
+    /// Stay enforcing: binaries are labelled for container-selinux's policy.
+    Enforcing,
+}
+
+/// Who signs each kubelet's serving certificate, and so how metrics-server checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeletServingCerts {
+    /// kubeadm's default: each kubelet signs its own; metrics-server runs with
+    /// `--kubelet-insecure-tls` (as kubespray's default).
+    #[default]
+    SelfSigned,
+    /// `serverTLSBootstrap: true`; kbundle approves only kubelet-serving CSRs of the
+    /// cluster's own nodes with matching addresses, and metrics-server verifies them.
+    ClusterSigned,
+}
+
 /// Settings for kickstarted installs.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -169,6 +214,9 @@ pub struct Cluster {
     pub service_cidr: Cidr,
     pub dns_domain: DnsDomain,
     pub firewall: Firewall,
+    pub proxy_mode: ProxyMode,
+    pub selinux: Selinux,
+    pub kubelet_serving_certs: KubeletServingCerts,
     /// `host[:port]` of an internal registry mirror, if any.
     pub registry_mirror: Option<HostPort>,
     pub join: Join,

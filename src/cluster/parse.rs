@@ -2,7 +2,9 @@
 //! each value becomes its [`super::values`] type here, so an error names the value's
 //! `file:line:col` and its field.
 
-use super::{Cluster, ClusterError, Firewall, Join, Node, Os, Problem, Role, ValueError};
+use super::{
+    Cluster, ClusterError, Firewall, Join, KubeletServingCerts, Node, Os, Problem, ProxyMode, Role, Selinux, ValueError,
+};
 use crate::manifest::line_col;
 use serde::Deserialize;
 use std::path::Path;
@@ -34,6 +36,12 @@ struct RawCluster {
     dns_domain: Spanned<String>,
     #[serde(default = "default_firewall")]
     firewall: Firewall,
+    #[serde(default)]
+    proxy_mode: ProxyMode,
+    #[serde(default)]
+    selinux: Selinux,
+    #[serde(default)]
+    kubelet_serving_certs: KubeletServingCerts,
     #[serde(default)]
     registry_mirror: Option<Spanned<String>>,
 }
@@ -133,6 +141,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Cluster, ClusterError> {
         service_cidr: s.value(&c.service_cidr, "cluster.service-cidr")?,
         dns_domain: s.value(&c.dns_domain, "cluster.dns-domain")?,
         firewall: c.firewall,
+        proxy_mode: c.proxy_mode,
+        selinux: c.selinux,
+        kubelet_serving_certs: c.kubelet_serving_certs,
         registry_mirror: c
             .registry_mirror
             .map(|m| s.value(&m, "cluster.registry-mirror"))

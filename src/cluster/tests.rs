@@ -68,7 +68,7 @@ fn each_value_is_checked_where_it_is_written() {
         (
             "# registry-mirror = \"registry.internal:5000\"",
             "registry-mirror = \"registry internal\"",
-            "cluster.toml:11:19: cluster.registry-mirror: \"registry internal\" is not host[:port]",
+            "cluster.toml:14:19: cluster.registry-mirror: \"registry internal\" is not host[:port]",
         ),
         (
             "name = \"worker1\"",
@@ -149,4 +149,29 @@ fn join_values() {
     assert!(!valid_token("ABCDEF.0123456789abcdef"));
     assert!(valid_cert_key(&"a".repeat(64)));
     assert!(valid_ca_hash(&format!("sha256:{}", "0".repeat(64))));
+}
+
+#[test]
+fn modes_default_and_refuse_unknown_values() {
+    use super::{KubeletServingCerts, ProxyMode, Selinux};
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(
+        (c.proxy_mode, c.selinux, c.kubelet_serving_certs),
+        (
+            ProxyMode::Iptables,
+            Selinux::Permissive,
+            KubeletServingCerts::SelfSigned
+        )
+    );
+    let bare = EXAMPLE
+        .lines()
+        .filter(|l| !l.starts_with("proxy-mode") && !l.starts_with("selinux") && !l.starts_with("kubelet-serving"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let d = parse(&bare).unwrap();
+    assert_eq!((d.proxy_mode, d.selinux), (ProxyMode::Iptables, Selinux::Permissive));
+    let n = parse(&EXAMPLE.replace("proxy-mode = \"iptables\"", "proxy-mode = \"nftables\"")).unwrap();
+    assert_eq!(n.proxy_mode, ProxyMode::Nftables);
+    let e = err(&EXAMPLE.replace("selinux = \"permissive\"", "selinux = \"disabled\""));
+    assert!(e.contains("cluster.toml:") && e.contains("selinux"), "{e}");
 }

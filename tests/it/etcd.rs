@@ -66,6 +66,17 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: it
+/// is bound but never listens, so no other test (or etcd) can take it meanwhile.
+fn refusing_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, port)
+}
+
 /// Waits until `pid` is gone or a zombie (PID 1 here reaps orphans slowly).
 fn wait_gone(pid: u32) {
     let stat = format!("/proc/{pid}/stat");
@@ -424,7 +435,7 @@ fn restore_refuses_used_data_dirs_and_bad_checksums() {
 fn save_against_a_dead_endpoint_fails_and_leaves_nothing() {
     require_etcd();
     let t = tempfile::tempdir().unwrap();
-    let [port] = free_ports::<1>();
+    let (_held, port) = refusing_port();
     let snap = t.path().join("snap.db");
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();

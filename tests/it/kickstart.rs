@@ -157,7 +157,7 @@ fn kickstart_content_follows_the_config_and_the_bundle() {
     for l in [
         "text",
         "cdrom",
-        "network --device=eth0 --bootproto=static --ip=192.168.122.21 --netmask=255.255.255.0 --gateway=192.168.122.1 --nameserver=192.168.122.1 --hostname=worker1 --activate --onboot=on",
+        "network --device=link --bootproto=static --ip=192.168.122.21 --netmask=255.255.255.0 --gateway=192.168.122.1 --nameserver=192.168.122.1 --hostname=worker1 --activate --onboot=on",
         "timezone UTC --utc",
         "timesource --ntp-server=192.168.122.1",
         "rootpw --iscrypted $6$kbundleexample$YX.HAlAGn7/y/pSbKV8WZIRAM6iMYUOmqx0ZnSDnhjrwsNiWvDtopjXFa8lgvwfiZtIHYCSNLsIv4vqMcC.vm0",
@@ -291,7 +291,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let cases: Vec<(String, &str)> = vec![
         (read(&f.config).replace("prefix = 24\n", ""), "os.prefix"),
         (
-            read(&f.config).replace("interface = \"eth0\"", "interface = \"eth0 --noipv4\""),
+            read(&f.config).replace("# interface = \"enp1s0\"", "interface = \"eth0 --noipv4\""),
             "os.interface",
         ),
         (
@@ -462,7 +462,7 @@ fn other_settings_pass_ksvalidator_too() {
         let ks = out.join("worker1.ks");
         let t = read(&ks);
         for l in [
-            "network --device=eth0 --bootproto=static --noipv4 --ipv6=fd00::21/64 --ipv6gateway=fd00::1 --nameserver=fd00::1,fd00::2 --hostname=worker1 --activate --onboot=on",
+            "network --device=link --bootproto=static --noipv4 --ipv6=fd00::21/64 --ipv6gateway=fd00::1 --nameserver=fd00::1,fd00::2 --hostname=worker1 --activate --onboot=on",
             "timesource --ntp-server=fd00::1",
             "timesource --ntp-server=fd00::2",
             "rootpw --lock",
