@@ -8,6 +8,7 @@
 // created once per failure, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod addons;
 pub mod builder;
 pub mod bundle;
 pub mod catalog;

@@ -1,0 +1,1 @@
+//! The container images an add-on manifest references (see the module docs).

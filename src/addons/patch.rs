@@ -1,0 +1,1 @@
+//! Edits to add-on manifests before `install` applies them (see the module docs).
