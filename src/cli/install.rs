@@ -37,7 +37,7 @@ pub struct Args {
     /// Print each step and command without changing anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Skip preflight checks by name: os, arch, memory, cpu, commands (comma-separated or repeated).
+    /// Skip preflight checks by name: os, arch, memory, cpu, commands, modules (comma-separated or repeated).
     #[arg(long, value_name = "CHECK", value_delimiter = ',')]
     pub skip_preflight: Vec<String>,
     /// Bootstrap token for joining (printed by the init node).

@@ -1,7 +1,7 @@
 //! The text of every file `install` writes: systemd units, kernel settings, containerd and
 //! firewalld configuration. Pure functions, so tests can check them directly.
 
-use crate::cluster::Role;
+use crate::cluster::{ProxyMode, Role};
 
 pub const CONTAINERD_SERVICE: &str = "\
 # Installed by kbundle (upstream containerd.service for binary installs).
@@ -59,7 +59,48 @@ ExecStart=
 ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 ";
 
-pub const MODULES: &str = "# Installed by kbundle: kernel modules Kubernetes needs.\noverlay\nbr_netfilter\n";
+/// Kernel modules every node needs, whatever the proxy mode: containerd's overlayfs, the
+/// bridge netfilter hooks flannel's sysctls live in, and conntrack, whose sysctls kube-proxy
+/// sets at start (docs/upstream-facts.md, "Kernel modules per EL release").
+pub const BASE_MODULES: &[&str] = &["overlay", "br_netfilter", "nf_conntrack"];
+
+/// What kube-proxy's iptables mode and flannel's iptables rules need on the nf_tables-backed
+/// `iptables` of EL9/EL10: `nft_compat` plus the xtables matches and targets their rules use
+/// (docs/upstream-facts.md, "Kernel modules per EL release").
+pub const IPTABLES_MODULES: &[&str] = &[
+    "nft_compat",
+    "xt_comment",
+    "xt_conntrack",
+    "xt_mark",
+    "xt_MASQUERADE",
+    "xt_addrtype",
+    "xt_statistic",
+    "xt_recent",
+    "xt_nat",
+];
+
+/// The kernel modules a node needs for `mode`, in load order.
+pub fn modules(mode: ProxyMode) -> Vec<&'static str> {
+    let mut m = BASE_MODULES.to_vec();
+    match mode {
+        ProxyMode::Iptables => m.extend_from_slice(IPTABLES_MODULES),
+        ProxyMode::Nftables => m.push("nf_tables"),
+    }
+    m
+}
+
+/// `/etc/modules-load.d/kbundle-kubernetes.conf` for `mode`.
+pub fn modules_load(mode: ProxyMode) -> String {
+    let mut s = format!(
+        "# Installed by kbundle: kernel modules Kubernetes needs (kube-proxy mode {}).\n",
+        mode.as_str()
+    );
+    for m in modules(mode) {
+        s.push_str(m);
+        s.push('\n');
+    }
+    s
+}
 
 pub const SYSCTL: &str = "\
 # Installed by kbundle: kernel settings Kubernetes and flannel need.
@@ -91,20 +132,25 @@ WantedBy=multi-user.target
     )
 }
 
-/// TCP/UDP ports a role needs open (kubeadm's ports-and-protocols, plus flannel VXLAN).
+/// TCP/UDP ports a role needs open: kubeadm's ports-and-protocols for the role, and on
+/// every node kube-proxy's health check (10256), NodePorts (TCP and UDP) and flannel's VXLAN
+/// (docs/upstream-facts.md, "firewalld forwarding and zones").
 pub fn ports(role: Role) -> Vec<(&'static str, &'static str)> {
-    let mut p = if role.is_control_plane() {
-        vec![
+    let mut p = vec![("10250", "tcp")];
+    if role.is_control_plane() {
+        p.extend([
             ("6443", "tcp"),
             ("2379-2380", "tcp"),
-            ("10250", "tcp"),
             ("10257", "tcp"),
             ("10259", "tcp"),
-        ]
-    } else {
-        vec![("10250", "tcp"), ("10256", "tcp"), ("30000-32767", "tcp")]
-    };
-    p.push(("8472", "udp"));
+        ]);
+    }
+    p.extend([
+        ("10256", "tcp"),
+        ("30000-32767", "tcp"),
+        ("30000-32767", "udp"),
+        ("8472", "udp"),
+    ]);
     p
 }
 

@@ -1,18 +1,22 @@
-//! Host preparation in `prepare`: kernel modules and sysctls, swap off, SELinux permissive,
-//! the firewall, and on a running system the same settings applied now.
+//! Host preparation in `prepare`: kernel modules and sysctls, swap off (fstab and zram),
+//! SELinux (permissive, or enforcing with container-selinux's labels), the firewall, and on
+//! a running system the same settings applied now.
+
+mod firewall;
 
 use super::files;
 use super::{Ctx, InstallError};
-use crate::cluster::{Firewall, Role};
+use crate::cluster::{ProxyMode, Selinux};
 use crate::host::{Host, HostError};
 use std::process::Command;
 
 /// The `host-files` step.
 pub fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
     let h = &c.host;
+    let mode = c.cluster.proxy_mode;
     h.write(
         "/etc/modules-load.d/kbundle-kubernetes.conf",
-        files::MODULES.as_bytes(),
+        files::modules_load(mode).as_bytes(),
         0o644,
     )?;
     h.write(
@@ -21,10 +25,13 @@ pub fn host_files(c: &mut Ctx) -> Result<(), InstallError> {
         0o644,
     )?;
     swap_out_of_fstab(h)?;
-    selinux_permissive(h)?;
-    firewall(h, c.cluster.firewall, c.role)?;
+    zram_off(h)?;
+    if c.cluster.selinux == Selinux::Permissive {
+        selinux_permissive(h)?;
+    }
+    firewall::apply(h, &c.cluster, c.role)?;
     if h.is_running_system() {
-        apply_now(h);
+        apply_now(h, mode, c.cluster.selinux)?;
     }
     Ok(())
 }
@@ -53,6 +60,37 @@ fn swap_out_of_fstab(h: &Host) -> Result<(), HostError> {
     Ok(())
 }
 
+/// zram-generator's vendor config and drop-ins.
+const ZRAM_CONF: &str = "/usr/lib/systemd/zram-generator.conf";
+const ZRAM_DROPINS: &str = "/usr/lib/systemd/zram-generator.conf.d";
+
+/// Keeps zram swap from coming back at boot: when zram-generator is configured, its vendor
+/// config (and each vendor drop-in) is masked by a `/dev/null` link of the same name in
+/// `/etc`, the way zram-generator.conf(5) says to disable a vendor file; an admin's own
+/// `/etc/systemd/zram-generator.conf` is replaced the same way (docs/upstream-facts.md,
+/// "zram swap"). `swapoff -a` turns the running device off.
+fn zram_off(h: &Host) -> Result<(), HostError> {
+    let dropins: Vec<String> = h
+        .list(ZRAM_DROPINS)
+        .into_iter()
+        .filter(|n| n.ends_with(".conf"))
+        .collect();
+    let configured = [
+        ZRAM_CONF,
+        "/usr/local/lib/systemd/zram-generator.conf",
+        "/etc/systemd/zram-generator.conf",
+    ]
+    .iter()
+    .any(|p| h.is_file(p));
+    if configured || !dropins.is_empty() {
+        h.symlink("/dev/null", "/etc/systemd/zram-generator.conf")?;
+    }
+    for d in dropins {
+        h.symlink("/dev/null", &format!("/etc/systemd/zram-generator.conf.d/{d}"))?;
+    }
+    Ok(())
+}
+
 /// SELinux permissive, as kubeadm's install guide does.
 fn selinux_permissive(h: &Host) -> Result<(), HostError> {
     let Some(cfg) = h.read("/etc/selinux/config") else {
@@ -75,59 +113,67 @@ fn selinux_permissive(h: &Host) -> Result<(), HostError> {
     Ok(())
 }
 
-fn firewall(h: &Host, mode: Firewall, role: Role) -> Result<(), HostError> {
-    match mode {
-        Firewall::OpenPorts => open_ports(h, role),
-        Firewall::Disabled => disable_firewalld(h),
-        Firewall::Unchanged => Ok(()),
+/// On the running system (not a chroot): every module loaded now (a module that will not
+/// load is an error: kube-proxy and flannel would fail later and less clearly), then the
+/// sysctls, swap off and, in permissive mode, SELinux permissive now.
+fn apply_now(h: &Host, mode: ProxyMode, selinux: Selinux) -> Result<(), InstallError> {
+    for m in files::modules(mode) {
+        h.run(Command::new("modprobe").arg(m)).map_err(|e| {
+            InstallError::step(
+                "host-files",
+                format!("kernel module {m} does not load ({e}); on Rocky/RHEL 10 install kernel-modules-extra for the running kernel"),
+            )
+        })?;
     }
-}
-
-/// Masks firewalld; on the running system, first stops it, as kops does before masking (a
-/// masked but running firewalld keeps rejecting forwarded pod traffic until reboot).
-/// `stop` rather than `disable --now`: it also works when an earlier run already masked it.
-fn disable_firewalld(h: &Host) -> Result<(), HostError> {
-    let installed = h.is_file("/usr/lib/systemd/system/firewalld.service");
-    if h.is_running_system() && installed {
-        h.run(Command::new("systemctl").args(["stop", "firewalld.service"]))?;
-    }
-    h.symlink("/dev/null", "/etc/systemd/system/firewalld.service")
-}
-
-/// A firewalld service with the role's ports, added to the default zone.
-fn open_ports(h: &Host, role: Role) -> Result<(), HostError> {
-    let svc = format!("kbundle-{}", role.as_str());
-    h.write(
-        &format!("/etc/firewalld/services/{svc}.xml"),
-        files::firewalld_service(role).as_bytes(),
-        0o644,
-    )?;
-    let offline = h.is_file("/usr/bin/firewall-offline-cmd");
-    let add = format!("--add-service={svc}");
-    if offline && !h.is_live() {
-        h.run(
-            Command::new("chroot")
-                .arg(h.root())
-                .args(["firewall-offline-cmd", &add]),
-        )?;
-    } else if offline {
-        h.run(Command::new("firewall-offline-cmd").arg(&add))?;
-        if h.is_running_system() {
-            let _ = h.run(Command::new("firewall-cmd").arg("--reload"));
-        }
-    } else {
-        println!("    firewalld is not installed: wrote the {svc} service definition only");
+    h.run(Command::new("sysctl").arg("--system"))?;
+    h.run(Command::new("swapoff").arg("-a"))?;
+    if selinux == Selinux::Permissive && h.is_file("/usr/sbin/setenforce") {
+        // Fails when SELinux is disabled, which is fine.
+        let _ = h.run(Command::new("setenforce").arg("0"));
     }
     Ok(())
 }
 
-/// Best effort on a running system (not a chroot); the files make it permanent.
-fn apply_now(h: &Host) {
-    let _ = h.run(Command::new("modprobe").arg("overlay"));
-    let _ = h.run(Command::new("modprobe").arg("br_netfilter"));
-    let _ = h.run(Command::new("sysctl").arg("--system"));
-    let _ = h.run(Command::new("swapoff").arg("-a"));
-    if h.is_file("/usr/sbin/setenforce") {
-        let _ = h.run(Command::new("setenforce").arg("0"));
+/// Where kbundle installs binaries and state that container-selinux's file contexts cover
+/// (docs/upstream-facts.md, "SELinux and container-selinux").
+const LABELLED: &[&str] = &[
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/opt/kbundle",
+    "/opt/cni",
+    "/etc/containerd",
+    "/var/lib/containerd",
+    "/etc/kubernetes",
+    "/var/lib/kubelet",
+];
+
+/// The versioned kubelet the `/usr/local/bin/kubelet` link points at: container.fc gives
+/// `kubelet_exec_t` only to `/usr/local/s?bin/kubelet.*` and SELinux labels the file, not
+/// the link, so kbundle adds this one local rule.
+const KUBELET_FCONTEXT: &str = "/opt/kbundle/versions/[^/]+/kubelet";
+
+/// The `selinux-labels` step: in enforcing mode, on the node itself (the running system or
+/// the kickstart chroot), the installed files get their labels from the loaded policy.
+pub fn selinux_labels(c: &mut Ctx) -> Result<(), InstallError> {
+    let h = &c.host;
+    if c.cluster.selinux != Selinux::Enforcing {
+        return Ok(());
     }
+    if !h.is_live() || !h.is_file("/usr/sbin/restorecon") {
+        println!("    SELinux enforcing: labels are not applied here (no restorecon on this root); run `restorecon -R` on the node");
+        return Ok(());
+    }
+    if h.is_file("/usr/sbin/semanage") {
+        let known = h.query(Command::new("semanage").args(["fcontext", "-l", "-C"]))?;
+        if !String::from_utf8_lossy(&known.stdout).contains(KUBELET_FCONTEXT) {
+            h.run(Command::new("semanage").args(["fcontext", "-a", "-t", "kubelet_exec_t", KUBELET_FCONTEXT]))?;
+        }
+    }
+    let paths: Vec<&str> = LABELLED.iter().copied().filter(|p| h.exists(p)).collect();
+    h.run(Command::new("restorecon").arg("-R").args(&paths))?;
+    Ok(())
 }
+
+#[cfg(test)]
+#[path = "hostprep_tests.rs"]
+mod tests;

@@ -1,10 +1,20 @@
 //! Preflight: every check runs and every failure is reported together, like kubeadm does.
 
-use crate::cluster::Role;
+use crate::cluster::{ProxyMode, Role, Selinux};
 use crate::host::Host;
+use crate::version::Version;
 
 /// Names accepted by `--skip-preflight`.
-pub const CHECKS: &[&str] = &["os", "arch", "memory", "cpu", "commands"];
+pub const CHECKS: &[&str] = &["os", "arch", "memory", "cpu", "commands", "modules"];
+
+/// What the cluster and bundle ask of this node, beyond its role.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    pub proxy_mode: ProxyMode,
+    pub selinux: Selinux,
+    /// The bundle's Kubernetes version.
+    pub kubernetes: Version,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -50,7 +60,13 @@ fn find_command(host: &Host, name: &str) -> bool {
     .any(|d| host.is_file(&format!("{d}/{name}")))
 }
 
-pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform], skip: &[String]) -> Outcome {
+pub fn run(
+    host: &Host,
+    role: Role,
+    needs: &Needs,
+    platforms: &[crate::bundle::fields::Platform],
+    skip: &[String],
+) -> Outcome {
     let mut o = Outcome::default();
     let skipped = |c: &str| skip.iter().any(|s| s == c || s == "all");
     let mut found: Vec<(&'static str, Option<String>)> = Vec::new();
@@ -68,10 +84,16 @@ pub fn run(host: &Host, role: Role, platforms: &[crate::bundle::fields::Platform
     }
     if !skipped("commands") {
         found.extend(
-            check_commands(host, &mut o.warnings)
+            check_commands(host, needs, &mut o.warnings)
                 .into_iter()
                 .map(|m| ("commands", Some(m))),
         );
+    }
+    if !skipped("modules") {
+        found.push(("modules", missing_modules(host, needs.proxy_mode)));
+    }
+    if needs.selinux == Selinux::Enforcing {
+        o.warnings.extend(selinux_warnings(host));
     }
     o.failures = found
         .into_iter()
@@ -129,7 +151,7 @@ fn check_cpus(host: &Host) -> Option<String> {
 }
 
 /// Commands kubeadm and kubelet need (failures) and recommend (warnings).
-fn check_commands(host: &Host, warnings: &mut Vec<String>) -> Vec<String> {
+fn check_commands(host: &Host, needs: &Needs, warnings: &mut Vec<String>) -> Vec<String> {
     let mut failures = Vec::new();
     let missing: Vec<&str> = ["mount", "umount", "nsenter", "modprobe"]
         .into_iter()
@@ -138,7 +160,14 @@ fn check_commands(host: &Host, warnings: &mut Vec<String>) -> Vec<String> {
     if !missing.is_empty() {
         failures.push(format!("missing {} (util-linux, kmod)", missing.join(", ")));
     }
-    if !find_command(host, "iptables") && !find_command(host, "nft") {
+    // kubeadm up to 1.32 fails its own preflight without iptables (docs/upstream-facts.md,
+    // "Kernel modules per EL release").
+    if needs.kubernetes < Version::new(1, 33, 0) && !find_command(host, "iptables") {
+        failures.push(format!(
+            "iptables is not installed; kubeadm {} requires it (install iptables-nft from the DVD)",
+            needs.kubernetes.with_v()
+        ));
+    } else if !find_command(host, "iptables") && !find_command(host, "nft") {
         failures.push("neither iptables nor nft is installed (iptables-nft or nftables)".into());
     }
     for opt in ["conntrack", "socat", "ethtool", "tc"] {
@@ -147,6 +176,79 @@ fn check_commands(host: &Host, warnings: &mut Vec<String>) -> Vec<String> {
         }
     }
     failures
+}
+
+/// The running kernel's release (`uname -r`), when the kernel says.
+pub fn kernel_release(host: &Host) -> Option<String> {
+    host.kernel("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+}
+
+/// On a running EL10 node, the kernel modules kbundle loads that the running kernel does
+/// not have: EL10 moved `br_netfilter`, `nft_compat` and the `xt_*` family into
+/// kernel-modules-extra, which minimal and cloud installs lack (docs/upstream-facts.md,
+/// "Kernel modules per EL release"). EL9 ships them with the kernel itself.
+fn missing_modules(host: &Host, mode: ProxyMode) -> Option<String> {
+    if !host.is_running_system() {
+        return None;
+    }
+    let (_, version, _) = os_release(&host.read("/etc/os-release").unwrap_or_default());
+    if version.split('.').next() != Some("10") {
+        return None;
+    }
+    let release = kernel_release(host);
+    let missing: Vec<&str> = super::files::modules(mode)
+        .into_iter()
+        .filter(|m| !module_available(host, release.as_deref(), m))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let rel = release.unwrap_or_else(|| "$(uname -r)".to_string());
+    Some(format!(
+        "kernel module(s) {} not available for the running kernel {rel}: on Rocky/RHEL 10 they \
+         come with kernel-modules-extra. Install kernel-modules-extra-{rel} from the DVD's BaseOS \
+         (mount it, then `dnf --disablerepo='*' --repofrompath=dvd,/mnt/BaseOS install \
+         kernel-modules-extra-{rel}`) and run install again",
+        missing.join(", ")
+    ))
+}
+
+/// `modinfo -k RELEASE MODULE` succeeds (kmod looks in /lib/modules/RELEASE, built-ins too).
+fn module_available(host: &Host, release: Option<&str>, module: &str) -> bool {
+    let mut cmd = std::process::Command::new("modinfo");
+    if let Some(r) = release {
+        cmd.args(["-k", r]);
+    }
+    cmd.arg(module);
+    host.exec(&mut cmd, crate::host::sys::Stdin::Null, None)
+        .is_ok_and(|ran| ran.status.success())
+}
+
+/// Where container-selinux installs its policy module (docs/upstream-facts.md, "SELinux and
+/// container-selinux").
+pub const CONTAINER_SELINUX_PP: &str = "/usr/share/selinux/packages/container.pp.bz2";
+
+/// In enforcing mode: what the node lacks for kbundle's binaries to get container-selinux's
+/// labels.
+fn selinux_warnings(host: &Host) -> Vec<String> {
+    let mut w = Vec::new();
+    if !host.is_file(CONTAINER_SELINUX_PP) {
+        w.push(
+            "selinux = \"enforcing\" but container-selinux is not installed: containerd, runc and kubelet \
+             get no container policy (install container-selinux from the DVD's AppStream)"
+                .into(),
+        );
+    }
+    if !find_command(host, "semanage") {
+        w.push(
+            "selinux = \"enforcing\" but semanage is missing (policycoreutils-python-utils): the kubelet \
+             under /opt/kbundle/versions keeps a generic label"
+                .into(),
+        );
+    }
+    w
 }
 
 #[cfg(test)]
@@ -180,7 +282,12 @@ mod tests {
         }
         .parse()
         .unwrap();
-        let o = run(&host, Role::Init, std::slice::from_ref(&other), &[]);
+        let needs = Needs {
+            proxy_mode: ProxyMode::Iptables,
+            selinux: Selinux::Permissive,
+            kubernetes: Version::new(1, 34, 3),
+        };
+        let o = run(&host, Role::Init, &needs, std::slice::from_ref(&other), &[]);
         let checks: Vec<&str> = o.failures.iter().map(|f| f.check).collect();
         assert!(
             checks.contains(&"os") && checks.contains(&"arch") && checks.contains(&"commands"),
@@ -189,6 +296,7 @@ mod tests {
         let o = run(
             &host,
             Role::Init,
+            &needs,
             std::slice::from_ref(&other),
             &["os".into(), "arch".into(), "commands".into()],
         );

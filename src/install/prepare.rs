@@ -17,7 +17,18 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
         ctx.host.root().display()
     );
     ctx.step("preflight", |c| {
-        let o = preflight::run(&c.host, c.role, &c.bundle.json().platforms, &c.opts.skip_preflight);
+        let needs = preflight::Needs {
+            proxy_mode: c.cluster.proxy_mode,
+            selinux: c.cluster.selinux,
+            kubernetes: c.bundle.json().kubernetes.version(),
+        };
+        let o = preflight::run(
+            &c.host,
+            c.role,
+            &needs,
+            &c.bundle.json().platforms,
+            &c.opts.skip_preflight,
+        );
         for w in &o.warnings {
             println!("    warning: {w}");
         }
@@ -39,6 +50,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     ctx.step("containerd-config", containerd_config)?;
     ctx.step("images", images)?;
     ctx.step("kubeadm-config", kubeadm_config)?;
+    ctx.step("selinux-labels", super::hostprep::selinux_labels)?;
     let v = format!("{}\n", ctx.bundle.json().kubernetes);
     ctx.host
         .write("/var/lib/kbundle/kubernetes-version", v.as_bytes(), 0o644)?;

@@ -163,12 +163,17 @@ fn prepare_on_an_image_writes_every_file_then_imports_through_a_temporary_contai
 fn prepare_on_a_live_node_loads_modules_turns_swap_off_and_opens_the_firewall() {
     let s = scene("open-ports");
     std::fs::write(s.root.join("usr/bin/firewall-offline-cmd"), "").unwrap();
+    std::fs::write(s.root.join("usr/bin/firewall-cmd"), "").unwrap();
     std::fs::write(s.root.join("usr/sbin/setenforce"), "").unwrap();
     let (rec, r) = run(&s, "worker1", Phase::Prepare, true);
     r.unwrap();
     let cmds = rec.commands();
-    let add = at(&cmds, "firewall-offline-cmd --add-service=kbundle-worker");
-    assert!(add < at(&cmds, "firewall-cmd --reload"), "{cmds:#?}");
+    // firewalld runs (firewall-cmd --state answers 0): permanent rules, then a reload.
+    let add = at(&cmds, "firewall-cmd --permanent --add-service=kbundle-worker");
+    assert!(
+        add < cmds.iter().rposition(|c| c == "firewall-cmd --reload").unwrap(),
+        "{cmds:#?}"
+    );
     for c in [
         "modprobe overlay",
         "modprobe br_netfilter",

@@ -10,6 +10,7 @@ mod crash;
 mod etcd;
 mod fuzz_archive;
 mod hostile;
+mod hostprep;
 mod image_faults;
 mod images;
 mod install;
