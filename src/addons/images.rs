@@ -7,6 +7,8 @@
 //! `template.spec` of a PodTemplate; `spec.jobTemplate.spec.template.spec` of a CronJob. In
 //! each, `containers`, `initContainers` and `ephemeralContainers` are read. Other kinds
 //! (ConfigMaps, CRDs, RBAC, ...) are not workloads and are ignored, whatever text they hold.
+//! Where the API puts pod specs and containers: docs/upstream-facts.md, "Add-on manifests
+//! and their images".
 
 use crate::image_ref::{ImageRef, ImageRefError};
 use std::str::FromStr;
