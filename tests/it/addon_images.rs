@@ -89,99 +89,148 @@ fn layout_images(dir: &Path) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-#[test]
-fn the_add_on_manifests_images_are_bundled_and_the_catalog_only_warns() {
+/// A site whose add-on manifests name other images than the catalog: flannel's from
+/// docker.io with another CNI plugin tag, metrics-server by tag and digest (with its tag
+/// then moved to another image, so only a build that honours the digest gets it right).
+struct Differing {
+    site: Site,
+    _up: Upstream,
+    mirrors: Vec<String>,
+    metrics: String,
+    /// (reference, digest) of the images the manifests name.
+    pushed: Vec<(String, String)>,
+}
+
+fn differing_site() -> Differing {
     let site = Site::new();
     let set = image_set();
-    // metrics-server by tag and digest; its tag is then moved to another image, so only a
-    // build that honours the digest bundles the right one.
     let metrics = format!("{CATALOG_METRICS}@{}", set.base_amd64);
-    serve_flannel_manifest(
-        &site.root,
-        &site.spec,
-        &flannel_manifest_with(&site.spec, MANIFEST_CNI, MANIFEST_FLANNEL),
-    );
-    serve_metrics_server_manifest(
-        &site.root,
-        &site.spec,
-        &metrics_server_manifest_with(&site.spec, &metrics),
-    );
+    let flannel = flannel_manifest_with(&site.spec, MANIFEST_CNI, MANIFEST_FLANNEL);
+    serve_flannel_manifest(&site.root, &site.spec, &flannel);
+    let components = metrics_server_manifest_with(&site.spec, &metrics);
+    serve_metrics_server_manifest(&site.root, &site.spec, &components);
     let up = Upstream::start_with(&site.root, &site.manifest, Registry::start());
     let pushed = push_k8s_images(&up.registry, "v1.34.3", &[MANIFEST_CNI, MANIFEST_FLANNEL, &metrics]);
     up.registry.push_layout(&set.layout, "app-amd64", CATALOG_METRICS);
     let mut mirrors = up.mirror_args();
-    mirrors.extend(strings(&[
-        "--mirror",
-        &format!("docker.io={}/docker.io", up.registry.url()),
-    ]));
+    let docker = format!("docker.io={}/docker.io", up.registry.url());
+    mirrors.extend(strings(&["--mirror", &docker]));
+    Differing {
+        site,
+        _up: up,
+        mirrors,
+        metrics,
+        pushed,
+    }
+}
 
-    let o = run_kbundle(&site.build_args(&mirrors, "out", &[]));
-    assert!(o.status.success(), "{}", text(&o));
-    let err = stderr(&o);
-    for (catalog, manifest) in [
-        (CATALOG_CNI, MANIFEST_CNI),
-        (CATALOG_FLANNEL, MANIFEST_FLANNEL),
-        (CATALOG_METRICS, metrics.as_str()),
-    ] {
-        let warned = err
-            .lines()
-            .any(|l| l.starts_with("warning:") && l.contains(catalog) && l.contains(manifest));
-        assert!(warned, "no warning naming {catalog} and {manifest}:\n{err}");
+impl Differing {
+    fn build(&self, out: &str, extra: &[&str]) -> Output {
+        run_kbundle(&self.site.build_args(&self.mirrors, out, extra))
     }
 
+    fn lock(&self) -> String {
+        std::fs::read_to_string(self.site.manifest.with_extension("lock")).unwrap()
+    }
+}
+
+/// Each pair (catalog's, manifest's) is named together on one warning line.
+fn assert_warned_both(o: &Output, pairs: &[(&str, &str)]) {
+    let err = stderr(o);
+    for (catalog, manifest) in pairs {
+        let both = |l: &&str| l.starts_with("warning:") && l.contains(catalog) && l.contains(manifest);
+        assert!(
+            err.lines().any(|l| both(&l)),
+            "no warning naming {catalog} and {manifest}:\n{err}"
+        );
+    }
+}
+
+/// bundle.json and the OCI layout of the built archive hold kubeadm's images and exactly
+/// the images the add-on manifests name, the digest-pinned one at its digest.
+fn assert_bundle_holds_the_manifests_images(d: &Differing, out: &str) {
     let mut want: BTreeSet<String> = kubeadm_images("v1.34.3").into_iter().collect();
-    want.extend(pushed.iter().map(|(r, _)| r.clone()));
-    let archive = site.path("out/kubernetes-v1.34.3.tar.zst");
-    let bj = json_of(&run_kbundle(&strings(&[
-        "inspect",
-        "--json",
-        archive.to_str().unwrap(),
-    ])));
+    want.extend(d.pushed.iter().map(|(r, _)| r.clone()));
+    let archive = d.site.path(&format!("{out}/kubernetes-v1.34.3.tar.zst"));
+    let archive = archive.to_str().unwrap();
+    let bj = json_of(&run_kbundle(&strings(&["inspect", "--json", archive])));
     let images = bundle_images(&bj);
     assert_eq!(images.iter().map(|(r, _)| r.clone()).collect::<BTreeSet<_>>(), want);
     assert!(
-        images.contains(&(metrics.clone(), set.base_amd64.clone())),
+        images.contains(&(d.metrics.clone(), image_set().base_amd64)),
         "{images:?}"
     );
-    let hop: BTreeSet<&str> = bj["hops"][0]["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert!(hop.contains(MANIFEST_CNI) && hop.contains(metrics.as_str()), "{hop:?}");
-
-    let u = run_kbundle(&strings(&[
-        "unpack",
-        archive.to_str().unwrap(),
-        site.path("un").to_str().unwrap(),
-    ]));
-    assert!(u.status.success(), "{}", text(&u));
-    assert_eq!(layout_images(&site.path("un/kubernetes-v1.34.3")), images);
-    let lock = std::fs::read_to_string(site.manifest.with_extension("lock")).unwrap();
-    assert!(lock.contains(MANIFEST_CNI) && !lock.contains(CATALOG_CNI), "{lock}");
-
-    // The lock holds exactly these images: --locked builds from it.
-    let o = run_kbundle(&site.build_args(&mirrors, "out2", &["--locked"]));
-    assert!(o.status.success(), "{}", text(&o));
-
-    // flannel republishes its manifest with another image: the lock is stale, and says why.
-    let newer = flannel_manifest_with(
-        &site.spec,
-        "docker.io/flannel/flannel-cni-plugin:v1.9.0-flannel1",
-        MANIFEST_FLANNEL,
+    let hop = bj["hops"][0]["images"].as_array().unwrap();
+    let hop: BTreeSet<&str> = hop.iter().filter_map(|v| v.as_str()).collect();
+    assert!(
+        hop.contains(MANIFEST_CNI) && hop.contains(d.metrics.as_str()),
+        "{hop:?}"
     );
-    serve_flannel_manifest(&site.root, &site.spec, &newer);
-    let o = run_kbundle(&site.build_args(&mirrors, "out3", &["--locked"]));
+    let un = d.site.path(&format!("{out}-unpacked"));
+    let u = run_kbundle(&strings(&["unpack", archive, un.to_str().unwrap()]));
+    assert!(u.status.success(), "{}", text(&u));
+    assert_eq!(layout_images(&un.join("kubernetes-v1.34.3")), images);
+}
+
+#[test]
+fn the_add_on_manifests_images_are_bundled_and_the_catalog_only_warns() {
+    let d = differing_site();
+    let o = d.build("out", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = d.metrics.as_str();
+    assert_warned_both(
+        &o,
+        &[
+            (CATALOG_CNI, MANIFEST_CNI),
+            (CATALOG_FLANNEL, MANIFEST_FLANNEL),
+            (CATALOG_METRICS, metrics),
+        ],
+    );
+    assert_bundle_holds_the_manifests_images(&d, "out");
+    let lock = d.lock();
+    assert!(lock.contains(MANIFEST_CNI) && !lock.contains(CATALOG_CNI), "{lock}");
+    // The lock holds exactly these images: --locked builds from it.
+    let o = d.build("out2", &["--locked"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_lock_missing_an_add_on_image_or_an_add_on_manifest_republished_is_stale() {
+    let d = differing_site();
+    assert!(d.build("out", &[]).status.success());
+    let lock = d.lock();
+    // Drop the CNI plugin's entry: --locked names the image and where it comes from; a
+    // plain build locks again, to the same text.
+    let (head, blocks) = lock.split_once("[[image]]").unwrap();
+    let kept: Vec<&str> = blocks
+        .split("[[image]]")
+        .filter(|b| !b.contains(MANIFEST_CNI))
+        .collect();
+    let lock_path = d.site.manifest.with_extension("lock");
+    std::fs::write(&lock_path, format!("{head}[[image]]{}", kept.join("[[image]]"))).unwrap();
+    let o = d.build("out-stale", &["--locked"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let want = format!("image {MANIFEST_CNI} (named by the flannel manifest): not in the lockfile");
+    assert!(stderr(&o).contains(&want), "{}", text(&o));
+    let o = d.build("out-relock", &[]);
+    assert!(
+        o.status.success() && stderr(&o).contains("wrote lockfile"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(d.lock(), lock);
+
+    // flannel republishes its manifest with another image: --locked says the file changed
+    // and that the images follow from it.
+    let other_cni = "docker.io/flannel/flannel-cni-plugin:v1.9.0-flannel1";
+    let newer = flannel_manifest_with(&d.site.spec, other_cni, MANIFEST_FLANNEL);
+    serve_flannel_manifest(&d.site.root, &d.site.spec, &newer);
+    let o = d.build("out3", &["--locked"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
-    assert!(
-        err.contains("kube-flannel.yml")
-            && err.contains("add-on images are read from this file")
-            && err.contains("kbundle lock"),
-        "{err}"
-    );
-    assert!(!site.path("out3/kubernetes-v1.34.3.tar.zst").exists());
+    let named = err.contains("kube-flannel.yml") && err.contains("add-on images are read from this file");
+    assert!(named && err.contains("kbundle lock"), "{err}");
+    assert!(!d.site.path("out3/kubernetes-v1.34.3.tar.zst").exists());
 }
 
 /// Files-only builds (no registry needed) of the site with `script` as kubeadm.
