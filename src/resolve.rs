@@ -4,7 +4,7 @@
 
 use crate::catalog::checksum::{self, ChecksumError};
 use crate::catalog::images::CatalogImage;
-use crate::catalog::FileArtifact;
+use crate::catalog::{Component, FileArtifact};
 use crate::digest::Sha256;
 use crate::fetch::{Cache, Expected, FetchError, Fetched, Fetcher, Request};
 use crate::images::pull::{Puller, Resolved};
@@ -226,25 +226,23 @@ pub async fn fetch_images(
     ))
 }
 
-/// Resolves a manifest into a fresh lock, filling the cache on the way.
-#[allow(clippy::too_many_arguments)]
-pub async fn lock(
+/// Locks every file: its vouched digest (or that of its first download), fetched into the
+/// cache verified. Returns the locked entries and the fetched files, both in `files` order.
+pub async fn lock_files(
     fetcher: &Fetcher,
-    puller: &Puller,
     cache: &Cache,
     m: &Manifest,
     files: &[FileArtifact],
-    images: &[CatalogImage],
     jobs: usize,
-) -> Result<Lock, ResolveError> {
+) -> Result<(Vec<LockedFile>, Vec<Fetched>), ResolveError> {
     let digests = upstream_digests(fetcher, m, files, jobs).await?;
     warn_unvouched(fetcher, m, files, &digests);
     let want: Vec<Expected> = digests.iter().map(|d| Expected::new(d.map(|x| x.0), None)).collect();
     let fetched = fetch_all(fetcher, cache, files, &want, jobs).await?;
-    let mut locked: Vec<LockedFile> = files
+    let locked = files
         .iter()
         .zip(digests)
-        .zip(fetched)
+        .zip(&fetched)
         .map(|((f, d), r)| LockedFile {
             path: f.path.clone(),
             url: f.url.clone(),
@@ -253,17 +251,33 @@ pub async fn lock(
             source: d.map_or(DigestSource::FirstDownload, |x| x.1),
         })
         .collect();
-    locked.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((locked, fetched))
+}
+
+/// Resolves every image to its upstream digests, sorted by reference, for a fresh lock.
+pub async fn lock_images(
+    puller: &Puller,
+    cache: &Cache,
+    m: &Manifest,
+    images: &[CatalogImage],
+    jobs: usize,
+) -> Result<Vec<crate::images::LockedImage>, ResolveError> {
     let resolved = resolve_images(puller, cache, m, images, None, false, jobs).await?;
     let mut images: Vec<_> = resolved.into_iter().map(|r| r.locked).collect();
     images.sort_by(|a, b| a.reference.cmp(&b.reference));
-    Ok(Lock {
+    Ok(images)
+}
+
+/// A lock of `m` from locked files and images.
+pub fn new_lock(m: &Manifest, mut files: Vec<LockedFile>, images: Vec<crate::images::LockedImage>) -> Lock {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Lock {
         schema: LOCK_SCHEMA,
         name: m.name.clone(),
         kubernetes: m.kubernetes.with_v(),
-        files: locked,
+        files,
         images,
-    })
+    }
 }
 
 /// Warns about each file nobody vouches for: its first download's digest gets locked.
@@ -285,6 +299,13 @@ pub fn stale_details(
     files: &[FileArtifact],
     images: &[CatalogImage],
 ) -> Result<Vec<String>, ResolveError> {
+    let mut d = stale_file_details(lock, m, files)?;
+    d.extend(stale_image_details(lock, m, images));
+    Ok(d)
+}
+
+/// The differences of [`stale_details`] in the name and the files only.
+pub fn stale_file_details(lock: &Lock, m: &Manifest, files: &[FileArtifact]) -> Result<Vec<String>, ResolveError> {
     let pins = pins_by_path(m, files)?;
     let index = lock.index();
     let mut d = Vec::new();
@@ -296,15 +317,21 @@ pub fn stale_details(
     for l in lock.files.iter().filter(|l| !paths.contains(l.path.as_str())) {
         d.push(format!("{}: in the lockfile but no longer in the manifest", l.path));
     }
-    d.extend(images.iter().flat_map(|i| stale_image(&index, m, i)));
+    Ok(d)
+}
+
+/// The differences of [`stale_details`] in the images only.
+pub fn stale_image_details(lock: &Lock, m: &Manifest, images: &[CatalogImage]) -> Vec<String> {
+    let index = lock.index();
+    let mut d: Vec<String> = images.iter().flat_map(|i| stale_image(&index, m, i)).collect();
     let refs: HashSet<String> = images.iter().map(|i| i.reference.to_string()).collect();
     for l in lock.images.iter().filter(|l| !refs.contains(&l.reference)) {
         d.push(format!(
-            "image {}: in the lockfile but no longer in the manifest",
+            "image {}: in the lockfile but no longer in the manifest or its add-on manifests",
             l.reference
         ));
     }
-    Ok(d)
+    d
 }
 
 /// How the lock's entry for `f` differs from what the manifest needs, if it does.
@@ -313,12 +340,22 @@ fn stale_file(index: &LockIndex<'_>, pins: &HashMap<String, Pin>, f: &FileArtifa
         return Some(format!("{}: not in the lockfile", f.path));
     };
     if l.url != f.url {
-        return Some(format!("{}: lock has URL {}, manifest needs {}", f.path, l.url, f.url));
+        return Some(format!(
+            "{}: lock has URL {}, manifest needs {}{}",
+            f.path,
+            l.url,
+            f.url,
+            addon_note(f)
+        ));
     }
     let p = pins.get(&f.path).filter(|p| p.sha256 != l.sha256)?;
     Some(format!(
-        "{}: manifest pins sha256 {} (line {}), lock has {}",
-        f.path, p.sha256, p.line, l.sha256
+        "{}: manifest pins sha256 {} (line {}), lock has {}{}",
+        f.path,
+        p.sha256,
+        p.line,
+        l.sha256,
+        addon_note(f)
     ))
 }
 
@@ -326,7 +363,12 @@ fn stale_file(index: &LockIndex<'_>, pins: &HashMap<String, Pin>, f: &FileArtifa
 fn stale_image(index: &LockIndex<'_>, m: &Manifest, i: &CatalogImage) -> Vec<String> {
     let r = i.reference.to_string();
     let Some(l) = index.image(&r) else {
-        return vec![format!("image {r}: not in the lockfile")];
+        let from = if i.source.is_addon() {
+            format!(" (named by the {} manifest)", i.source.as_str())
+        } else {
+            String::new()
+        };
+        return vec![format!("image {r}{from}: not in the lockfile")];
     };
     let mut d = Vec::new();
     if i.reference.digest.is_some_and(|pin| pin != l.digest) {
@@ -363,8 +405,12 @@ pub async fn check_upstream(
             let (l, now) = (index.file(&f.path)?, now?);
             (now != l.sha256).then(|| {
                 format!(
-                    "{} ({}): lock has sha256 {}, upstream now {}",
-                    f.name, f.url, l.sha256, now
+                    "{} ({}): lock has sha256 {}, upstream now {}{}",
+                    f.name,
+                    f.url,
+                    l.sha256,
+                    now,
+                    addon_note(f)
                 )
             })
         })
@@ -376,6 +422,16 @@ pub async fn check_upstream(
         path: lock_path.to_path_buf(),
         changes,
     })
+}
+
+/// For an add-on manifest: its images come from it, so a new file may mean new images.
+pub fn addon_note(f: &FileArtifact) -> &'static str {
+    match f.component {
+        Component::Flannel | Component::MetricsServer => {
+            " (the bundle's add-on images are read from this file: run `kbundle lock` to take the new file and its images)"
+        }
+        _ => "",
+    }
 }
 
 /// Each file's digest upstream now: the one published (or pinned), else that of a fresh
@@ -405,52 +461,5 @@ async fn digests_now(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn manifest(pins: &str) -> Manifest {
-        let src = format!(
-            "schema = 1\n[kubernetes]\nversion = \"v1.34.3\"\n[components]\ncontainerd = \"2.1.5\"\nrunc = \"1.3.4\"\n\
-             cni-plugins = \"1.8.0\"\ncrictl = \"1.34.0\"\netcd = \"3.5.25\"\n[sha256]\n{pins}"
-        );
-        Manifest::parse(std::path::Path::new("m.toml"), &src).unwrap()
-    }
-
-    #[test]
-    fn pins_match_by_url_or_path_and_an_unused_pin_names_its_line() {
-        let d = Sha256::of(b"x");
-        let probe = manifest("");
-        let files = crate::catalog::manifest_files(&probe);
-        let (a, b) = (&files[0], &files[1]);
-        let m = manifest(&format!("\"{}\" = \"{d}\"\n\"{}\" = \"{d}\"\n", a.url, b.path));
-        let pins = pins_by_path(&m, &files).unwrap();
-        assert_eq!(pins.len(), 2);
-        assert_eq!(pins[&a.path].key, a.url);
-        assert_eq!(pins[&b.path].key, b.path);
-
-        let m = manifest(&format!(
-            "\"{}\" = \"{d}\"\n\"https://example.com/x\" = \"{d}\"\n",
-            a.url
-        ));
-        let e = pins_by_path(&m, &files).unwrap_err().to_string();
-        assert!(
-            e.starts_with("m.toml:12:") && e.contains("https://example.com/x"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn files_by_key_has_one_entry_per_url_and_path_first_file_winning() {
-        let files = crate::catalog::manifest_files(&manifest(""));
-        let by_key = files_by_key(&files);
-        assert_eq!(by_key.len(), files.len() * 2);
-        let mut twice = files.clone();
-        twice.extend(files.iter().cloned().map(|mut f| {
-            f.name = "second".into();
-            f
-        }));
-        let by_key = files_by_key(&twice);
-        assert_eq!(by_key.len(), files.len() * 2);
-        assert!(by_key.values().all(|f| f.name != "second"));
-    }
-}
+#[path = "resolve_tests.rs"]
+mod tests;

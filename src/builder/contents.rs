@@ -135,9 +135,14 @@ fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> 
 fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
     let last = h == m.kubernetes;
     let own: HashSet<String> = if last {
-        catalog::images::manifest_images(m)
-            .map(|v| v.into_iter().map(|i| i.reference.to_string()).collect())
-            .unwrap_or_default()
+        // kubeadm's and the extra images from the catalog; the add-on images as the scope
+        // has them (read from the add-on manifests).
+        let base = catalog::images::base_images(m).unwrap_or_default();
+        let addons = sc.images.iter().filter(|i| i.source.is_addon()).cloned();
+        base.into_iter()
+            .chain(addons)
+            .map(|i| i.reference.to_string())
+            .collect()
     } else {
         catalog::images::kubeadm_images(h, None, None, None)
             .map(|v| v.into_iter().map(|i| i.reference.to_string()).collect())

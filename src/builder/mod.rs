@@ -1,7 +1,10 @@
 //! `kbundle build`: manifest → lock → verified downloads → one deterministic archive.
 
+mod addons;
 mod contents;
+mod kubeadm_check;
 mod outdir;
+mod settle;
 
 use crate::bundle::meta::BundleJson;
 use crate::bundle::pack::{self, Compression, PackEntry, Source};
@@ -35,6 +38,20 @@ pub enum BuildError {
     Pack(#[from] pack::PackError),
     #[error(transparent)]
     Images(#[from] catalog::images::UnknownKubernetes),
+    #[error("add-on manifest {file} ({path}): {source}")]
+    AddonRead {
+        file: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("add-on manifest {file} ({url}): cannot read its images: {source}")]
+    AddonImages {
+        file: String,
+        url: String,
+        #[source]
+        source: crate::addons::images::ImagesError,
+    },
     #[error("--locked: no lockfile at {path}; run `kbundle lock {manifest}` first")]
     NoLock { path: PathBuf, manifest: PathBuf },
     #[error("installer {path}: {source}")]
@@ -128,6 +145,9 @@ pub struct BuildOptions {
     pub base: Option<PathBuf>,
     /// Files only: no container images (for sites that serve images from their own registry).
     pub skip_images: bool,
+    /// Run the bundle's own kubeadm (for this host's arch) to cross-check kubeadm's image
+    /// list; see `kubeadm_check` for why this is off by default.
+    pub check_kubeadm_images: bool,
 }
 
 impl Default for BuildOptions {
@@ -141,6 +161,7 @@ impl Default for BuildOptions {
             upgrade_from: None,
             base: None,
             skip_images: false,
+            check_kubeadm_images: false,
         }
     }
 }
@@ -229,7 +250,9 @@ pub fn sibling_pins(manifest: &Path) -> Vec<Version> {
     out
 }
 
-/// Files, images and hops of a bundle of `m`, optionally upgrading from `from`.
+/// Files, images and hops of a bundle of `m`, optionally upgrading from `from`. The add-on
+/// images are the catalog's expectation here; `lock` and `build` replace them with the
+/// images the add-on manifests name, once those are fetched (see `addons`).
 pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
     let mut files = catalog::manifest_files(m);
     let mut images = catalog::images::manifest_images(m)?;
@@ -262,11 +285,9 @@ pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
 /// `kbundle lock`: resolve and write the lockfile (beside the manifest, or `--lockfile`).
 pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Result<(Lock, PathBuf), BuildError> {
     let m = Manifest::load(manifest)?;
-    let Scope { files, images, .. } = scope(&m, upgrade_from)?;
+    let mut sc = scope(&m, upgrade_from)?;
     let e = Engines::start(&m, o)?;
-    let lock = e.rt.block_on(resolve::lock(
-        &e.files, &e.images, &e.cache, &m, &files, &images, o.jobs,
-    ))?;
+    let lock = settle::fresh_lock(&e, &m, &mut sc, o.jobs, true)?;
     let path = o.lock_path(&m);
     lock.write(&path)?;
     Ok((lock, path))
@@ -285,7 +306,7 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let _out = outdir::claim(&o.out, &Progress::new(o.common.quiet))?;
     let e = Engines::start(&m, &o.common)?;
     let lock_path = o.common.lock_path(&m);
-    let (lock, lock_written) = settle_lock(&e, &m, &sc, o, &lock_path)?;
+    let (lock, lock_written) = settle::settle_lock(&e, &m, &mut sc, o, &lock_path)?;
     let (bundle, (archive, sha256, size)) = gather_and_pack(&e, &m, &sc, &lock, &installer, o)?;
     Ok(Built {
         archive,
@@ -314,63 +335,6 @@ fn installer(m: &Manifest, o: &BuildOptions) -> Result<PathBuf, BuildError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })
-}
-
-/// The lock to build from: the existing one if it still matches the manifest (with
-/// `--locked`: it must exist, match, and upstream must still agree), else a fresh one,
-/// written to `lock_path`. Returns the lock and whether it was written.
-fn settle_lock(
-    e: &Engines,
-    m: &Manifest,
-    sc: &Scope,
-    o: &BuildOptions,
-    lock_path: &Path,
-) -> Result<(Lock, bool), BuildError> {
-    let existing = if lock_path.exists() {
-        Some(Lock::load(lock_path)?)
-    } else {
-        None
-    };
-    let jobs = o.common.jobs;
-    match existing {
-        None if o.locked => Err(BuildError::NoLock {
-            path: lock_path.to_path_buf(),
-            manifest: m.path.clone(),
-        }),
-        Some(l) if o.locked => {
-            check_locked(e, m, sc, &l, lock_path, jobs)?;
-            Ok((l, false))
-        }
-        Some(l) if resolve::stale_details(&l, m, &sc.files, &sc.images)?.is_empty() => Ok((l, false)),
-        _ => {
-            let fresh = resolve::lock(&e.files, &e.images, &e.cache, m, &sc.files, &sc.images, jobs);
-            let l = e.rt.block_on(fresh)?;
-            l.write(lock_path)?;
-            Ok((l, true))
-        }
-    }
-}
-
-/// `--locked`: the lock must match the manifest, and upstream must still agree with it.
-fn check_locked(
-    e: &Engines,
-    m: &Manifest,
-    sc: &Scope,
-    l: &Lock,
-    lock_path: &Path,
-    jobs: usize,
-) -> Result<(), BuildError> {
-    let stale = resolve::stale_details(l, m, &sc.files, &sc.images)?;
-    if !stale.is_empty() {
-        return Err(ResolveError::Stale {
-            path: lock_path.to_path_buf(),
-            details: stale,
-        }
-        .into());
-    }
-    let check = resolve::check_upstream(&e.files, &e.cache, l, lock_path, m, &sc.files, jobs);
-    e.rt.block_on(check)?;
-    Ok(())
 }
 
 /// Every file and image blob, verified into the cache (cache hits cost no network).
@@ -419,6 +383,9 @@ fn gather_and_pack(
     loop {
         round += 1;
         let g = gather(e, m, sc, lock, o)?;
+        if o.check_kubeadm_images && round == 1 {
+            kubeadm_check::check(&e.progress, m, sc, &g.files);
+        }
         let contents = contents::assemble(m, sc, lock, &g, installer, o.base.as_deref())?;
         let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
         match pack_all(&m.name, &entries, o) {

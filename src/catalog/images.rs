@@ -118,7 +118,9 @@ fn tags_with(
     })
 }
 
-/// flannel's two images for a flannel release.
+/// flannel's two images for a flannel release, as the catalog expects them. Known wrong for
+/// some releases (docs/upstream-facts.md, "Add-on manifests and their images"): builds take
+/// the images from the release's kube-flannel.yml and only warn when this table disagrees.
 pub fn flannel_images(flannel: Version) -> Vec<CatalogImage> {
     let (registry, cni_tag) = if flannel < Version::new(0, 27, 0) {
         ("docker.io/flannel", "v1.5.1-flannel2")
@@ -135,14 +137,28 @@ pub fn flannel_images(flannel: Version) -> Vec<CatalogImage> {
     ]
 }
 
-/// Every image a bundle of this manifest carries, sorted by reference, without duplicates.
-pub fn manifest_images(m: &Manifest) -> Result<Vec<CatalogImage>, UnknownKubernetes> {
-    let mut out = kubeadm_images(
-        m.kubernetes,
-        m.images.pause.as_deref(),
-        m.images.etcd.as_deref(),
-        m.images.coredns.as_deref(),
-    )?;
+impl ImageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageSource::Kubeadm => "kubeadm",
+            ImageSource::Flannel => "flannel",
+            ImageSource::MetricsServer => "metrics-server",
+            ImageSource::Extra => "extra",
+        }
+    }
+
+    /// Images that come from an add-on manifest: the catalog only expects them; a build
+    /// takes them from the locked manifest file (see `crate::addons::images`).
+    pub fn is_addon(self) -> bool {
+        matches!(self, ImageSource::Flannel | ImageSource::MetricsServer)
+    }
+}
+
+/// The add-on images the catalog expects for this manifest: what the release manifests of
+/// these versions referenced when the table was written. A cross-check only: builds bundle
+/// the images the downloaded manifests name.
+pub fn addon_images(m: &Manifest) -> Vec<CatalogImage> {
+    let mut out = Vec::new();
     if let Some(f) = m.addons.flannel {
         out.extend(flannel_images(f));
     }
@@ -152,10 +168,30 @@ pub fn manifest_images(m: &Manifest) -> Result<Vec<CatalogImage>, UnknownKuberne
             ImageSource::MetricsServer,
         ));
     }
+    out
+}
+
+/// kubeadm's images (with the manifest's overrides) and the manifest's extra images: the
+/// images of a bundle that do not come from an add-on manifest.
+pub fn base_images(m: &Manifest) -> Result<Vec<CatalogImage>, UnknownKubernetes> {
+    let mut out = kubeadm_images(
+        m.kubernetes,
+        m.images.pause.as_deref(),
+        m.images.etcd.as_deref(),
+        m.images.coredns.as_deref(),
+    )?;
     out.extend(m.images.extra.iter().map(|r| CatalogImage {
         reference: r.clone(),
         source: ImageSource::Extra,
     }));
+    Ok(out)
+}
+
+/// Every image a bundle of this manifest carries as far as the catalog knows (add-on
+/// images as [`addon_images`] expects them), sorted by reference, without duplicates.
+pub fn manifest_images(m: &Manifest) -> Result<Vec<CatalogImage>, UnknownKubernetes> {
+    let mut out = base_images(m)?;
+    out.extend(addon_images(m));
     out.sort_by_key(|a| a.reference.to_string());
     out.dedup_by(|a, b| a.reference == b.reference);
     Ok(out)

@@ -50,6 +50,12 @@ pub struct Args {
     /// in the cluster config).
     #[arg(long)]
     pub skip_images: bool,
+    /// Cross-check kbundle's kubeadm image list by running the bundle's own kubeadm (for
+    /// this host's arch) as `kubeadm config images list --kubernetes-version V`; differences
+    /// are warnings. Off by default because it executes a downloaded program on this host.
+    /// KBUNDLE_CHECK_KUBEADM_IMAGES=1 does the same.
+    #[arg(long)]
+    pub check_kubeadm_images: bool,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
@@ -65,6 +71,8 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         upgrade_from: a.upgrade_from,
         base: a.base,
         skip_images: a.skip_images,
+        check_kubeadm_images: a.check_kubeadm_images
+            || std::env::var_os("KBUNDLE_CHECK_KUBEADM_IMAGES").is_some_and(|v| v == "1"),
     };
     let b = crate::builder::build(&a.manifest, &opts)?;
     if b.lock_written && !quiet {

@@ -9,7 +9,11 @@ type Pins = HashMap<String, Pin>;
 /// Print every file (with its upstream URL) and image a bundle of MANIFEST will contain.
 /// Uses no network.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'")]
+#[command(
+    after_help = "The add-on images (flannel, metrics-server) are kbundle's catalog's expectation: a build \
+bundles the images the downloaded kube-flannel.yml and components.yaml name, and warns where they differ.\n\n\
+Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'"
+)]
 pub struct Args {
     /// The manifest (manifests/*.toml).
     pub manifest: PathBuf,
@@ -66,7 +70,12 @@ fn print_text(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[Catal
     }
     crate::outln!("\nimages ({}):", images.len())?;
     for i in images {
-        crate::outln!("  {}", i.reference)?;
+        let note = if i.source.is_addon() {
+            "  (expected: a build takes it from the add-on manifest)"
+        } else {
+            ""
+        };
+        crate::outln!("  {}{note}", i.reference)?;
     }
     Ok(())
 }

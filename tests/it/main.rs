@@ -3,6 +3,7 @@
 
 mod support;
 
+mod addon_images;
 mod build;
 mod build_hostile;
 mod cli_output;

@@ -7,6 +7,7 @@
 //! * [`upstream`]: builds a fake upstream tree with upstream's real URL layout
 //!   and checksum-file formats, to be served by the mirror.
 
+pub mod addons;
 pub mod bundles;
 pub mod containerd;
 pub mod drip;
