@@ -12,7 +12,7 @@ use support::upstream::UpstreamSpec;
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -21,19 +21,19 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn stand_in(name: &str) -> PathBuf {
+pub(crate) fn stand_in(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
 }
 
 /// A bundle (real Debian binaries + registry images) and a cluster config, in a temp dir.
-struct Fixture {
-    tmp: tempfile::TempDir,
-    archive: PathBuf,
-    config: PathBuf,
-    images: Vec<(String, String)>,
+pub(crate) struct Fixture {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) archive: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) images: Vec<(String, String)>,
 }
 
-fn fixture(join_secrets: bool) -> Fixture {
+pub(crate) fn fixture(join_secrets: bool) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
     std::fs::copy(
@@ -77,7 +77,7 @@ fn fixture(join_secrets: bool) -> Fixture {
 }
 
 /// A scratch node root that looks like Rocky Linux 10 with swap and SELinux on.
-fn node_root(f: &Fixture, name: &str) -> PathBuf {
+pub(crate) fn node_root(f: &Fixture, name: &str) -> PathBuf {
     let r = support::bundles::node_root(&f.tmp.path().join(name));
     std::fs::write(
         r.join("etc/fstab"),
@@ -92,7 +92,7 @@ fn node_root(f: &Fixture, name: &str) -> PathBuf {
     r
 }
 
-fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
+pub(crate) fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
     let mut c = Command::new(KBUNDLE);
     c.args(["install", "--bundle"])
         .arg(&f.archive)
@@ -143,8 +143,9 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
-/// Starts the node's own containerd (from the root) on a private socket and lists images.
-fn images_in_root(root: &Path) -> Vec<(String, String)> {
+/// Starts the node's own containerd (from the root) on a private socket, runs each ctr
+/// command (`-n k8s.io` added) and returns their stdouts, panicking on a failed one.
+pub(crate) fn ctr_in_root(root: &Path, cmds: &[&[&str]]) -> Vec<String> {
     let state = tempfile::tempdir().unwrap();
     let sock = state.path().join("c.sock");
     let cfg = state.path().join("c.toml");
@@ -166,36 +167,65 @@ fn images_in_root(root: &Path) -> Vec<(String, String)> {
         .spawn()
         .unwrap();
     let ctr = root.join("usr/local/bin/ctr");
+    let run = |args: &[&str]| Command::new(&ctr).arg("--address").arg(&sock).args(args).output();
     let mut ok = false;
     for _ in 0..100 {
-        if Command::new(&ctr)
-            .arg("--address")
-            .arg(&sock)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
+        if run(&["version"]).is_ok_and(|o| o.status.success()) {
             ok = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(ok, "node containerd did not start");
-    let o = Command::new(&ctr)
-        .arg("--address")
-        .arg(&sock)
-        .args(["-n", "k8s.io", "images", "ls"])
-        .output()
-        .unwrap();
+    let outs: Vec<std::io::Result<Output>> = cmds
+        .iter()
+        .take_while(|_| ok)
+        .map(|c| run(&[&["-n", "k8s.io"], *c].concat()))
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+    assert!(ok, "node containerd did not start");
+    outs.into_iter()
+        .zip(cmds)
+        .map(|(o, c)| {
+            let o = o.unwrap();
+            assert!(o.status.success(), "ctr {c:?}: {}", text(&o));
+            String::from_utf8_lossy(&o.stdout).into_owned()
         })
+        .collect()
+}
+
+/// `ctr images ls` of the node's containerd, as rows of whitespace-separated fields.
+fn listing_in_root(root: &Path) -> Vec<Vec<String>> {
+    let out = ctr_in_root(root, &[&["images", "ls"]]).concat();
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect()
+}
+
+/// (name, digest) of every image in the node's containerd.
+fn images_in_root(root: &Path) -> Vec<(String, String)> {
+    listing_in_root(root)
+        .into_iter()
+        .map(|f| (f[0].clone(), f[2].clone()))
+        .collect()
+}
+
+/// The names among `names` that the node's containerd does not list with the label
+/// `io.cri-containerd.pinned=pinned` (the LABELS column is the last one and has no spaces).
+pub(crate) fn unpinned_in_root(root: &Path, names: &[String]) -> Vec<String> {
+    let listing = listing_in_root(root);
+    names
+        .iter()
+        .filter(|n| {
+            !listing.iter().any(|f| {
+                &f[0] == *n
+                    && f.last()
+                        .is_some_and(|l| l.split(',').any(|kv| kv == "io.cri-containerd.pinned=pinned"))
+            })
+        })
+        .cloned()
         .collect()
 }
 
@@ -282,6 +312,9 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
             "{name}@{digest} not imported: {listed:?}"
         );
     }
+    // Every imported image is pinned, so kubelet's image GC never removes it.
+    let names: Vec<String> = f.images.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new(), "{listed:?}");
     // No join secrets known yet: no join config; preflight warnings do not fail.
     assert!(!r("/etc/kbundle/kubeadm-join.yaml").exists());
     // systemd-analyze verify, where available, accepts the units.
@@ -308,6 +341,22 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         text(&o)
     );
     assert_unchanged(&before, &snapshot(&root), "a re-run changed the node");
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
+    // A re-run that imports again (its images step not journaled as done) into a
+    // containerd that already has the images, one of them no longer pinned, pins them all.
+    let journal = std::fs::read_dir(root.join("var/lib/kbundle/state"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("images.done"))
+        .find(|p| p.is_file())
+        .expect("images step journaled");
+    std::fs::remove_file(&journal).unwrap();
+    let (first, _) = &f.images[0];
+    ctr_in_root(&root, &[&["images", "label", first, "io.cri-containerd.pinned="]]);
+    assert_eq!(unpinned_in_root(&root, &names), vec![first.clone()]);
+    let o = install(&f, &root, &["--node", "worker1", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(journal.is_file(), "{}", text(&o));
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
 }
 
 /// Names only what differs between two snapshots.
@@ -428,6 +477,8 @@ fn killed_prepare_resumes_and_completes() {
             "{name} missing after resume"
         );
     }
+    let names: Vec<String> = f.images.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
 }
 
 #[test]
