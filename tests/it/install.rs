@@ -21,7 +21,7 @@ pub(crate) fn text(o: &Output) -> String {
     )
 }
 
-pub(crate) fn stand_in(name: &str) -> PathBuf {
+fn stand_in(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
 }
 

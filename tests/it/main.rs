@@ -21,3 +21,4 @@ mod skew;
 mod support_selftest;
 mod upgrade;
 mod verify;
+mod zero_network;
