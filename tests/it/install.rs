@@ -8,6 +8,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use support::harness::Upstream;
+use support::node::{images_in_root, unpinned_in_root};
 use support::upstream::UpstreamSpec;
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -143,92 +144,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
-/// Starts the node's own containerd (from the root) on a private socket, runs each ctr
-/// command (`-n k8s.io` added) and returns their stdouts, panicking on a failed one.
-pub(crate) fn ctr_in_root(root: &Path, cmds: &[&[&str]]) -> Vec<String> {
-    let state = tempfile::tempdir().unwrap();
-    let sock = state.path().join("c.sock");
-    let cfg = state.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
-            root.join("var/lib/containerd").display(),
-            state.path().join("s").display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(root.join("usr/local/bin/containerd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ctr = root.join("usr/local/bin/ctr");
-    let run = |args: &[&str]| Command::new(&ctr).arg("--address").arg(&sock).args(args).output();
-    let mut ok = false;
-    for _ in 0..100 {
-        if run(&["version"]).is_ok_and(|o| o.status.success()) {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let outs: Vec<std::io::Result<Output>> = cmds
-        .iter()
-        .take_while(|_| ok)
-        .map(|c| run(&[&["-n", "k8s.io"], *c].concat()))
-        .collect();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ok, "node containerd did not start");
-    outs.into_iter()
-        .zip(cmds)
-        .map(|(o, c)| {
-            let o = o.unwrap();
-            assert!(o.status.success(), "ctr {c:?}: {}", text(&o));
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        })
-        .collect()
-}
-
-/// `ctr images ls` of the node's containerd, as rows of whitespace-separated fields.
-fn listing_in_root(root: &Path) -> Vec<Vec<String>> {
-    let out = ctr_in_root(root, &[&["images", "ls"]]).concat();
-    out.lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .filter(|f| f.len() >= 3)
-        .collect()
-}
-
-/// (name, digest) of every image in the node's containerd.
-fn images_in_root(root: &Path) -> Vec<(String, String)> {
-    listing_in_root(root)
-        .into_iter()
-        .map(|f| (f[0].clone(), f[2].clone()))
-        .collect()
-}
-
-/// The names among `names` that the node's containerd does not list with the label
-/// `io.cri-containerd.pinned=pinned` (the LABELS column is the last one and has no spaces).
-pub(crate) fn unpinned_in_root(root: &Path, names: &[String]) -> Vec<String> {
-    let listing = listing_in_root(root);
-    names
-        .iter()
-        .filter(|n| {
-            !listing.iter().any(|f| {
-                &f[0] == *n
-                    && f.last()
-                        .is_some_and(|l| l.split(',').any(|kv| kv == "io.cri-containerd.pinned=pinned"))
-            })
-        })
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn prepare_installs_everything_and_imports_images_with_real_containerd() {
     let f = fixture(false);
@@ -351,8 +266,7 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         .expect("images step journaled");
     std::fs::remove_file(&journal).unwrap();
     let (first, _) = &f.images[0];
-    ctr_in_root(&root, &[&["images", "label", first, "io.cri-containerd.pinned="]]);
-    assert_eq!(unpinned_in_root(&root, &names), vec![first.clone()]);
+    support::node::unpin_in_root(&root, std::slice::from_ref(first));
     let o = install(&f, &root, &["--node", "worker1", "--phase", "prepare"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(journal.is_file(), "{}", text(&o));

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use support::harness::Upstream;
 use support::images::push_k8s_images;
+use support::node;
 use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -371,15 +372,8 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         .iter()
         .map(|i| i["ref"].as_str().unwrap().to_string())
         .collect();
-    assert!(refs.iter().any(|r| r.ends_with(":v1.33.7")), "{refs:?}");
-    assert_eq!(crate::install::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
-    let unpin: Vec<Vec<&str>> = refs
-        .iter()
-        .map(|r| vec!["images", "label", r.as_str(), "io.cri-containerd.pinned="])
-        .collect();
-    let unpin: Vec<&[&str]> = unpin.iter().map(Vec::as_slice).collect();
-    crate::install::ctr_in_root(&roots[0], &unpin);
-    assert_eq!(crate::install::unpinned_in_root(&roots[0], &refs), refs);
+    assert_eq!(node::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
+    node::unpin_in_root(&roots[0], &refs);
     // The control plane: etcd snapshot, kubeadm upgrade apply, drain, kubelet, uncordon.
     let o = apply("cp1", &roots[0]);
     assert!(o.status.success(), "{}", text(&o));
@@ -401,9 +395,8 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         std::fs::read_link(roots[0].join("usr/local/bin/kubelet")).unwrap(),
         Path::new("/opt/kbundle/versions/kubernetes-v1.33.7/kubelet")
     );
-    // Every image the bundle carries (every hop's and the target's) is pinned again by the
-    // hop's import, so kubelet's image GC never removes one a rollback needs.
-    assert_eq!(crate::install::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
+    // The hop's import pinned every image of the bundle again (each hop's, for rollbacks).
+    assert_eq!(node::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
     // The cluster moved; the workers go one at a time with `kubeadm upgrade node`.
     write_state(
         &state,

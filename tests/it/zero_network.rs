@@ -6,8 +6,8 @@
 //! identical command connects and succeeds, so the test would catch a connection attempt
 //! and would notice if the namespace stopped isolating.
 
-use crate::install::{fixture, node_root, text, unpinned_in_root, Fixture};
-use crate::support::node::{bootstrap_stand_ins, in_new_netns, own_netns, stand_in, NetnsReport};
+use crate::install::{fixture, node_root, text, Fixture};
+use crate::support::node::{bootstrap_stand_ins, in_new_netns, own_netns, stand_in, unpinned_in_root, NetnsReport};
 
 use std::io::ErrorKind;
 use std::net::TcpListener;

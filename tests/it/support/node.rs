@@ -1,11 +1,13 @@
 //! A prepared scratch node root made ready for `kbundle install --phase bootstrap` on this
 //! machine (PID 1 is not systemd, and there is no cluster): systemd pretends to run, the
 //! node's `kubectl` and the `systemctl` on PATH are the stand-ins under tests/stand-ins, and
-//! every stand-in call is logged. Also: running a command in a network namespace of its
-//! own, with no interface up and no route (`unshare --net`).
+//! every stand-in call is logged. Also: the node's own containerd started on its root to
+//! list (and label) its images, and running a command in a network namespace of its own,
+//! with no interface up and no route (`unshare --net`).
 
+use super::registry::output_text;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 /// A stand-in under tests/stand-ins.
 pub fn stand_in(name: &str) -> PathBuf {
@@ -148,4 +150,102 @@ pub fn require_unshare_net() {
         ),
         Err(e) => panic!("cannot run `unshare` ({e}): the zero-network tests need util-linux unshare; they do not skip"),
     }
+}
+
+/// Starts the node's own containerd (from the root) on a private socket, runs each ctr
+/// command (`-n k8s.io` added) and returns their stdouts, panicking on a failed one.
+pub fn ctr_in_root(root: &Path, cmds: &[&[&str]]) -> Vec<String> {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("c.sock");
+    let cfg = state.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+            root.join("var/lib/containerd").display(),
+            state.path().join("s").display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(root.join("usr/local/bin/containerd"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctr = root.join("usr/local/bin/ctr");
+    let run = |args: &[&str]| Command::new(&ctr).arg("--address").arg(&sock).args(args).output();
+    let mut ok = false;
+    for _ in 0..100 {
+        if run(&["version"]).is_ok_and(|o| o.status.success()) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let outs: Vec<std::io::Result<Output>> = cmds
+        .iter()
+        .take_while(|_| ok)
+        .map(|c| run(&[&["-n", "k8s.io"], *c].concat()))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "node containerd did not start");
+    outs.into_iter()
+        .zip(cmds)
+        .map(|(o, c)| {
+            let o = o.unwrap();
+            assert!(o.status.success(), "ctr {c:?}: {}", output_text(&o));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        })
+        .collect()
+}
+
+/// `ctr images ls` of the node's containerd, as rows of whitespace-separated fields.
+pub fn listing_in_root(root: &Path) -> Vec<Vec<String>> {
+    let out = ctr_in_root(root, &[&["images", "ls"]]).concat();
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect()
+}
+
+/// (name, digest) of every image in the node's containerd.
+pub fn images_in_root(root: &Path) -> Vec<(String, String)> {
+    listing_in_root(root)
+        .into_iter()
+        .map(|f| (f[0].clone(), f[2].clone()))
+        .collect()
+}
+
+/// The names among `names` that the node's containerd does not list with the label
+/// `io.cri-containerd.pinned=pinned` (the LABELS column is the last one and has no spaces).
+pub fn unpinned_in_root(root: &Path, names: &[String]) -> Vec<String> {
+    let listing = listing_in_root(root);
+    names
+        .iter()
+        .filter(|n| {
+            !listing.iter().any(|f| {
+                &f[0] == *n
+                    && f.last()
+                        .is_some_and(|l| l.split(',').any(|kv| kv == "io.cri-containerd.pinned=pinned"))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Removes the pinned label from every image in `names` in the node's containerd, and
+/// checks that they are then all unpinned.
+pub fn unpin_in_root(root: &Path, names: &[String]) {
+    let cmds: Vec<Vec<&str>> = names
+        .iter()
+        .map(|n| vec!["images", "label", n.as_str(), "io.cri-containerd.pinned="])
+        .collect();
+    let cmds: Vec<&[&str]> = cmds.iter().map(Vec::as_slice).collect();
+    ctr_in_root(root, &cmds);
+    assert_eq!(unpinned_in_root(root, names), names, "still pinned");
 }
