@@ -236,6 +236,7 @@ fn images(c: &mut Ctx) -> Result<(), InstallError> {
         major,
         &c.bundle.files_under("images"),
         &expected,
+        &expected,
     )?;
     println!(
         "    {} images in containerd's k8s.io namespace",

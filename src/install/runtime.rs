@@ -217,7 +217,8 @@ fn answers(host: &Host, ctr: &Path, sock: &Path) -> bool {
 }
 
 /// Imports every image of the bundle's OCI layout into the node's containerd (`k8s.io`
-/// namespace) and returns the image names containerd then lists.
+/// namespace), checks that every `expected` name is then listed, pins every `pin` name
+/// (see [`PINNED_LABEL`]) and returns the image names containerd lists.
 pub fn import_images(
     host: &Host,
     containerd: &Path,
@@ -225,13 +226,15 @@ pub fn import_images(
     major: u32,
     layout: &[(String, PathBuf)],
     expected: &[String],
+    pin: &[String],
 ) -> Result<Vec<String>, InstallError> {
     if host.dry_run() {
         host.say(&format!(
-            "start {} on a private socket (root /var/lib/containerd), `ctr -n k8s.io images import` {} images ({} layout files), stop it",
+            "start {} on a private socket (root /var/lib/containerd), `ctr -n k8s.io images import` {} images ({} layout files), label {} of them {PINNED_LABEL}, stop it",
             containerd.display(),
             expected.len(),
-            layout.len()
+            layout.len(),
+            pin.len()
         ));
         return Ok(expected.to_vec());
     }
@@ -239,25 +242,26 @@ pub fn import_images(
     // never open the same root.
     let live_sock = host.path("/run/containerd/containerd.sock")?;
     if host.is_running_system() && host.exists("/run/containerd/containerd.sock") && answers(host, ctr, &live_sock) {
-        return import_with(host, ctr, &live_sock, layout, expected);
+        return import_with(host, ctr, &live_sock, layout, expected, pin);
     }
     host.mkdir("/var/lib/containerd")?;
     let root = host.path("/var/lib/containerd")?;
     let mut tc = TempContainerd::start(host, containerd, major, &root)?;
     tc.wait_ready(ctr)?;
-    let names = import_with(host, ctr, &tc.address.clone(), layout, expected);
+    let names = import_with(host, ctr, &tc.address.clone(), layout, expected, pin);
     tc.stop();
     names
 }
 
-/// Streams a tar of the layout into `ctr images import -` on `address` and checks that
-/// every expected name is then listed.
+/// Streams a tar of the layout into `ctr images import -` on `address`, checks that
+/// every expected name is then listed, and pins the `pin` names.
 fn import_with(
     host: &Host,
     ctr: &Path,
     address: &Path,
     layout: &[(String, PathBuf)],
     expected: &[String],
+    pin: &[String],
 ) -> Result<Vec<String>, InstallError> {
     let mut import = ctr_cmd(host, ctr, address, &["-n", "k8s.io", "images", "import", "-"]);
     let members = layout.to_vec();
@@ -282,5 +286,37 @@ fn import_with(
             "containerd does not list {missing:?} after the import"
         )));
     }
+    pin_images(host, ctr, address, pin)?;
     Ok(names)
 }
+
+/// containerd's CRI label that marks an image as pinned: the CRI reports such an image as
+/// `pinned`, and kubelet's image garbage collection never removes a pinned image.
+/// In the air gap a removed image can never be pulled again. (docs/upstream-facts.md,
+/// "containerd image pinning": the label's key and value, the CRI versions that honour
+/// it, kubelet's image GC skipping pinned images.)
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned=pinned";
+
+/// Labels every `refs` image [`PINNED_LABEL`], one `ctr images label` each. `ctr images
+/// import` has no label flag in the containerd 1.6/1.7 `ctr`, and containerd 2.x's import
+/// replaces the whole record (labels included) of an image that already exists
+/// (upstream-facts, "containerd image pinning"), so the label is set again after every
+/// import, also when a re-run or an upgrade imports images that are already there.
+/// Labels are never removed: images of older Kubernetes versions stay pinned after an
+/// upgrade, as a rollback to them needs them and they cannot be pulled again.
+fn pin_images(host: &Host, ctr: &Path, address: &Path, refs: &[String]) -> Result<(), InstallError> {
+    for r in refs {
+        let mut label = ctr_cmd(
+            host,
+            ctr,
+            address,
+            &["-n", "k8s.io", "images", "label", r, PINNED_LABEL],
+        );
+        host.run(&mut label)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -271,6 +271,9 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
         .find(|h| h.kubernetes.version() == r.hop)
         .map(|h| h.images.clone())
         .unwrap_or_default();
+    // Every image the layout carries is imported, so every one is pinned (not only this
+    // hop's); those of earlier hops and of the version installed before stay pinned.
+    let pinned: Vec<String> = r.bundle.json().images.iter().map(|i| i.reference.clone()).collect();
     let containerd = r.host.path("/usr/local/bin/containerd")?;
     let major = crate::install::runtime::containerd_version(&r.host, &containerd)?.0;
     let ctr = r.host.path("/usr/local/bin/ctr")?;
@@ -281,6 +284,7 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
         major,
         &r.bundle.files_under("images"),
         &expected,
+        &pinned,
     )?;
     Ok(())
 }

@@ -8,11 +8,12 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use support::harness::Upstream;
+use support::node::{images_in_root, unpinned_in_root};
 use support::upstream::UpstreamSpec;
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -26,14 +27,14 @@ fn stand_in(name: &str) -> PathBuf {
 }
 
 /// A bundle (real Debian binaries + registry images) and a cluster config, in a temp dir.
-struct Fixture {
-    tmp: tempfile::TempDir,
-    archive: PathBuf,
-    config: PathBuf,
-    images: Vec<(String, String)>,
+pub(crate) struct Fixture {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) archive: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) images: Vec<(String, String)>,
 }
 
-fn fixture(join_secrets: bool) -> Fixture {
+pub(crate) fn fixture(join_secrets: bool) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
     std::fs::copy(
@@ -77,7 +78,7 @@ fn fixture(join_secrets: bool) -> Fixture {
 }
 
 /// A scratch node root that looks like Rocky Linux 10 with swap and SELinux on.
-fn node_root(f: &Fixture, name: &str) -> PathBuf {
+pub(crate) fn node_root(f: &Fixture, name: &str) -> PathBuf {
     let r = support::bundles::node_root(&f.tmp.path().join(name));
     std::fs::write(
         r.join("etc/fstab"),
@@ -92,7 +93,7 @@ fn node_root(f: &Fixture, name: &str) -> PathBuf {
     r
 }
 
-fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
+pub(crate) fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
     let mut c = Command::new(KBUNDLE);
     c.args(["install", "--bundle"])
         .arg(&f.archive)
@@ -141,62 +142,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// Starts the node's own containerd (from the root) on a private socket and lists images.
-fn images_in_root(root: &Path) -> Vec<(String, String)> {
-    let state = tempfile::tempdir().unwrap();
-    let sock = state.path().join("c.sock");
-    let cfg = state.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
-            root.join("var/lib/containerd").display(),
-            state.path().join("s").display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(root.join("usr/local/bin/containerd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ctr = root.join("usr/local/bin/ctr");
-    let mut ok = false;
-    for _ in 0..100 {
-        if Command::new(&ctr)
-            .arg("--address")
-            .arg(&sock)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(ok, "node containerd did not start");
-    let o = Command::new(&ctr)
-        .arg("--address")
-        .arg(&sock)
-        .args(["-n", "k8s.io", "images", "ls"])
-        .output()
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
-        })
-        .collect()
 }
 
 #[test]
@@ -282,6 +227,9 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
             "{name}@{digest} not imported: {listed:?}"
         );
     }
+    // Every imported image is pinned, so kubelet's image GC never removes it.
+    let names: Vec<String> = f.images.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new(), "{listed:?}");
     // No join secrets known yet: no join config; preflight warnings do not fail.
     assert!(!r("/etc/kbundle/kubeadm-join.yaml").exists());
     // systemd-analyze verify, where available, accepts the units.
@@ -308,6 +256,21 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         text(&o)
     );
     assert_unchanged(&before, &snapshot(&root), "a re-run changed the node");
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
+    // A re-run that imports again (its images step not journaled as done) into a
+    // containerd that already has the images, one of them no longer pinned, pins them all.
+    let journal = std::fs::read_dir(root.join("var/lib/kbundle/state"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("images.done"))
+        .find(|p| p.is_file())
+        .expect("images step journaled");
+    std::fs::remove_file(&journal).unwrap();
+    let (first, _) = &f.images[0];
+    support::node::unpin_in_root(&root, std::slice::from_ref(first));
+    let o = install(&f, &root, &["--node", "worker1", "--phase", "prepare"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(journal.is_file(), "{}", text(&o));
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
 }
 
 /// Names only what differs between two snapshots.
@@ -428,6 +391,8 @@ fn killed_prepare_resumes_and_completes() {
             "{name} missing after resume"
         );
     }
+    let names: Vec<String> = f.images.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(unpinned_in_root(&root, &names), Vec::<String>::new());
 }
 
 #[test]

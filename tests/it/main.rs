@@ -23,3 +23,4 @@ mod skew;
 mod support_selftest;
 mod upgrade;
 mod verify;
+mod zero_network;

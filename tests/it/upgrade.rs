@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use support::harness::Upstream;
 use support::images::push_k8s_images;
+use support::node;
 use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -364,6 +365,15 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         !log.exists() || !std::fs::read_to_string(&log).unwrap().contains("upgrade"),
         "refused apply ran something"
     );
+    // prepare pinned every image; unpin them all on cp1, so the hop's import must pin again.
+    let refs: Vec<String> = bundle_json(&archive)["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ref"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(node::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
+    node::unpin_in_root(&roots[0], &refs);
     // The control plane: etcd snapshot, kubeadm upgrade apply, drain, kubelet, uncordon.
     let o = apply("cp1", &roots[0]);
     assert!(o.status.success(), "{}", text(&o));
@@ -385,6 +395,8 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         std::fs::read_link(roots[0].join("usr/local/bin/kubelet")).unwrap(),
         Path::new("/opt/kbundle/versions/kubernetes-v1.33.7/kubelet")
     );
+    // The hop's import pinned every image of the bundle again (each hop's, for rollbacks).
+    assert_eq!(node::unpinned_in_root(&roots[0], &refs), Vec::<String>::new());
     // The cluster moved; the workers go one at a time with `kubeadm upgrade node`.
     write_state(
         &state,

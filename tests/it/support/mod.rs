@@ -15,5 +15,6 @@ pub mod harness;
 pub mod images;
 pub mod ks;
 pub mod mirror;
+pub mod node;
 pub mod registry;
 pub mod upstream;
