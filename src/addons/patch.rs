@@ -46,6 +46,36 @@ pub struct Workload {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// Its pods tolerate kubeadm's control-plane taint
+    /// (`node-role.kubernetes.io/control-plane:NoSchedule`), so they run on a control plane
+    /// that keeps it.
+    pub tolerates_control_plane: bool,
+}
+
+/// kubeadm's control-plane taint key (docs/upstream-facts.md, "Add-ons: metrics-server,
+/// flannel, kubelet serving certificates").
+pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
+
+/// Does one of the pod template's tolerations match the control-plane NoSchedule taint
+/// (the taint's key, or any key with `operator: Exists`; effect NoSchedule or any)?
+fn tolerates_control_plane(obj: &Mapping) -> bool {
+    let tolerations = obj
+        .get_mapping("spec")
+        .and_then(|s| s.get_mapping("template"))
+        .and_then(|t| t.get_mapping("spec"))
+        .and_then(|s| s.get_sequence("tolerations"));
+    let items: Vec<Mapping> = tolerations
+        .map(|t| t.values().filter_map(|v| v.as_mapping().cloned()).collect())
+        .unwrap_or_default();
+    items.iter().any(|t| {
+        let key = scalar(t, "key");
+        let key_ok = match key.as_deref() {
+            None | Some("") => scalar(t, "operator").as_deref() == Some("Exists"),
+            Some(k) => k == CONTROL_PLANE_TAINT,
+        };
+        let effect_ok = matches!(scalar(t, "effect").as_deref(), None | Some("") | Some("NoSchedule"));
+        key_ok && effect_ok
+    })
 }
 
 /// The parsed file and its documents that are mappings (Kubernetes objects).
@@ -81,6 +111,7 @@ pub fn workloads(text: &str, manifest: &'static str) -> Result<Vec<Workload>, Pa
                 kind,
                 namespace: meta(o, "namespace").unwrap_or_else(|| "default".into()),
                 name: meta(o, "name")?,
+                tolerates_control_plane: tolerates_control_plane(o),
             })
         })
         .collect())
@@ -135,6 +166,16 @@ fn metrics_args(objs: &[Mapping]) -> Result<Sequence, PatchError> {
     container
         .get_sequence("args")
         .ok_or_else(|| missing("args of container metrics-server"))
+}
+
+/// The metrics-server container's args, as YAML reads them.
+pub fn metrics_server_args(text: &str) -> Result<Vec<String>, PatchError> {
+    let (_, objs) = objects(text, METRICS)?;
+    let args = metrics_args(&objs)?;
+    Ok(args
+        .values()
+        .filter_map(|v| v.as_scalar().map(|s| s.as_string()))
+        .collect())
 }
 
 /// `--kubelet-preferred-address-types=` with `InternalIP` first and the others kept in

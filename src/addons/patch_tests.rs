@@ -8,12 +8,7 @@ pub(crate) const FLANNEL_YML: &str = include_str!("../../tests/fixtures/addons/k
 pub(crate) const METRICS_YML: &str = include_str!("../../tests/fixtures/addons/metrics-server-v0.8.0-components.yaml");
 
 fn args(text: &str) -> Vec<String> {
-    let (_, objs) = objects(text, METRICS).unwrap();
-    metrics_args(&objs)
-        .unwrap()
-        .values()
-        .filter_map(|v| v.as_scalar().map(|s| s.as_string()))
-        .collect()
+    metrics_server_args(text).unwrap()
 }
 
 fn net_conf(text: &str) -> serde_json::Value {
@@ -137,7 +132,8 @@ fn workloads_name_each_deployment_and_daemonset_with_its_namespace() {
         [Workload {
             kind: "DaemonSet".into(),
             namespace: "kube-flannel".into(),
-            name: "kube-flannel-ds".into()
+            name: "kube-flannel-ds".into(),
+            tolerates_control_plane: true,
         }]
     );
     let w = workloads(METRICS_YML, METRICS).unwrap();
