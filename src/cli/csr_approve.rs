@@ -4,8 +4,10 @@ use crate::install::csr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Approve the kubelet serving certificate requests (signer kubernetes.io/kubelet-serving)
-/// of the nodes in the cluster config, and only those: requestor system:node:NAME, subject
+/// Approve the kubelet serving certificate requests of the cluster config's nodes, and only
+/// those.
+///
+/// Signer kubernetes.io/kubelet-serving, requestor system:node:NAME, subject
 /// CN=system:node:NAME O=system:nodes, names only NAME and the node's address. Others are
 /// left pending, with the reason. Installed as kbundle-csr-approve.timer on control planes
 /// when kubelet-serving-certs = "cluster-signed".
