@@ -467,11 +467,27 @@ fn bootstrap_without_systemd_installs_a_first_boot_unit() {
     assert_eq!(std::fs::metadata(&join).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
-#[test]
-fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
-    let f = fixture(false);
-    let root = node_root(&f, "cp1");
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "prepare"]);
+/// A node prepared from the bundle, whose cluster calls go to stand-ins: kubectl-cluster
+/// (state in `state`, holding the images the real containerd imported) and systemctl.
+struct Booted {
+    root: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+    path: String,
+}
+
+fn prepared_with_stand_ins(f: &Fixture, config: &Path, node: &str) -> Booted {
+    let root = node_root(f, node);
+    let o = Command::new(KBUNDLE)
+        .args(["install", "--bundle"])
+        .arg(&f.archive)
+        .arg("--config")
+        .arg(config)
+        .arg("--root")
+        .arg(&root)
+        .args(["--node", node, "--phase", "prepare"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     // Pretend systemd runs, and answer cluster calls with stand-ins.
     std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
@@ -481,51 +497,120 @@ fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
     let bin = f.tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(stand_in("systemctl"), bin.join("systemctl")).unwrap();
-    let log = f.tmp.path().join("calls.log");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let o = Command::new(KBUNDLE)
-        .args(["install", "--bundle"])
-        .arg(&f.archive)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--root")
-        .arg(&root)
-        .args(["--node", "cp1", "--phase", "bootstrap"])
-        .env("PATH", path)
-        .env("KBUNDLE_STANDIN_LOG", &log)
-        .env("KBUNDLE_STANDIN_ROOT", &root)
-        .output()
-        .unwrap();
+    // The cluster can run only what containerd really imported on this node.
+    let state = f.tmp.path().join(format!("{node}-cluster"));
+    std::fs::create_dir_all(&state).unwrap();
+    let names: Vec<String> = images_in_root(&root).into_iter().map(|(n, _)| n).collect();
+    std::fs::write(state.join("images.txt"), names.join("\n")).unwrap();
+    Booted {
+        root,
+        log: f.tmp.path().join(format!("{node}-calls.log")),
+        path: format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        state,
+    }
+}
+
+impl Booted {
+    fn env(&self, c: &mut Command) {
+        c.env("PATH", &self.path)
+            .env("KBUNDLE_STANDIN_LOG", &self.log)
+            .env("KBUNDLE_STANDIN_ROOT", &self.root)
+            .env("KBUNDLE_STANDIN_STATE", &self.state);
+    }
+
+    fn bootstrap(&self, f: &Fixture, config: &Path, node: &str) -> Output {
+        let mut c = Command::new(KBUNDLE);
+        c.args(["install", "--bundle"])
+            .arg(&f.archive)
+            .arg("--config")
+            .arg(config)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["--node", node, "--phase", "bootstrap"]);
+        self.env(&mut c);
+        c.output().unwrap()
+    }
+
+    /// The stand-in cluster's kubectl, run directly.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(self.root.join("usr/local/bin/kubectl"));
+        c.args(args);
+        self.env(&mut c);
+        c.output().unwrap()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn position(calls: &[String], needle: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.contains(needle))
+        .unwrap_or_else(|| panic!("no call with {needle:?}: {calls:#?}"))
+}
+
+/// The example config cut down to its init node.
+fn one_node_config(f: &Fixture) -> PathBuf {
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let cut = text.find("[[node]]\nname = \"worker1\"").expect("example has worker1");
+    let p = f.tmp.path().join("one-node.toml");
+    std::fs::write(&p, &text[..cut]).unwrap();
+    p
+}
+
+#[test]
+fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
+    let f = fixture(false);
+    let b = prepared_with_stand_ins(&f, &f.config, "cp1");
+    let o = b.bootstrap(&f, &f.config, "cp1");
     assert!(o.status.success(), "{}", text(&o));
-    let calls: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let pos = |needle: &str| {
-        calls
-            .iter()
-            .position(|c| c.contains(needle))
-            .unwrap_or_else(|| panic!("no call with {needle:?}: {calls:#?}"))
-    };
+    let calls = b.calls();
+    let pos = |needle: &str| position(&calls, needle);
     assert!(pos("systemctl daemon-reload") < pos("systemctl enable --now containerd.service"));
     assert!(pos("enable --now containerd") < pos("kubeadm init --config"));
     assert!(pos("kubeadm init --config") < pos("apply -f"));
-    assert!(calls
-        .iter()
-        .any(|c| c.contains("apply -f") && c.contains("kube-flannel.yml")));
-    assert!(calls
-        .iter()
-        .any(|c| c.contains("apply -f") && c.contains("components.yaml")));
-    assert!(pos("apply -f") < pos("get node cp1"));
+    // The patched copies are applied, flannel first.
+    let addons = b.root.join("etc/kbundle/addons");
+    let flannel = pos(&format!(
+        "apply -f {}",
+        addons.join("flannel-kube-flannel.yml").display()
+    ));
+    let metrics = pos(&format!(
+        "apply -f {}",
+        addons.join("metrics-server-components.yaml").display()
+    ));
+    assert!(flannel < metrics && metrics < pos("get node cp1"), "{calls:#?}");
+    let args = kbundle::addons::patch::metrics_server_args(
+        &std::fs::read_to_string(addons.join("metrics-server-components.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert!(args.iter().any(|a| a == "--kubelet-insecure-tls"), "{args:?}");
+    // Then the waits: CoreDNS and flannel run on the tainted control plane; metrics-server
+    // waits for a worker (three nodes in this config), and the taint stays.
+    assert!(pos("get node cp1") < pos("rollout status deployment/coredns"));
+    assert!(pos("rollout status deployment/coredns") < pos("rollout status daemonset/kube-flannel-ds"));
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains("deployment/metrics-server") || c.contains(" taint ")),
+        "{calls:#?}"
+    );
     assert!(calls[pos("kubeadm init --config")].contains("--upload-certs"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("--node worker1")
+        out.contains("Deployment kube-system/metrics-server runs once a worker joins")
+            && out.contains("--node worker1")
             && out.contains("--token abcdef.0123456789abcdef")
             && out.contains("--ca-cert-hash sha256:"),
         "{out}"
     );
+    let root = &b.root;
     assert!(root.join("var/lib/kbundle/bootstrap.done").exists());
     assert!(root.join("root/.kube/config").exists());
     let init = std::fs::read_to_string(root.join("etc/kbundle/kubeadm-init.yaml")).unwrap();
@@ -534,24 +619,70 @@ fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
     assert!(
         init.contains("kubernetesVersion: \"v1.34.3\"")
             && init.contains("imagePullPolicy: Never")
-            && !init.contains("imageTag"),
+            && !init.contains("imageTag")
+            && init.contains("kind: KubeProxyConfiguration\nmode: iptables\n"),
         "{init}"
     );
     // Re-running a completed bootstrap does nothing.
     let n = calls.len();
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "bootstrap"]);
+    let o = install(&f, root, &["--node", "cp1", "--phase", "bootstrap"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), n);
+    assert_eq!(b.calls().len(), n);
     // A bootstrapped node is never moved to another version by install (only by upgrade apply).
     assert_eq!(
         std::fs::read_to_string(root.join("var/lib/kbundle/kubernetes-version")).unwrap(),
         "v1.34.3\n"
     );
     std::fs::write(root.join("var/lib/kbundle/kubernetes-version"), "v1.33.7\n").unwrap();
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "all"]);
+    let o = install(&f, root, &["--node", "cp1", "--phase", "all"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("upgrade apply"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_one_node_cluster_untaints_and_waits_for_every_addon_and_an_unpatched_metrics_server_never_is() {
+    let f = fixture(false);
+    let config = one_node_config(&f);
+    let b = prepared_with_stand_ins(&f, &config, "cp1");
+    let o = b.bootstrap(&f, &config, "cp1");
+    assert!(o.status.success(), "{}", text(&o));
+    let calls = b.calls();
+    let pos = |needle: &str| position(&calls, needle);
+    let taint = pos("taint nodes cp1 node-role.kubernetes.io/control-plane:NoSchedule-");
+    assert!(pos("kubeadm init") < taint && taint < pos("apply -f"), "{calls:#?}");
+    assert!(pos("get node cp1") < pos("-n kube-system rollout status deployment/metrics-server"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Deployment kube-system/metrics-server is available"),
+        "{out}"
+    );
+    // Negative control: upstream's components.yaml as downloaded (no --kubelet-insecure-tls,
+    // kubelets self-signed) never becomes available in the stand-in cluster.
+    let raw = f.tmp.path().join("components.yaml");
+    std::fs::write(&raw, support::upstream::metrics_server_manifest("0.8.0")).unwrap();
+    let o = b.kubectl(&["apply", "-f", raw.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = b.kubectl(&[
+        "-n",
+        "kube-system",
+        "rollout",
+        "status",
+        "deployment/metrics-server",
+        "--timeout=5s",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("metrics-server") && err.contains("x509"), "{err}");
+    // The stand-in refuses what a cluster would not serve.
+    let bad = f.tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Deploymnet\nmetadata:\n  name: x\n").unwrap();
+    let o = b.kubectl(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no matches for kind \"Deploymnet\""),
         "{}",
         text(&o)
     );
