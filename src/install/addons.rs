@@ -134,6 +134,11 @@ pub fn approve_csrs(c: &mut Ctx) -> Result<(), InstallError> {
     if c.cluster.kubelet_serving_certs != KubeletServingCerts::ClusterSigned {
         return Ok(());
     }
+    if c.host.dry_run() {
+        c.host
+            .say("approve pending kubelet serving CSRs of the cluster's nodes (kbundle csr-approve --once)");
+        return Ok(());
+    }
     let kubectl = c.host.resolve("/usr/local/bin/kubectl")?;
     let kubeconfig = c.host.path("/etc/kubernetes/admin.conf")?;
     csr::pass(&c.host, &kubectl, &kubeconfig, &c.cluster)?;

@@ -687,3 +687,93 @@ fn a_one_node_cluster_untaints_and_waits_for_every_addon_and_an_unpatched_metric
         text(&o)
     );
 }
+
+/// A kubelet serving CSR for `node` made by the real openssl, as the cluster lists it.
+fn serving_csr(dir: &Path, name: &str, user: &str, subject: &str, san: &str) -> serde_json::Value {
+    let (key, req) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.csr")));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+        ])
+        .arg(&key)
+        .args(["-subj", subject, "-addext", &format!("subjectAltName={san}"), "-out"])
+        .arg(&req)
+        .output()
+        .expect("openssl is needed");
+    assert!(o.status.success(), "{}", text(&o));
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&req).unwrap());
+    serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"signerName": "kubernetes.io/kubelet-serving", "username": user,
+                 "usages": ["digital signature", "server auth"], "request": pem},
+        "status": {}
+    })
+}
+
+#[test]
+fn cluster_signed_kubelet_certificates_are_approved_for_the_node_only_and_metrics_server_verifies_them() {
+    let f = fixture(false);
+    let config = one_node_config(&f);
+    let cfg = std::fs::read_to_string(&config).unwrap().replace(
+        "kubelet-serving-certs = \"self-signed\"",
+        "kubelet-serving-certs = \"cluster-signed\"",
+    );
+    assert!(cfg.contains("cluster-signed"), "example changed shape");
+    std::fs::write(&config, cfg).unwrap();
+    let b = prepared_with_stand_ins(&f, &config, "cp1");
+    // The kubelet's own request, and one asking for more than the node's names.
+    let csrs = serde_json::json!({"items": [
+        serving_csr(f.tmp.path(), "csr-cp1", "system:node:cp1", "/O=system:nodes/CN=system:node:cp1", "DNS:cp1,IP:192.168.122.10"),
+        serving_csr(f.tmp.path(), "csr-wide", "system:node:cp1", "/O=system:nodes/CN=system:node:cp1", "DNS:cp1,DNS:kubernetes.default"),
+    ]});
+    std::fs::write(b.state.join("csrs.json"), csrs.to_string()).unwrap();
+    let o = b.bootstrap(&f, &config, "cp1");
+    assert!(o.status.success(), "{}", text(&o));
+    let calls = b.calls();
+    let pos = |needle: &str| position(&calls, needle);
+    assert!(pos("systemctl start kbundle-csr-approve.timer") < pos("get node cp1"));
+    assert!(pos("get node cp1") < pos("certificate approve csr-cp1"));
+    assert!(pos("certificate approve csr-cp1") < pos("rollout status deployment/metrics-server"));
+    assert!(!calls.iter().any(|c| c.contains("approve csr-wide")), "{calls:#?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("left CSR csr-wide pending: asks for DNS name \"kubernetes.default\""),
+        "{out}"
+    );
+    // metrics-server verifies the kubelet's certificate and still became available.
+    let args = kbundle::addons::patch::metrics_server_args(
+        &std::fs::read_to_string(b.root.join("etc/kbundle/addons/metrics-server-components.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert!(!args.iter().any(|a| a.contains("insecure")), "{args:?}");
+    let init = std::fs::read_to_string(b.root.join("etc/kbundle/kubeadm-init.yaml")).unwrap();
+    assert!(init.contains("serverTLSBootstrap: true"), "{init}");
+    let timer = std::fs::read_link(
+        b.root
+            .join("etc/systemd/system/timers.target.wants/kbundle-csr-approve.timer"),
+    )
+    .unwrap();
+    assert_eq!(timer, Path::new("/etc/systemd/system/kbundle-csr-approve.timer"));
+    // systemd-analyze verify, where available, accepts the approver's units.
+    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        let o = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", b.root.display()))
+            .args([
+                "/etc/systemd/system/kbundle-csr-approve.service",
+                "/etc/systemd/system/kbundle-csr-approve.timer",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("Unknown") && !err.contains("bad-setting"), "{err}");
+    }
+}
