@@ -13,6 +13,7 @@ mod hostile;
 mod image_faults;
 mod images;
 mod install;
+mod install_addons;
 mod iso;
 mod kickstart;
 mod kubeadm_config;
