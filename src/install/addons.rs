@@ -97,8 +97,11 @@ pub fn untaint(c: &mut Ctx) -> Result<(), InstallError> {
     let node = c.node()?.name.to_string();
     let mut k = kubectl(c)?;
     k.args(["taint", "nodes", &node, &format!("{CONTROL_PLANE_TAINT}:NoSchedule-")]);
+    // kubectl's answer when the node has no such taint (docs/upstream-facts.md, "Add-ons:
+    // metrics-server, flannel, kubelet serving certificates": kubectl taint).
+    let absent = format!("taint \"{CONTROL_PLANE_TAINT}:NoSchedule\" not found");
     match c.host.run(&mut k) {
-        Err(crate::host::HostError::Command { stderr, .. }) if stderr.contains("not found") => {
+        Err(crate::host::HostError::Command { stderr, .. }) if stderr.contains(&absent) => {
             println!("    node {node} has no control-plane taint");
             Ok(())
         }
@@ -148,8 +151,15 @@ pub fn approve_csrs(c: &mut Ctx) -> Result<(), InstallError> {
 /// The workloads to wait for: CoreDNS and every applied one, except those that cannot
 /// run yet because only tainted control planes exist (named, so the user knows).
 fn to_wait_for(c: &Ctx) -> Result<Vec<Workload>, InstallError> {
-    let mut all = vec![coredns()];
-    for m in patched(c)? {
+    let manifests = patched(c)?;
+    let mut all = Vec::new();
+    // CoreDNS runs once there is a pod network: with the bundle's flannel, now.
+    if manifests.iter().any(|m| m.component == "flannel") {
+        all.push(coredns());
+    } else {
+        println!("    no pod network in the bundle: CoreDNS starts once one is installed");
+    }
+    for m in manifests {
         all.extend(patch::workloads(&m.text, "add-on manifest")?);
     }
     let schedulable = single_node(c);
