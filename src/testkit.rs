@@ -106,17 +106,11 @@ fn runtime(c: &mut Contents) {
     );
     let etcd = tgz("etcd-v3.6.5-linux-amd64", &["etcd", "etcdctl", "etcdutl"]);
     file(c, "etcd", "3.6.5", "etcd-v3.6.5-linux-amd64.tar.gz", true, false, etcd);
-    let flannel = b"kind: ConfigMap\ndata:\n  net-conf.json: |\n    {\"Network\": \"10.244.0.0/16\"}\n".to_vec();
+    // The release manifests, which install patches as parsed objects.
+    let flannel = include_bytes!("../tests/fixtures/addons/kube-flannel-v0.27.3.yml").to_vec();
     file(c, "flannel", "0.27.3", "kube-flannel.yml", false, false, flannel);
-    file(
-        c,
-        "metrics-server",
-        "0.8.0",
-        "components.yaml",
-        false,
-        false,
-        b"kind: Deployment\n".to_vec(),
-    );
+    let metrics = include_bytes!("../tests/fixtures/addons/metrics-server-v0.8.0-components.yaml").to_vec();
+    file(c, "metrics-server", "0.8.0", "components.yaml", false, false, metrics);
 }
 
 /// A valid bundle directory under `under` carrying the Kubernetes versions `hops` (the last

@@ -49,7 +49,8 @@ pub struct Args {
     /// Certificate key for joining control planes (printed by the init node).
     #[arg(long)]
     pub certificate_key: Option<CertificateKey>,
-    /// How long to wait for the node to become Ready, in seconds.
+    /// How long to wait for the node to become Ready, and then for the add-ons
+    /// (flannel, CoreDNS, metrics-server) to be available, in seconds (each).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub ready_timeout: u64,
 }

@@ -1,6 +1,7 @@
 //! Command-line interface: clap types here, one small file per subcommand.
 
 mod build;
+mod csr_approve;
 mod etcd;
 mod example_config;
 mod inspect;
@@ -77,6 +78,7 @@ pub enum Command {
     Iso(iso::Args),
     Install(install::Args),
     Upgrade(upgrade::Args),
+    CsrApprove(csr_approve::Args),
 }
 
 /// Options shared by commands that download.
@@ -153,5 +155,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Iso(a) => iso::run(a, cli.quiet),
         Command::Install(a) => install::run(a),
         Command::Upgrade(a) => upgrade::run(a),
+        Command::CsrApprove(a) => csr_approve::run(a),
     }
 }

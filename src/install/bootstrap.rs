@@ -1,9 +1,10 @@
 //! Phase `bootstrap` (needs a running systemd): start containerd, `kubeadm init` or
-//! `kubeadm join`, apply flannel and metrics-server from the bundle, wait for Ready, write
-//! the admin kubeconfig, and print the exact `kbundle install` lines for the other nodes.
+//! `kubeadm join`, write the admin kubeconfig, apply flannel and metrics-server from the
+//! bundle (patched, see [`addons`]), wait for Ready and for the add-ons, and print the
+//! exact `kbundle install` lines for the other nodes.
 //! Without systemd it installs a one-shot unit that runs bootstrap on next boot.
 
-use super::{files, prepare, Ctx, InstallError};
+use super::{addons, files, prepare, Ctx, InstallError};
 use crate::cluster::Role;
 use crate::host::journal::Journaled;
 use std::process::Command;
@@ -17,11 +18,7 @@ fn bin(c: &Ctx, name: &str) -> Result<Command, InstallError> {
     Ok(Command::new(c.host.resolve(&format!("/usr/local/bin/{name}"))?))
 }
 
-fn admin_conf(c: &Ctx) -> Result<String, InstallError> {
-    Ok(c.host.path("/etc/kubernetes/admin.conf")?.display().to_string())
-}
-
-fn bootstrap_command(c: &Ctx, node: &str) -> String {
+pub(super) fn bootstrap_command(c: &Ctx, node: &str) -> String {
     format!(
         "{} install --bundle {} --config /etc/kbundle/cluster.toml --node {node} --phase bootstrap",
         c.node_path(&c.kbundle_exe()),
@@ -51,17 +48,24 @@ pub fn run(c: &mut Ctx) -> Result<(), InstallError> {
         Role::Init => {
             c.step("kubeadm-init", kubeadm_init)?;
             c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
-            c.step("addons", addons)?;
+            c.step("csr-approver", addons::install_approver)?;
+            if addons::single_node(c) {
+                c.step("untaint", addons::untaint)?;
+            }
+            c.step("addons", addons::apply)?;
         }
         role => {
             c.step("kubeadm-join", kubeadm_join)?;
             if role == Role::ControlPlane {
                 c.step("admin-kubeconfig", copy_admin_kubeconfig)?;
+                c.step("csr-approver", addons::install_approver)?;
             }
         }
     }
     c.step("wait-ready", wait_ready)?;
     if c.role == Role::Init {
+        addons::approve_csrs(c)?;
+        c.step("wait-addons", addons::wait_available)?;
         print_join_commands(c)?;
     }
     c.host.write("/var/lib/kbundle/bootstrap.done", b"done\n", 0o644)?;
@@ -150,43 +154,6 @@ fn reset_partial(c: &Ctx) -> Result<(), InstallError> {
         let mut k = bin(c, "kubeadm")?;
         k.args(["reset", "-f", "--cri-socket", "unix:///run/containerd/containerd.sock"]);
         c.host.run(&mut k)?;
-    }
-    Ok(())
-}
-
-fn addons(c: &mut Ctx) -> Result<(), InstallError> {
-    let entries: Vec<(String, String)> = c
-        .bundle
-        .json()
-        .entries
-        .iter()
-        .filter(|e| matches!(e.component.as_deref(), Some("flannel") | Some("metrics-server")))
-        .map(|e| (e.component.clone().unwrap_or_default(), e.path.clone()))
-        .collect();
-    for (component, path) in entries {
-        let mut file = c.bundle.file(&path);
-        if component == "flannel" && c.cluster.pod_cidr != "10.244.0.0/16" {
-            // flannel's manifest carries its network; make it the cluster's pod CIDR.
-            let text = std::fs::read_to_string(&file).map_err(|source| InstallError::Read {
-                step: "addons",
-                path: file.clone(),
-                source,
-            })?;
-            let patched = text.replace(
-                "\"Network\": \"10.244.0.0/16\"",
-                &format!("\"Network\": \"{}\"", c.cluster.pod_cidr),
-            );
-            c.host
-                .write("/etc/kbundle/addons/kube-flannel.yml", patched.as_bytes(), 0o644)?;
-            file = c.host.path("/etc/kbundle/addons/kube-flannel.yml")?;
-        }
-        let mut k = bin(c, "kubectl")?;
-        k.arg("--kubeconfig")
-            .arg(admin_conf(c)?)
-            .args(["apply", "-f"])
-            .arg(&file);
-        c.host.run(&mut k)?;
-        println!("    applied {component} ({path})");
     }
     Ok(())
 }

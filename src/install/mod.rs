@@ -4,7 +4,9 @@
 //! `/var/lib/kbundle/state/`, so a re-run after a crash finishes the job and a completed
 //! install re-run changes nothing.
 
+pub mod addons;
 pub mod bootstrap;
+pub mod csr;
 pub mod files;
 pub mod hostprep;
 pub mod kubeadm;
@@ -41,6 +43,22 @@ pub enum InstallError {
     },
     #[error("step wait-ready: {0}")]
     NotReady(#[source] ready::NotReady),
+    #[error("step addons: {0}")]
+    Patch(#[from] crate::addons::patch::PatchError),
+    #[error("step csr-approve: {0}")]
+    Csr(#[from] csr::CsrError),
+    #[error(
+        "step wait-addons: {kind} {namespace}/{name} is not available after {timeout:?} (last answer: {last}); \
+         check `kubectl -n {namespace} describe {} {name}` and `kubectl -n {namespace} get pods`",
+        kind.to_lowercase()
+    )]
+    NotAvailable {
+        kind: String,
+        namespace: String,
+        name: String,
+        timeout: Duration,
+        last: String,
+    },
     #[error("step binaries: reading the tarball {path}")]
     Tarball {
         path: PathBuf,

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use support::harness::Upstream;
 use support::node::{images_in_root, unpinned_in_root};
+pub(crate) use support::node::stand_in;
 use support::upstream::UpstreamSpec;
 
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
+pub(crate) const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
 pub(crate) fn text(o: &Output) -> String {
     format!(
@@ -22,9 +23,6 @@ pub(crate) fn text(o: &Output) -> String {
     )
 }
 
-fn stand_in(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
-}
 
 /// A bundle (real Debian binaries + registry images) and a cluster config, in a temp dir.
 pub(crate) struct Fixture {
@@ -430,94 +428,4 @@ fn bootstrap_without_systemd_installs_a_first_boot_unit() {
     assert!(text.contains("kind: JoinConfiguration") && text.contains("abcdef.0123456789abcdef"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&join).unwrap().permissions().mode() & 0o777, 0o600);
-}
-
-#[test]
-fn bootstrap_runs_kubeadm_addons_and_waits_in_order() {
-    let f = fixture(false);
-    let root = node_root(&f, "cp1");
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "prepare"]);
-    assert!(o.status.success(), "{}", text(&o));
-    // Pretend systemd runs, and answer cluster calls with stand-ins.
-    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
-    let kubectl = root.join("usr/local/bin/kubectl");
-    std::fs::remove_file(&kubectl).unwrap();
-    std::fs::copy(stand_in("kubectl-cluster"), &kubectl).unwrap();
-    let bin = f.tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(stand_in("systemctl"), bin.join("systemctl")).unwrap();
-    let log = f.tmp.path().join("calls.log");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let o = Command::new(KBUNDLE)
-        .args(["install", "--bundle"])
-        .arg(&f.archive)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--root")
-        .arg(&root)
-        .args(["--node", "cp1", "--phase", "bootstrap"])
-        .env("PATH", path)
-        .env("KBUNDLE_STANDIN_LOG", &log)
-        .env("KBUNDLE_STANDIN_ROOT", &root)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let calls: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let pos = |needle: &str| {
-        calls
-            .iter()
-            .position(|c| c.contains(needle))
-            .unwrap_or_else(|| panic!("no call with {needle:?}: {calls:#?}"))
-    };
-    assert!(pos("systemctl daemon-reload") < pos("systemctl enable --now containerd.service"));
-    assert!(pos("enable --now containerd") < pos("kubeadm init --config"));
-    assert!(pos("kubeadm init --config") < pos("apply -f"));
-    assert!(calls
-        .iter()
-        .any(|c| c.contains("apply -f") && c.contains("kube-flannel.yml")));
-    assert!(calls
-        .iter()
-        .any(|c| c.contains("apply -f") && c.contains("components.yaml")));
-    assert!(pos("apply -f") < pos("get node cp1"));
-    assert!(calls[pos("kubeadm init --config")].contains("--upload-certs"));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("--node worker1")
-            && out.contains("--token abcdef.0123456789abcdef")
-            && out.contains("--ca-cert-hash sha256:"),
-        "{out}"
-    );
-    assert!(root.join("var/lib/kbundle/bootstrap.done").exists());
-    assert!(root.join("root/.kube/config").exists());
-    let init = std::fs::read_to_string(root.join("etc/kbundle/kubeadm-init.yaml")).unwrap();
-    // kubeadm's own etcd/coredns tags for v1.34.3 are the bundle's: nothing is pinned (a pin
-    // is stored in the cluster and would freeze them across upgrades).
-    assert!(
-        init.contains("kubernetesVersion: \"v1.34.3\"")
-            && init.contains("imagePullPolicy: Never")
-            && !init.contains("imageTag"),
-        "{init}"
-    );
-    // Re-running a completed bootstrap does nothing.
-    let n = calls.len();
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "bootstrap"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), n);
-    // A bootstrapped node is never moved to another version by install (only by upgrade apply).
-    assert_eq!(
-        std::fs::read_to_string(root.join("var/lib/kbundle/kubernetes-version")).unwrap(),
-        "v1.34.3\n"
-    );
-    std::fs::write(root.join("var/lib/kbundle/kubernetes-version"), "v1.33.7\n").unwrap();
-    let o = install(&f, &root, &["--node", "cp1", "--phase", "all"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("upgrade apply"),
-        "{}",
-        text(&o)
-    );
 }

@@ -145,7 +145,15 @@ fn init_config_reads_back_as_v1beta4_keys_and_the_values_given() {
         ("cgroupDriver", "systemd"),
         ("failSwapOn", "true"),
     ];
-    assert_eq!(docs, [pairs(&init), pairs(&cluster_cfg), pairs(&kubelet)]);
+    let proxy = [
+        ("apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
+        ("kind", "KubeProxyConfiguration"),
+        ("mode", "iptables"),
+    ];
+    assert_eq!(
+        docs,
+        [pairs(&init), pairs(&cluster_cfg), pairs(&kubelet), pairs(&proxy)]
+    );
 }
 
 #[test]
@@ -179,7 +187,7 @@ fn a_value_that_would_break_its_line_reads_back_as_one_value() {
     let mut img = images(false);
     img.repository = "registry.k8s.io\n---\nkind: Evil".into();
     let docs = documents(&init_config(&c, &c.nodes[0], version, &img, &Secrets::default()));
-    assert_eq!(docs.len(), 3);
+    assert_eq!(docs.len(), 4);
     let get = |k: &str| docs[1].iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
     assert_eq!(get("kubernetesVersion"), Some(version));
     assert_eq!(get("imageRepository"), Some(img.repository.as_str()));

@@ -15,6 +15,7 @@ mod hostprep;
 mod image_faults;
 mod images;
 mod install;
+mod install_addons;
 mod iso;
 mod kickstart;
 mod kubeadm_config;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use support::harness::Upstream;
 use support::images::push_k8s_images;
-use support::node;
+use support::node::{self, stand_in};
 use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -23,9 +23,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn stand_in(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
-}
 
 fn kb(args: &[&str]) -> Output {
     Command::new(KBUNDLE)

@@ -1,0 +1,146 @@
+//! Approval decisions on requests made by the real openssl (as a kubelet would send them,
+//! and forged ones), and one recorded pass through the node seam.
+
+use super::*;
+use crate::host::record::Recorder;
+use std::sync::Arc;
+
+fn cluster() -> Cluster {
+    match Cluster::parse(Path::new("c.toml"), crate::cluster::EXAMPLE) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A PEM CSR made by openssl with `subject` and `san` (empty: none).
+fn csr(subject: &str, san: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new("openssl");
+    c.args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ])
+    .arg("-keyout")
+    .arg(dir.path().join("k.pem"))
+    .args(["-subj", subject, "-out"])
+    .arg(dir.path().join("r.pem"));
+    if !san.is_empty() {
+        c.args(["-addext", &format!("subjectAltName={san}")]);
+    }
+    let o = c.output().expect("openssl is needed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(dir.path().join("r.pem")).unwrap()
+}
+
+/// What the approver reads from `pem`, through the real openssl.
+fn read(pem: &[u8]) -> Request {
+    parse_openssl(&openssl_text(pem)).unwrap()
+}
+
+const CP1: &str = "/O=system:nodes/CN=system:node:cp1";
+
+#[test]
+fn a_kubelets_own_request_is_approved() {
+    let c = cluster();
+    let cp1 = c.node("cp1").unwrap();
+    let req = read(&csr(CP1, "DNS:cp1,IP:192.168.122.10"));
+    assert_eq!(req.subject, "CN=system:node:cp1,O=system:nodes");
+    assert_eq!(check_request(&req, cp1), Ok(()));
+    assert_eq!(check_request(&read(&csr(CP1, "IP:192.168.122.10")), cp1), Ok(()));
+}
+
+#[test]
+fn forged_or_foreign_requests_are_refused_with_the_reason() {
+    let c = cluster();
+    let cp1 = c.node("cp1").unwrap();
+    let cases = [
+        (csr("/O=system:nodes/CN=system:node:worker1", "DNS:cp1"), "subject"),
+        (csr("/CN=system:node:cp1", "DNS:cp1"), "subject"),
+        (csr("/O=system:masters/CN=system:node:cp1", "DNS:cp1"), "subject"),
+        (csr(CP1, "DNS:cp1,DNS:kubernetes.default"), "kubernetes.default"),
+        (csr(CP1, "DNS:cp1,IP:10.96.0.1"), "10.96.0.1"),
+        (csr(CP1, "DNS:cp1,email:a@example.com"), "email"),
+        (csr(CP1, "DNS:cp1,URI:spiffe://x"), "URI"),
+        (csr(CP1, ""), "no DNS name or IP"),
+    ];
+    for (pem, why) in cases {
+        let e = check_request(&read(&pem), cp1).unwrap_err();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}
+
+fn item(name: &str, signer: &str, user: &str, pem: &[u8]) -> serde_json::Value {
+    let request = base64::engine::general_purpose::STANDARD.encode(pem);
+    serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"signerName": signer, "username": user, "groups": ["system:nodes", "system:authenticated"],
+                 "usages": ["digital signature", "server auth"], "request": request},
+        "status": {}
+    })
+}
+
+#[test]
+fn a_pass_approves_only_valid_serving_requests_of_configured_nodes() {
+    let c = cluster();
+    let good = csr(CP1, "DNS:cp1,IP:192.168.122.10");
+    let mut approved_already = item("csr-done", SIGNER, "system:node:cp1", &good);
+    approved_already["status"] = serde_json::json!({"conditions": [{"type": "Approved"}]});
+    let list = serde_json::json!({"items": [
+        item("csr-good", SIGNER, "system:node:cp1", &good),
+        item("csr-client", "kubernetes.io/kube-apiserver-client-kubelet", "system:node:cp1", &good),
+        item("csr-stranger", SIGNER, "system:node:intruder", &good),
+        item("csr-spoof", SIGNER, "system:node:worker1", &good),
+        item("csr-extra", SIGNER, "system:node:cp1", &csr(CP1, "DNS:cp1,IP:10.0.0.1")),
+        approved_already,
+    ]});
+    let t = tempfile::tempdir().unwrap();
+    let (rec, host): (Arc<Recorder>, Host) = crate::testkit::recording_host(t.path(), true);
+    rec.answer("get csr -o json", 0, &list.to_string());
+    // openssl is asked only about requests whose CSR fields pass; answered in that order
+    // (the recorder uses the last scripted answer first).
+    rec.answer_times("openssl req", 0, &openssl_text(&csr(CP1, "DNS:cp1,IP:10.0.0.1")), 1);
+    rec.answer_times("openssl req", 0, &openssl_text(&good), 1);
+    rec.answer_times("openssl req", 0, &openssl_text(&good), 1);
+    let decided = pass(&host, Path::new("/k"), Path::new("/admin.conf"), &c).unwrap();
+    let verdicts: Vec<(&str, bool)> = decided
+        .iter()
+        .map(|(n, v)| (n.as_str(), *v == Verdict::Approve))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("csr-good", true),
+            ("csr-client", false),
+            ("csr-stranger", false),
+            ("csr-spoof", false),
+            ("csr-extra", false)
+        ]
+    );
+    let approvals: Vec<String> = rec.commands().into_iter().filter(|c| c.contains("approve")).collect();
+    assert_eq!(approvals, ["/k --kubeconfig /admin.conf certificate approve csr-good"]);
+    let reason = |n: &str| match &decided.iter().find(|(x, _)| x == n).unwrap().1 {
+        Verdict::Leave(why) => why.clone(),
+        Verdict::Approve => panic!("{n} approved"),
+    };
+    assert!(reason("csr-client").contains("signer"), "{}", reason("csr-client"));
+    assert!(reason("csr-stranger").contains("not in"), "{}", reason("csr-stranger"));
+    assert!(reason("csr-spoof").contains("subject"), "{}", reason("csr-spoof"));
+    assert!(reason("csr-extra").contains("10.0.0.1"), "{}", reason("csr-extra"));
+}
+
+fn openssl_text(pem: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(OPENSSL_ARGS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
