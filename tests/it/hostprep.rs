@@ -156,6 +156,17 @@ fn prepare_trusts_pod_and_service_networks_and_opens_each_roles_ports_in_real_fi
         words("10250/tcp 10256/tcp 30000-32767/tcp 30000-32767/udp 8472/udp"),
         "worker ports"
     );
+    // Forwarded traffic to pods from any zone (NodePort clients outside the cluster): the
+    // policy as firewalld itself reads it back.
+    let policy = firewall(&worker, &["--info-policy=kbundle-pods"]);
+    for want in [
+        "target: ACCEPT",
+        "ingress-zones: ANY",
+        "egress-zones: trusted",
+        "priority: -1",
+    ] {
+        assert!(policy.contains(want), "{want:?} not in:\n{policy}");
+    }
 
     // Step re-run (its journal entry removed): the same configuration, no duplicates.
     let state = worker.join("var/lib/kbundle/state");

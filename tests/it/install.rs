@@ -8,8 +8,8 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use support::harness::Upstream;
-use support::node::{images_in_root, unpinned_in_root};
 pub(crate) use support::node::stand_in;
+use support::node::{images_in_root, unpinned_in_root};
 use support::upstream::UpstreamSpec;
 
 pub(crate) const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
@@ -22,7 +22,6 @@ pub(crate) fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
-
 
 /// A bundle (real Debian binaries + registry images) and a cluster config, in a temp dir.
 pub(crate) struct Fixture {

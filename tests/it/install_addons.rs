@@ -5,8 +5,8 @@
 //! real bundle (real containerd imports the images the stand-in cluster may run).
 
 use super::install::{fixture, install, node_root, stand_in, text, Fixture, KBUNDLE};
-use crate::support::node::images_in_root;
 use crate::support;
+use crate::support::node::images_in_root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -23,7 +23,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-
 fn kb(args: &[&str]) -> Output {
     Command::new(KBUNDLE)
         .args(args)

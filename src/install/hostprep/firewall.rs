@@ -11,6 +11,12 @@
 //! kubernetes Service), replies. It works for any interface name and needs no interface to
 //! exist yet (binding cni0/flannel.1 would not cover pods reaching the host from another
 //! interface, and NetworkManager may move interfaces between zones).
+//!
+//! Zones dispatch forwarded packets by *source* only, so a client outside the cluster
+//! reaching a NodePort (DNAT to a pod IP, forwarded to cni0 or flannel.1) would still meet
+//! the default zone's reject. The `kbundle-pods` policy (ingress `ANY`, egress `trusted`,
+//! target `ACCEPT`) matches forwarded packets by *destination* in the trusted sources, as a
+//! policy's egress sources are matched by `daddr` (same section).
 
 use super::files;
 use crate::cluster::{Cluster, Firewall, Role};
@@ -20,6 +26,20 @@ use std::process::Command;
 
 const OFFLINE_CMD: &str = "/usr/bin/firewall-offline-cmd";
 const FIREWALL_CMD: &str = "/usr/bin/firewall-cmd";
+
+/// Forwarded traffic to pods and services from anywhere (NodePorts from outside the
+/// cluster): a firewalld policy from any zone to `trusted`, read at start or reload.
+pub const POD_POLICY_PATH: &str = "/etc/firewalld/policies/kbundle-pods.xml";
+const POD_POLICY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<!-- Installed by kbundle: forwarded traffic to the pod and service networks (the trusted
+     zone's sources) is accepted from any zone, e.g. NodePort clients outside the cluster. -->
+<policy target="ACCEPT" priority="-1">
+  <short>kbundle-pods</short>
+  <description>Kubernetes: accept forwarded traffic to pods and services.</description>
+  <ingress-zone name="ANY"/>
+  <egress-zone name="trusted"/>
+</policy>
+"#;
 
 pub(super) fn apply(h: &Host, cluster: &Cluster, role: Role) -> Result<(), HostError> {
     match cluster.firewall {
@@ -84,6 +104,7 @@ fn open_ports(h: &Host, cluster: &Cluster, role: Role) -> Result<(), HostError> 
         files::firewalld_service(role).as_bytes(),
         0o644,
     )?;
+    h.write(POD_POLICY_PATH, POD_POLICY.as_bytes(), 0o644)?;
     let mut changes = vec![vec![format!("--add-service={svc}")]];
     for cidr in [cluster.pod_cidr.as_str(), cluster.service_cidr.as_str()] {
         changes.push(vec!["--zone=trusted".into(), format!("--add-source={cidr}")]);
