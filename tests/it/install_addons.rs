@@ -6,17 +6,19 @@
 
 use super::install::{fixture, install, node_root, stand_in, text, Fixture, KBUNDLE};
 use crate::support;
-use crate::support::node::images_in_root;
+use crate::support::node::{bootstrap_stand_ins, StandIns};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A node prepared from the bundle, whose cluster calls go to stand-ins: kubectl-cluster
-/// (state in `state`, holding the images the real containerd imported) and systemctl.
-struct Booted {
-    root: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-    path: String,
+/// (its state holds the images the real containerd imported) and systemctl.
+struct Booted(StandIns);
+
+impl std::ops::Deref for Booted {
+    type Target = StandIns;
+    fn deref(&self) -> &StandIns {
+        &self.0
+    }
 }
 
 fn prepared_with_stand_ins(f: &Fixture, config: &Path, node: &str) -> Booted {
@@ -32,35 +34,11 @@ fn prepared_with_stand_ins(f: &Fixture, config: &Path, node: &str) -> Booted {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    // Pretend systemd runs, and answer cluster calls with stand-ins.
-    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
-    let kubectl = root.join("usr/local/bin/kubectl");
-    std::fs::remove_file(&kubectl).unwrap();
-    std::fs::copy(stand_in("kubectl-cluster"), &kubectl).unwrap();
-    let bin = f.tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(stand_in("systemctl"), bin.join("systemctl")).unwrap();
-    // The cluster can run only what containerd really imported on this node.
-    let state = f.tmp.path().join(format!("{node}-cluster"));
-    std::fs::create_dir_all(&state).unwrap();
-    let names: Vec<String> = images_in_root(&root).into_iter().map(|(n, _)| n).collect();
-    std::fs::write(state.join("images.txt"), names.join("\n")).unwrap();
-    Booted {
-        root,
-        log: f.tmp.path().join(format!("{node}-calls.log")),
-        path: format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        state,
-    }
+    let dir = f.tmp.path().join(format!("{node}-stand-ins"));
+    Booted(bootstrap_stand_ins(&root, &dir, &stand_in("kubectl-cluster")))
 }
 
 impl Booted {
-    fn env(&self, c: &mut Command) {
-        c.env("PATH", &self.path)
-            .env("KBUNDLE_STANDIN_LOG", &self.log)
-            .env("KBUNDLE_STANDIN_ROOT", &self.root)
-            .env("KBUNDLE_STANDIN_STATE", &self.state);
-    }
-
     fn bootstrap(&self, f: &Fixture, config: &Path, node: &str) -> Output {
         let mut c = Command::new(KBUNDLE);
         c.args(["install", "--bundle"])
@@ -80,14 +58,6 @@ impl Booted {
         c.args(args);
         self.env(&mut c);
         c.output().unwrap()
-    }
-
-    fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
     }
 }
 

@@ -21,11 +21,14 @@ pub struct StandIns {
     pub bin: PathBuf,
     /// Every stand-in call, one line each.
     pub log: PathBuf,
+    /// The stand-in cluster's state (`images.txt`: what this node's containerd holds).
+    pub state: PathBuf,
 }
 
 /// Makes the prepared `root` bootstrap with stand-ins: `run/systemd/system` exists, the
 /// node's `kubectl` is `kubectl` (a copy, e.g. of `stand_in("kubectl-cluster")`), and
-/// `dir/bin/systemctl` is the systemctl stand-in.
+/// `dir/bin/systemctl` is the systemctl stand-in. The stand-in cluster runs only what the
+/// node's real containerd imported (`dir/cluster-state/images.txt`).
 pub fn bootstrap_stand_ins(root: &Path, dir: &Path, kubectl: &Path) -> StandIns {
     std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
     let node_kubectl = root.join("usr/local/bin/kubectl");
@@ -34,10 +37,15 @@ pub fn bootstrap_stand_ins(root: &Path, dir: &Path, kubectl: &Path) -> StandIns 
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(stand_in("systemctl"), bin.join("systemctl")).unwrap();
+    let state = dir.join("cluster-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let names: Vec<String> = images_in_root(root).into_iter().map(|(n, _)| n).collect();
+    std::fs::write(state.join("images.txt"), names.join("\n")).unwrap();
     StandIns {
         root: root.to_path_buf(),
         bin,
         log: dir.join("calls.log"),
+        state,
     }
 }
 
@@ -48,6 +56,7 @@ impl StandIns {
         cmd.env("PATH", path)
             .env("KBUNDLE_STANDIN_LOG", &self.log)
             .env("KBUNDLE_STANDIN_ROOT", &self.root)
+            .env("KBUNDLE_STANDIN_STATE", &self.state)
     }
 
     /// The stand-in calls logged so far.
