@@ -10,6 +10,7 @@
 //! read-only and vanish with the namespace.
 
 use crate::support::bundles::{self, Built};
+use kbundle::install::csr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -202,7 +203,8 @@ fn verify(root: &Path, units: &[&str]) -> Output {
 }
 
 /// systemd itself accepts every unit the installer writes: containerd.service, kubelet.service
-/// with kubeadm's drop-in, and the first-boot kbundle-bootstrap.service. `--root` makes
+/// with kubeadm's drop-in, the first-boot kbundle-bootstrap.service and the CSR approver's
+/// service and timer. `--root` makes
 /// systemd-analyze read the units, drop-ins and ExecStart= binaries of the node root (the
 /// kubelet link resolved inside it), so no message is filtered: the output must be empty.
 #[test]
@@ -217,7 +219,25 @@ fn systemd_analyze_verify_accepts_every_unit_the_installer_writes() {
     let root = firewalld_root(&b.path("worker1"));
     let o = install(&b, &config, &root, "worker1", "all");
     assert!(o.status.success(), "{}", bundles::text(&o));
-    let units = ["containerd.service", "kubelet.service", "kbundle-bootstrap.service"];
+    // The CSR approver (kubelet-serving-certs = "cluster-signed", written by bootstrap on
+    // control planes) runs the same kbundle as the first-boot unit.
+    let system = root.join("etc/systemd/system");
+    let boot = std::fs::read_to_string(system.join("kbundle-bootstrap.service")).unwrap();
+    let exe = boot
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    std::fs::write(system.join("kbundle-csr-approve.service"), csr::service_unit(&exe)).unwrap();
+    std::fs::write(system.join("kbundle-csr-approve.timer"), csr::timer_unit()).unwrap();
+    let units = [
+        "containerd.service",
+        "kubelet.service",
+        "kbundle-bootstrap.service",
+        "kbundle-csr-approve.service",
+        "kbundle-csr-approve.timer",
+    ];
     for u in units {
         assert!(root.join("etc/systemd/system").join(u).is_file(), "{u} not written");
     }
