@@ -90,7 +90,8 @@ pub(crate) fn node_root(f: &Fixture, name: &str) -> PathBuf {
     r
 }
 
-pub(crate) fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
+/// `kbundle install --bundle B --config C --root ROOT EXTRA…`, not yet run.
+pub(crate) fn install_cmd(f: &Fixture, root: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(KBUNDLE);
     c.args(["install", "--bundle"])
         .arg(&f.archive)
@@ -99,7 +100,11 @@ pub(crate) fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
         .arg("--root")
         .arg(root)
         .args(extra);
-    c.output().unwrap()
+    c
+}
+
+pub(crate) fn install(f: &Fixture, root: &Path, extra: &[&str]) -> Output {
+    install_cmd(f, root, extra).output().unwrap()
 }
 
 /// Every file under `dir` with its size and mtime, to prove nothing changed.

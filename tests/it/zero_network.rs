@@ -6,28 +6,13 @@
 //! identical command connects and succeeds, so the test would catch a connection attempt
 //! and would notice if the namespace stopped isolating.
 
-use crate::install::{fixture, node_root, text, Fixture};
+use crate::install::{fixture, install_cmd, node_root, text};
 use crate::support::node::{bootstrap_stand_ins, in_new_netns, own_netns, stand_in, unpinned_in_root, NetnsReport};
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
-
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
-
-fn install_cmd(f: &Fixture, root: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(KBUNDLE);
-    c.args(["install", "--bundle"])
-        .arg(&f.archive)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--root")
-        .arg(root)
-        .args(extra);
-    c
-}
 
 /// The command ran in another network namespace, whose only interface is `lo`, down, and
 /// which has no route.
