@@ -239,7 +239,7 @@ fn el10_without_kernel_modules_extra_fails_preflight_naming_the_package_for_this
 }
 
 #[test]
-fn el9_does_not_ask_for_kernel_modules_extra() {
+fn el9_names_kernel_modules_not_the_el10_extra_package() {
     let s = scene(&[]);
     s.touch(
         "/etc/os-release",
@@ -248,8 +248,15 @@ fn el9_does_not_ask_for_kernel_modules_extra() {
     let (rec, r) = prepare(&s, "worker1", true, |rec| {
         rec.answer("modinfo", 1, "");
     });
-    r.unwrap();
-    assert!(all(&rec.commands(), "modinfo").is_empty());
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("kernel-modules-") && !e.contains("kernel-modules-extra"),
+        "{e}"
+    );
+    assert!(
+        all(&rec.commands(), "modprobe").is_empty(),
+        "nothing loaded before preflight passes"
+    );
 }
 
 #[test]

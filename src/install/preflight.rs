@@ -185,16 +185,13 @@ pub fn kernel_release(host: &Host) -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// On a running EL10 node, the kernel modules kbundle loads that the running kernel does
-/// not have: EL10 moved `br_netfilter`, `nft_compat` and the `xt_*` family into
-/// kernel-modules-extra, which minimal and cloud installs lack (docs/upstream-facts.md,
-/// "Kernel modules per EL release"). EL9 ships them with the kernel itself.
+/// On a running node, the kernel modules kbundle loads that the running kernel does not
+/// have, checked before anything changes (a module that fails later would stop the install
+/// half-way). EL10 moved `br_netfilter`, `nft_compat` and the `xt_*` family into
+/// kernel-modules-extra, which minimal and cloud installs lack; EL9 ships them in
+/// kernel-modules (docs/upstream-facts.md, "Kernel modules per EL release").
 fn missing_modules(host: &Host, mode: ProxyMode) -> Option<String> {
     if !host.is_running_system() {
-        return None;
-    }
-    let (_, version, _) = os_release(&host.read("/etc/os-release").unwrap_or_default());
-    if version.split('.').next() != Some("10") {
         return None;
     }
     let release = kernel_release(host);
@@ -205,12 +202,18 @@ fn missing_modules(host: &Host, mode: ProxyMode) -> Option<String> {
     if missing.is_empty() {
         return None;
     }
+    let (_, version, _) = os_release(&host.read("/etc/os-release").unwrap_or_default());
+    let package = if version.split('.').next() == Some("10") {
+        "kernel-modules-extra"
+    } else {
+        "kernel-modules"
+    };
     let rel = release.unwrap_or_else(|| "$(uname -r)".to_string());
     Some(format!(
-        "kernel module(s) {} not available for the running kernel {rel}: on Rocky/RHEL 10 they \
-         come with kernel-modules-extra. Install kernel-modules-extra-{rel} from the DVD's BaseOS \
-         (mount it, then `dnf --disablerepo='*' --repofrompath=dvd,/mnt/BaseOS install \
-         kernel-modules-extra-{rel}`) and run install again",
+        "kernel module(s) {} not available for the running kernel {rel}: they come with \
+         {package}. Install {package}-{rel} from the DVD's BaseOS (mount it, then \
+         `dnf --disablerepo='*' --repofrompath=dvd,/mnt/BaseOS install {package}-{rel}`) and \
+         run install again",
         missing.join(", ")
     ))
 }
