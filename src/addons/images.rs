@@ -10,6 +10,7 @@
 //! Where the API puts pod specs and containers: docs/upstream-facts.md, "Add-on manifests
 //! and their images".
 
+use super::scalar;
 use crate::image_ref::{ImageRef, ImageRefError};
 use std::str::FromStr;
 use yaml_edit::{Mapping, YamlFile, YamlNode};
@@ -101,11 +102,6 @@ fn path(m: &Mapping, keys: &[&str]) -> Option<Mapping> {
         at = at.get_mapping(*k)?;
     }
     Some(at)
-}
-
-/// A scalar value of `m`, unquoted.
-fn scalar(m: &Mapping, key: &str) -> Option<String> {
-    m.get(key).and_then(|n| n.as_scalar().map(|s| s.as_string()))
 }
 
 /// The images of every container list of one pod spec.

@@ -8,3 +8,11 @@
 
 pub mod images;
 pub mod patch;
+
+use yaml_edit::Mapping;
+
+/// The text of `key` in `map` when its value is a scalar (shared by [`images`] and
+/// [`patch`]).
+pub(crate) fn scalar(map: &Mapping, key: &str) -> Option<String> {
+    map.get(key)?.as_scalar().map(|s| s.as_string())
+}

@@ -11,6 +11,7 @@
 //!   self-signed certificates, and `--kubelet-preferred-address-types` starting with
 //!   `InternalIP` (same section: metrics-server README and kubespray defaults).
 
+use super::scalar;
 use std::str::FromStr;
 use yaml_edit::{Mapping, Sequence, YamlFile};
 
@@ -83,10 +84,6 @@ fn objects(text: &str, manifest: &'static str) -> Result<(YamlFile, Vec<Mapping>
     let file = YamlFile::from_str(text).map_err(|source| PatchError::Parse { manifest, source })?;
     let maps = file.documents().filter_map(|d| d.as_mapping()).collect();
     Ok((file, maps))
-}
-
-fn scalar(map: &Mapping, key: &str) -> Option<String> {
-    map.get(key)?.as_scalar().map(|s| s.as_string())
 }
 
 fn meta(obj: &Mapping, key: &str) -> Option<String> {
