@@ -18,7 +18,7 @@ use std::time::Duration;
 pub enum AddonsError {
     #[error("step addons: reading the cluster config {CLUSTER_CONFIG}")]
     Config(#[source] crate::cluster::ClusterError),
-    #[error("step addons: {0}")]
+    #[error(transparent)]
     Install(#[from] InstallError),
     #[error(transparent)]
     Host(#[from] crate::host::HostError),

@@ -1,6 +1,8 @@
 //! `kbundle upgrade apply` on one node: check it is this node's turn, back up etcd (control
-//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node`, drain,
-//! switch kubelet and kubectl, restart kubelet, wait for Ready, uncordon. Binaries live one
+//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node` (once
+//! every API server runs the hop: re-apply the add-ons, [`super::addons`]), drain, move the
+//! container runtime and its sandbox pin ([`super::runtime`]), switch kubelet and kubectl,
+//! restart kubelet, wait for Ready, uncordon. Binaries live one
 //! directory per version behind atomically switched links, so `upgrade rollback` can go
 //! back. Every step is journaled per hop, so a re-run resumes.
 

@@ -210,9 +210,19 @@ fn a_drained_worker_gets_the_bundles_runtime_config_and_restart_before_its_kubel
         ("crictl", "1.33.0"),
     ];
     let s = scene(&old, &config(1, "registry.k8s.io/pause:3.10"));
+    // containerd 1.7's v1 shim, which 2.x no longer ships; flannel's own plugin.
+    let shim = "/opt/kbundle/versions/containerd-1.7.27/containerd-shim";
+    write(&s.root, shim, "old");
+    link(&s.root, shim, "/usr/local/bin/containerd-shim");
+    write(&s.root, "/opt/cni/bin/flannel", "flannel's");
     let rec = worker_upgrade(&s);
     let e = rec.events();
     let r = &s.root;
+    assert!(
+        std::fs::symlink_metadata(s.root.join("usr/local/bin/containerd-shim")).is_err(),
+        "a link into the old version with no file in the new one is removed"
+    );
+    assert_eq!(read(&s, "/opt/cni/bin/flannel"), "flannel's");
     let order = [
         ran(&e, "drain worker1"),
         wrote(&e, r, "/opt/kbundle/versions/containerd-2.1.5/containerd"),
