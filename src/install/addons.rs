@@ -6,11 +6,16 @@
 
 use super::{csr, Ctx, InstallError};
 use crate::addons::patch::{self, Workload, CONTROL_PLANE_TAINT};
-use crate::cluster::{KubeletServingCerts, Role};
+use crate::bundle::verified::VerifiedBundle;
+use crate::cluster::{Cluster, KubeletServingCerts, Role};
+use crate::host::Host;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 pub const ADDONS_DIR: &str = "/etc/kbundle/addons";
+/// The cluster config a control plane keeps.
+pub const CLUSTER_CONFIG: &str = "/etc/kbundle/cluster.toml";
 
 /// kubeadm's CoreDNS Deployment, which tolerates the control-plane taint
 /// (docs/upstream-facts.md, "Add-ons: metrics-server, flannel, kubelet serving
@@ -26,7 +31,42 @@ fn coredns() -> Workload {
 
 /// The cluster is this one node: it must run every add-on itself.
 pub fn single_node(c: &Ctx) -> bool {
-    matches!(c.cluster.nodes.as_slice(), [n] if n.role == Role::Init)
+    one_node(&c.cluster)
+}
+
+fn one_node(cluster: &Cluster) -> bool {
+    matches!(cluster.nodes.as_slice(), [n] if n.role == Role::Init)
+}
+
+/// What applying the add-ons and waiting for them needs: install's [`Ctx`], or
+/// `upgrade apply` after every API server runs a hop.
+pub(crate) struct Target<'a> {
+    pub host: &'a Host,
+    pub bundle: &'a VerifiedBundle,
+    pub cluster: &'a Cluster,
+    /// The kubectl and kubeconfig to run, as paths on this machine.
+    pub kubectl: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+impl Target<'_> {
+    fn kubectl(&self) -> Command {
+        let mut k = Command::new(&self.kubectl);
+        k.arg("--kubeconfig").arg(&self.kubeconfig);
+        k
+    }
+}
+
+fn target(c: &Ctx) -> Result<Target<'_>, InstallError> {
+    Ok(Target {
+        host: &c.host,
+        bundle: &c.bundle,
+        cluster: &c.cluster,
+        kubectl: c.host.resolve("/usr/local/bin/kubectl")?,
+        kubeconfig: c.host.path("/etc/kubernetes/admin.conf")?,
+        ready_timeout: c.opts.ready_timeout,
+    })
 }
 
 fn kubectl(c: &Ctx) -> Result<Command, InstallError> {
@@ -43,12 +83,12 @@ struct Manifest {
 }
 
 /// The bundle's add-on manifests, each patched for this cluster.
-fn patched(c: &Ctx) -> Result<Vec<Manifest>, InstallError> {
-    let entries = c.bundle.json().entries.iter();
+fn patched(bundle: &VerifiedBundle, cluster: &Cluster) -> Result<Vec<Manifest>, InstallError> {
+    let entries = bundle.json().entries.iter();
     let addons = entries.filter(|e| matches!(e.component.as_deref(), Some("flannel") | Some("metrics-server")));
     let mut out = Vec::new();
     for e in addons {
-        let file = c.bundle.file(&e.path);
+        let file = bundle.file(&e.path);
         let text = std::fs::read_to_string(&file).map_err(|source| InstallError::Read {
             step: "addons",
             path: file.clone(),
@@ -58,13 +98,10 @@ fn patched(c: &Ctx) -> Result<Vec<Manifest>, InstallError> {
         let text = match component.as_str() {
             "flannel" => patch::flannel(
                 &text,
-                &c.cluster.pod_cidr,
-                c.cluster.proxy_mode == crate::cluster::ProxyMode::Nftables,
+                &cluster.pod_cidr,
+                cluster.proxy_mode == crate::cluster::ProxyMode::Nftables,
             )?,
-            _ => patch::metrics_server(
-                &text,
-                c.cluster.kubelet_serving_certs == KubeletServingCerts::SelfSigned,
-            )?,
+            _ => patch::metrics_server(&text, cluster.kubelet_serving_certs == KubeletServingCerts::SelfSigned)?,
         };
         let name = file
             .file_name()
@@ -81,11 +118,16 @@ fn patched(c: &Ctx) -> Result<Vec<Manifest>, InstallError> {
 
 /// Writes each patched manifest to [`ADDONS_DIR`] and applies it from there.
 pub fn apply(c: &mut Ctx) -> Result<(), InstallError> {
-    for m in patched(c)? {
-        c.host.write(&m.node_path, m.text.as_bytes(), 0o644)?;
-        let mut k = kubectl(c)?;
-        k.args(["apply", "-f"]).arg(c.host.path(&m.node_path)?);
-        c.host.run(&mut k)?;
+    apply_to(&target(c)?)
+}
+
+/// [`apply`] for any [`Target`].
+pub(crate) fn apply_to(t: &Target) -> Result<(), InstallError> {
+    for m in patched(t.bundle, t.cluster)? {
+        t.host.write(&m.node_path, m.text.as_bytes(), 0o644)?;
+        let mut k = t.kubectl();
+        k.args(["apply", "-f"]).arg(t.host.path(&m.node_path)?);
+        t.host.run(&mut k)?;
         println!("    applied {} ({})", m.component, m.node_path);
     }
     Ok(())
@@ -110,18 +152,19 @@ pub fn untaint(c: &mut Ctx) -> Result<(), InstallError> {
     .map_err(InstallError::from)
 }
 
-/// On a control plane with cluster-signed kubelet certificates: the CSR approver's
-/// service and timer (enabled by link, started now), and the cluster config it reads.
+/// On every control plane: the cluster config at [`CLUSTER_CONFIG`] (the CSR approver and
+/// `upgrade apply`'s add-ons read it). With cluster-signed kubelet certificates also the
+/// CSR approver's service and timer (enabled by link, started now).
 pub fn install_approver(c: &mut Ctx) -> Result<(), InstallError> {
-    if c.cluster.kubelet_serving_certs != KubeletServingCerts::ClusterSigned {
-        return Ok(());
-    }
     let cfg = std::fs::read(&c.opts.config).map_err(|source| InstallError::Read {
         step: "csr-approver",
         path: c.opts.config.clone(),
         source,
     })?;
-    c.host.write("/etc/kbundle/cluster.toml", &cfg, 0o600)?;
+    c.host.write(CLUSTER_CONFIG, &cfg, 0o600)?;
+    if c.cluster.kubelet_serving_certs != KubeletServingCerts::ClusterSigned {
+        return Ok(());
+    }
     let exe = c.node_path(&c.kbundle_exe());
     c.host.write(csr::SERVICE, csr::service_unit(&exe).as_bytes(), 0o644)?;
     c.host.write(csr::TIMER, csr::timer_unit().as_bytes(), 0o644)?;
@@ -150,8 +193,8 @@ pub fn approve_csrs(c: &mut Ctx) -> Result<(), InstallError> {
 
 /// The workloads to wait for: CoreDNS and every applied one, except those that cannot
 /// run yet because only tainted control planes exist (named, so the user knows).
-fn to_wait_for(c: &Ctx) -> Result<Vec<Workload>, InstallError> {
-    let manifests = patched(c)?;
+fn to_wait_for(t: &Target) -> Result<Vec<Workload>, InstallError> {
+    let manifests = patched(t.bundle, t.cluster)?;
     let mut all = Vec::new();
     // CoreDNS runs once there is a pod network: with the bundle's flannel, now.
     if manifests.iter().any(|m| m.component == "flannel") {
@@ -162,7 +205,7 @@ fn to_wait_for(c: &Ctx) -> Result<Vec<Workload>, InstallError> {
     for m in manifests {
         all.extend(patch::workloads(&m.text, "add-on manifest")?);
     }
-    let schedulable = single_node(c);
+    let schedulable = one_node(t.cluster);
     let (now, later): (Vec<Workload>, Vec<Workload>) =
         all.into_iter().partition(|w| schedulable || w.tolerates_control_plane);
     for w in later {
@@ -181,10 +224,15 @@ fn to_wait_for(c: &Ctx) -> Result<Vec<Workload>, InstallError> {
 
 /// Waits until every add-on workload is available, all within the ready timeout.
 pub fn wait_available(c: &mut Ctx) -> Result<(), InstallError> {
-    let timeout = c.opts.ready_timeout;
-    let deadline = c.host.now() + timeout;
-    for w in to_wait_for(c)? {
-        wait_one(c, &w, deadline, timeout)?;
+    wait_available_on(&target(c)?)
+}
+
+/// [`wait_available`] for any [`Target`].
+pub(crate) fn wait_available_on(t: &Target) -> Result<(), InstallError> {
+    let timeout = t.ready_timeout;
+    let deadline = t.host.now() + timeout;
+    for w in to_wait_for(t)? {
+        wait_one(t, &w, deadline, timeout)?;
         println!("    {} {}/{} is available", w.kind, w.namespace, w.name);
     }
     Ok(())
@@ -192,19 +240,16 @@ pub fn wait_available(c: &mut Ctx) -> Result<(), InstallError> {
 
 /// `kubectl rollout status` until it succeeds or the deadline passes (a failure before
 /// its own timeout, such as a workload not created yet, is retried every 5 s).
-fn wait_one(c: &Ctx, w: &Workload, deadline: Duration, timeout: Duration) -> Result<(), InstallError> {
-    let kubectl_bin = c.host.resolve("/usr/local/bin/kubectl")?;
-    let kubeconfig = c.host.path("/etc/kubernetes/admin.conf")?;
+fn wait_one(t: &Target, w: &Workload, deadline: Duration, timeout: Duration) -> Result<(), InstallError> {
     let mut last = String::new();
-    let left = deadline.saturating_sub(c.host.now());
-    let done = c.host.poll(left, Duration::from_secs(5), || {
-        let secs = deadline.saturating_sub(c.host.now()).as_secs().max(1);
-        let mut k = Command::new(&kubectl_bin);
-        k.arg("--kubeconfig").arg(&kubeconfig);
+    let left = deadline.saturating_sub(t.host.now());
+    let done = t.host.poll(left, Duration::from_secs(5), || {
+        let secs = deadline.saturating_sub(t.host.now()).as_secs().max(1);
+        let mut k = t.kubectl();
         k.args(["-n", &w.namespace, "rollout", "status"])
             .arg(format!("{}/{}", w.kind.to_lowercase(), w.name))
             .arg(format!("--timeout={secs}s"));
-        match c.host.run(&mut k) {
+        match t.host.run(&mut k) {
             Ok(_) => Some(()),
             Err(e) => {
                 last = e.to_string();

@@ -176,6 +176,18 @@ pub struct ContainerdSettings<'a> {
     pub address: &'a str,
 }
 
+impl<'a> ContainerdSettings<'a> {
+    /// The node's own containerd (what `install` writes and `upgrade apply` rewrites).
+    pub fn node(sandbox_image: &'a str) -> Self {
+        ContainerdSettings {
+            sandbox_image,
+            root: "/var/lib/containerd",
+            state: "/run/containerd",
+            address: "/run/containerd/containerd.sock",
+        }
+    }
+}
+
 /// containerd 2.x reads config `version = 3`; 1.6/1.7 read `version = 2`.
 pub fn containerd_config(major: u32, s: &ContainerdSettings) -> String {
     if major >= 2 {

@@ -147,10 +147,18 @@ const LABELLED: &[&str] = &[
     "/var/lib/kubelet",
 ];
 
-/// The versioned kubelet the `/usr/local/bin/kubelet` link points at: container.fc gives
-/// `kubelet_exec_t` only to `/usr/local/s?bin/kubelet.*` and SELinux labels the file, not
-/// the link, so kbundle adds this one local rule.
-const KUBELET_FCONTEXT: &str = "/opt/kbundle/versions/[^/]+/kubelet";
+/// The versioned binaries the `/usr/local/{bin,sbin}` links point at, with the types
+/// container.fc gives only to `/usr/local/s?bin/kubelet.*`, `/usr/local/s?bin/containerd.*`
+/// and `/usr/local/s?bin/runc`: SELinux labels the file, not the link, so kbundle adds these
+/// local rules (docs/upstream-facts.md, "Upgrades: container runtime and add-ons").
+const FCONTEXTS: &[(&str, &str)] = &[
+    ("kubelet_exec_t", "/opt/kbundle/versions/[^/]+/kubelet"),
+    (
+        "container_runtime_exec_t",
+        "/opt/kbundle/versions/containerd-[^/]+/containerd.*",
+    ),
+    ("container_runtime_exec_t", "/opt/kbundle/versions/runc-[^/]+/runc"),
+];
 
 /// The `selinux-labels` step: in enforcing mode, on the node itself (the running system or
 /// the kickstart chroot), the installed files get their labels from the loaded policy.
@@ -165,8 +173,9 @@ pub fn selinux_labels(c: &mut Ctx) -> Result<(), InstallError> {
     }
     if h.is_file("/usr/sbin/semanage") {
         let known = h.query(Command::new("semanage").args(["fcontext", "-l", "-C"]))?;
-        if !String::from_utf8_lossy(&known.stdout).contains(KUBELET_FCONTEXT) {
-            h.run(Command::new("semanage").args(["fcontext", "-a", "-t", "kubelet_exec_t", KUBELET_FCONTEXT]))?;
+        let known = String::from_utf8_lossy(&known.stdout).into_owned();
+        for (t, rule) in FCONTEXTS.iter().filter(|(_, r)| !known.contains(r)) {
+            h.run(Command::new("semanage").args(["fcontext", "-a", "-t", t, rule]))?;
         }
     }
     let paths: Vec<&str> = LABELLED.iter().copied().filter(|p| h.exists(p)).collect();

@@ -297,6 +297,14 @@ fn enforcing_mode_keeps_selinux_config_and_labels_the_installed_files() {
         &cmds,
         "semanage fcontext -a -t kubelet_exec_t '/opt/kbundle/versions/[^/]+/kubelet'",
     );
+    at(
+        &cmds,
+        "semanage fcontext -a -t container_runtime_exec_t '/opt/kbundle/versions/containerd-[^/]+/containerd.*'",
+    );
+    at(
+        &cmds,
+        "semanage fcontext -a -t container_runtime_exec_t '/opt/kbundle/versions/runc-[^/]+/runc'",
+    );
     let relabel = at(&cmds, "restorecon -R");
     assert!(
         at(&cmds, "semanage fcontext -l -C") < rule && rule < relabel,
@@ -326,7 +334,9 @@ fn an_existing_kubelet_label_rule_is_not_added_twice() {
         rec.answer(
             "fcontext -l -C",
             0,
-            "/opt/kbundle/versions/[^/]+/kubelet    regular file    system_u:object_r:kubelet_exec_t:s0\n",
+            "/opt/kbundle/versions/[^/]+/kubelet    regular file    system_u:object_r:kubelet_exec_t:s0\n\
+             /opt/kbundle/versions/containerd-[^/]+/containerd.*    regular file    system_u:object_r:container_runtime_exec_t:s0\n\
+             /opt/kbundle/versions/runc-[^/]+/runc    regular file    system_u:object_r:container_runtime_exec_t:s0\n",
         );
     });
     r.unwrap();

@@ -14,6 +14,7 @@ pub mod preflight;
 pub mod prepare;
 pub mod ready;
 pub mod runtime;
+pub mod versions;
 
 use crate::bundle::verified::{self as source, VerifiedBundle};
 use crate::cluster::{Cluster, Node, Role};

@@ -4,11 +4,9 @@
 
 use super::files::{self, ContainerdSettings};
 use super::kubeadm::{self, Images, Secrets};
-use super::{preflight, runtime, Ctx, InstallError};
+use super::{preflight, runtime, versions, Ctx, InstallError};
 use crate::cluster::Role;
 use crate::host::journal::Journaled;
-use std::io::Read;
-use std::path::Path;
 
 pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     println!(
@@ -58,38 +56,6 @@ pub fn run(ctx: &mut Ctx) -> Result<(), InstallError> {
     Ok(())
 }
 
-/// Streams chosen regular files out of a (gzip) tarball in the bundle into the node.
-fn extract(c: &Ctx, tarball: &Path, mut dest: impl FnMut(&str) -> Option<String>) -> Result<usize, InstallError> {
-    let err = |source| InstallError::Tarball {
-        path: tarball.to_path_buf(),
-        source,
-    };
-    let f = std::fs::File::open(tarball).map_err(err)?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
-    let mut n = 0;
-    for entry in ar.entries().map_err(err)? {
-        let mut entry = entry.map_err(err)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().map_err(err)?.to_string_lossy().into_owned();
-        let Some(base) = path
-            .rsplit('/')
-            .next()
-            .filter(|b| !b.is_empty() && *b != "." && *b != "..")
-        else {
-            continue;
-        };
-        if let Some(target) = dest(base) {
-            // The entry's own size (a pax header may override the ustar field).
-            let size = entry.size();
-            c.host.install_reader(&mut (&mut entry).take(size), &target, 0o755)?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
     let platform = crate::manifest::Arch::host()
         .map(|a| a.platform())
@@ -109,18 +75,12 @@ fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
         c.host
             .symlink(&format!("{dir}/{bin}"), &format!("/usr/local/bin/{bin}"))?;
     }
-    c.host.install_file(&need("runc")?, "/usr/local/sbin/runc", 0o755)?;
-    let n = extract(c, &need("containerd")?, |b| Some(format!("/usr/local/bin/{b}")))?;
-    if n == 0 && !c.host.dry_run() {
-        return Err(InstallError::step("binaries", "the containerd tarball holds no files"));
+    // containerd, runc, CNI plugins, crictl: one directory per version too, behind a link
+    // per file at the paths the units and the containerd config name.
+    for part in versions::PARTS {
+        part.install(&c.host, &c.bundle, &platform)?;
     }
-    extract(c, &need("cni-plugins")?, |b| {
-        (b != "LICENSE" && !b.ends_with(".md")).then(|| format!("/opt/cni/bin/{b}"))
-    })?;
-    extract(c, &need("crictl")?, |b| {
-        (b == "crictl").then(|| "/usr/local/bin/crictl".to_string())
-    })?;
-    extract(c, &need("etcd")?, |b| {
+    versions::extract(&c.host, &need("etcd")?, |b| {
         matches!(b, "etcdctl" | "etcdutl").then(|| format!("/usr/local/bin/{b}"))
     })?;
     Ok(())
@@ -184,21 +144,13 @@ fn containerd_major(c: &Ctx) -> Result<u32, InstallError> {
             .say(&format!("containerd not installed yet: assuming the bundle's {v}"));
         return Ok(v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(2));
     }
-    Ok(runtime::containerd_version(&c.host, &c.host.path("/usr/local/bin/containerd")?)?.0)
+    Ok(runtime::containerd_version(&c.host, &c.host.resolve("/usr/local/bin/containerd")?)?.0)
 }
 
 fn containerd_config(c: &mut Ctx) -> Result<(), InstallError> {
     let major = containerd_major(c)?;
     let sandbox = sandbox_image(c);
-    let cfg = files::containerd_config(
-        major,
-        &ContainerdSettings {
-            sandbox_image: &sandbox,
-            root: "/var/lib/containerd",
-            state: "/run/containerd",
-            address: "/run/containerd/containerd.sock",
-        },
-    );
+    let cfg = files::containerd_config(major, &ContainerdSettings::node(&sandbox));
     c.host.write("/etc/containerd/config.toml", cfg.as_bytes(), 0o644)?;
     c.host.mkdir("/etc/containerd/certs.d")?;
     if let Some(m) = c.cluster.registry_mirror.clone() {
@@ -231,8 +183,8 @@ fn images(c: &mut Ctx) -> Result<(), InstallError> {
     let major = containerd_major(c)?;
     let names = runtime::import_images(
         &c.host,
-        &c.host.path("/usr/local/bin/containerd")?,
-        &c.host.path("/usr/local/bin/ctr")?,
+        &c.host.resolve("/usr/local/bin/containerd")?,
+        &c.host.resolve("/usr/local/bin/ctr")?,
         major,
         &c.bundle.files_under("images"),
         &expected,

@@ -1,6 +1,8 @@
 //! `kbundle upgrade apply` on one node: check it is this node's turn, back up etcd (control
-//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node`, drain,
-//! switch kubelet and kubectl, restart kubelet, wait for Ready, uncordon. Binaries live one
+//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node` (once
+//! every API server runs the hop: re-apply the add-ons, [`super::addons`]), drain, move the
+//! container runtime and its sandbox pin ([`super::runtime`]), switch kubelet and kubectl,
+//! restart kubelet, wait for Ready, uncordon. Binaries live one
 //! directory per version behind atomically switched links, so `upgrade rollback` can go
 //! back. Every step is journaled per hop, so a re-run resumes.
 
@@ -37,6 +39,10 @@ pub enum ApplyError {
     Step { step: String, message: String },
     #[error("step wait-ready: {0}")]
     NotReady(#[source] crate::install::ready::NotReady),
+    #[error("step runtime: {0}")]
+    Runtime(#[from] super::runtime::RuntimeError),
+    #[error(transparent)]
+    Addons(#[from] super::addons::AddonsError),
     #[error("{0}")]
     Usage(String),
 }
@@ -258,6 +264,16 @@ fn control_plane_steps(
         );
         return Ok(false);
     }
+    // Every kube-apiserver runs the hop now: the add-ons follow.
+    if super::addons::can_reapply(&run.host) {
+        run.step("addons", |r| {
+            let timeout = r.opts.ready_timeout;
+            super::addons::reapply(&r.host, &r.bundle, kubectl, &r.opts.kubeconfig, timeout)?;
+            Ok(())
+        })?;
+    } else {
+        println!("    {}", super::addons::missing_config());
+    }
     Ok(true)
 }
 
@@ -274,9 +290,9 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
     // Every image the layout carries is imported, so every one is pinned (not only this
     // hop's); those of earlier hops and of the version installed before stay pinned.
     let pinned: Vec<String> = r.bundle.json().images.iter().map(|i| i.reference.clone()).collect();
-    let containerd = r.host.path("/usr/local/bin/containerd")?;
+    let containerd = r.host.resolve("/usr/local/bin/containerd")?;
     let major = crate::install::runtime::containerd_version(&r.host, &containerd)?.0;
-    let ctr = r.host.path("/usr/local/bin/ctr")?;
+    let ctr = r.host.resolve("/usr/local/bin/ctr")?;
     crate::install::runtime::import_images(
         &r.host,
         &containerd,
@@ -298,6 +314,11 @@ fn node_steps(run: &mut Run) -> Result<(), ApplyError> {
             .arg(format!("--grace-period={}", r.opts.drain_grace_period))
             .arg(format!("--timeout={}s", r.opts.drain_timeout));
         r.host.run(&mut k)?;
+        Ok(())
+    })?;
+    // On the drained node: containerd, runc, CNI plugins, crictl and the sandbox pin.
+    run.step("runtime", |r| {
+        super::runtime::upgrade(&r.host, &r.bundle, r.hop)?;
         Ok(())
     })?;
     run.step("kubelet", |r| {

@@ -2,7 +2,9 @@
 //! upgrade bundle. [`plan`] owns the pure planner (hop chains, kubeadm step order, version
 //! skew checks) and touches no host.
 
+pub mod addons;
 pub mod apply;
 pub mod observe;
 pub mod plan;
+pub mod runtime;
 pub mod skew;

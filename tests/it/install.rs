@@ -171,8 +171,20 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         "/usr/local/bin/crictl",
         "/usr/local/bin/etcdctl",
     ] {
-        assert!(r(b).is_file(), "{b} missing");
+        assert!(support::node::in_root(&root, b).is_file(), "{b} missing");
     }
+    // The runtime's binaries: one directory per version, a link per file.
+    for (link, dir) in [
+        ("/usr/local/bin/containerd", "/opt/kbundle/versions/containerd-2.1.5"),
+        ("/usr/local/bin/ctr", "/opt/kbundle/versions/containerd-2.1.5"),
+        ("/usr/local/sbin/runc", "/opt/kbundle/versions/runc-1.3.4"),
+        ("/opt/cni/bin/bridge", "/opt/kbundle/versions/cni-plugins-1.8.0"),
+        ("/usr/local/bin/crictl", "/opt/kbundle/versions/crictl-1.34.0"),
+    ] {
+        let t = std::fs::read_link(r(link)).unwrap();
+        assert_eq!(t.parent().unwrap(), Path::new(dir), "{link}");
+    }
+    assert!(r("/opt/cni/bin").is_dir() && std::fs::read_link(r("/opt/cni/bin")).is_err());
     // Host files.
     assert!(
         std::fs::read_to_string(r("/etc/modules-load.d/kbundle-kubernetes.conf"))
@@ -208,7 +220,7 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
             && cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10.1\""),
         "{cfg}"
     );
-    let dump = Command::new(r("/usr/local/bin/containerd"))
+    let dump = Command::new(support::node::in_root(&root, "/usr/local/bin/containerd"))
         .arg("--config")
         .arg(r("/etc/containerd/config.toml"))
         .args(["config", "dump"])

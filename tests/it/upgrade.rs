@@ -385,6 +385,17 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
     let pos = |needle: &str| calls.find(needle).unwrap_or_else(|| panic!("no {needle:?} in {calls}"));
     assert!(pos("kubeadm upgrade apply v1.33.7 -y") < pos("drain cp1 --ignore-daemonsets --delete-emptydir-data"));
     assert!(pos("drain cp1") < pos("systemctl restart kubelet"));
+    // The drained node's containerd pins the hop's pause (v1.33.7: 3.10, where prepare
+    // pinned the target's 3.10.1) and restarts before the kubelet moves; its binaries are
+    // the bundle's already, so their links stay.
+    assert!(pos("drain cp1") < pos("systemctl restart containerd"));
+    assert!(pos("systemctl restart containerd") < pos("systemctl restart kubelet"));
+    let cfg = std::fs::read_to_string(roots[0].join("etc/containerd/config.toml")).unwrap();
+    assert!(cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""), "{cfg}");
+    assert_eq!(
+        std::fs::read_link(roots[0].join("usr/local/bin/containerd")).unwrap(),
+        Path::new("/opt/kbundle/versions/containerd-2.1.5/containerd")
+    );
     assert!(pos("systemctl restart kubelet") < pos("get node cp1"));
     assert!(pos("get node cp1") < pos("uncordon cp1"));
     assert_eq!(

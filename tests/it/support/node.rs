@@ -9,6 +9,20 @@ use super::registry::output_text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Node path `node` of the node root `root`, following its absolute links inside the root
+/// (install links `/usr/local/bin/containerd` to `/opt/kbundle/versions/containerd-X/…`).
+pub fn in_root(root: &Path, node: &str) -> PathBuf {
+    let mut p = root.join(node.trim_start_matches('/'));
+    for _ in 0..8 {
+        match std::fs::read_link(&p) {
+            Ok(t) if t.is_absolute() => p = root.join(t.strip_prefix("/").unwrap_or(&t)),
+            Ok(t) => p = p.parent().unwrap_or(root).join(t),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
 /// A stand-in under tests/stand-ins.
 pub fn stand_in(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins").join(name)
@@ -177,14 +191,14 @@ pub fn ctr_in_root(root: &Path, cmds: &[&[&str]]) -> Vec<String> {
         ),
     )
     .unwrap();
-    let mut child = Command::new(root.join("usr/local/bin/containerd"))
+    let mut child = Command::new(in_root(root, "/usr/local/bin/containerd"))
         .arg("--config")
         .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ctr = root.join("usr/local/bin/ctr");
+    let ctr = in_root(root, "/usr/local/bin/ctr");
     let run = |args: &[&str]| Command::new(&ctr).arg("--address").arg(&sock).args(args).output();
     let mut ok = false;
     for _ in 0..100 {
