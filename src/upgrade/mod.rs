@@ -3,6 +3,8 @@
 //! skew checks) and touches no host.
 
 pub mod apply;
+pub mod drain;
 pub mod observe;
 pub mod plan;
+pub mod rollback;
 pub mod skew;

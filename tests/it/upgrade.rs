@@ -226,7 +226,10 @@ fn write_state(dir: &Path, nodes: &[(&str, bool, &str, &str)]) {
         .iter()
         .filter(|n| n.1)
         .map(|(name, _, api, _)| {
-            serde_json::json!({"spec": {"nodeName": name, "containers": [{"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{api}")}]}})
+            // A static pod's mirror, as the API server shows it (drain skips those).
+            let meta = serde_json::json!({"namespace": "kube-system", "name": format!("kube-apiserver-{name}"),
+                "annotations": {"kubernetes.io/config.mirror": "x"}});
+            serde_json::json!({"metadata": meta, "spec": {"nodeName": name, "containers": [{"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{api}")}]}})
         })
         .collect();
     std::fs::write(dir.join("nodes.json"), serde_json::json!({"items": items}).to_string()).unwrap();
@@ -435,6 +438,45 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         n,
         "a resumed apply repeated work"
     );
+    // A bare pod (no controller) on worker2: the drain refuses it by name, deletes nothing,
+    // and says which flag would; with --force-drain kubectl gets --force.
+    let pods_file = state.join("pods.json");
+    let mut pods: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pods_file).unwrap()).unwrap();
+    let bare =
+        serde_json::json!({"metadata": {"namespace": "default", "name": "debug"}, "spec": {"nodeName": "worker2"}});
+    pods["items"].as_array_mut().unwrap().push(bare);
+    std::fs::write(&pods_file, pods.to_string()).unwrap();
+    let o = apply("worker2", &roots[2]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("default/debug") && err.contains("--force-drain"), "{err}");
+    let forced = |c: &str| {
+        c.lines()
+            .any(|l| l.starts_with("kubectl") && l.contains("drain worker2") && l.contains("--force"))
+    };
+    assert!(
+        !forced(&std::fs::read_to_string(&log).unwrap()),
+        "drained with --force unasked"
+    );
+    let o = Command::new(KBUNDLE)
+        .args([
+            "upgrade",
+            "apply",
+            "--bundle",
+            archive.to_str().unwrap(),
+            "--node",
+            "worker2",
+            "--root",
+        ])
+        .arg(&roots[2])
+        .args(["--kubeconfig", "/dev/null", "--ready-timeout", "20", "--force-drain"])
+        .env("PATH", &path)
+        .env("KBUNDLE_STANDIN_LOG", &log)
+        .env("KBUNDLE_STANDIN_STATE", &state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(forced(&std::fs::read_to_string(&log).unwrap()));
     // Rollback on the control plane restores the previous binaries.
     let o = Command::new(KBUNDLE)
         .args(["upgrade", "rollback", "--root"])
