@@ -181,7 +181,7 @@ fn etcd_notice(host: &Host, hop: Version, backup: &str, old: &str, new: &str) ->
         _ => "no snapshot was recorded for this hop on this node (it is taken on control planes only): restore one you trust with `kbundle etcd snapshot restore SNAPSHOT --data-dir NEW_DIR --update-manifest`".to_string(),
     };
     format!(
-        "etcd was NOT rolled back: hop {} moved it from {old} to {new}, and an older etcd cannot be put back on data the newer one has written. etcd.yaml is left as it is (kubeadm's copy of the old one: {backup}); {how}",
+        "etcd was NOT rolled back: hop {} moved it from {old} to {new}, and an older etcd may not simply run on data the newer one has written (etcd's downgrade procedure is separate). etcd.yaml is left as it is (kubeadm's copy of the old one: {backup}); {how}",
         hop.with_v()
     )
 }
