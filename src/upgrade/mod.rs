@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod drain;
+pub mod hop_choice;
 pub mod observe;
 pub mod plan;
 pub mod rollback;

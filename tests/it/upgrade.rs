@@ -496,6 +496,73 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         .any(|e| e.file_name().to_string_lossy().starts_with("upgrade-")));
 }
 
+/// One hop as (kubernetes, sorted files, sorted images).
+fn hop_sets(hops: &serde_json::Value) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let strings = |v: &serde_json::Value| {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    hops.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["kubernetes"].as_str().unwrap().to_string(),
+                strings(&h["files"]),
+                strings(&h["images"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_upgrade_from_names_what_build_puts_in_the_bundle_and_via_picks_the_patch() {
+    let env = env();
+    support::versions::serve_kubernetes(&env.path("root"), env.tmp.path(), &env.up.registry, "1.33.3");
+    let args = ["--upgrade-from", "v1.32.11", "--via", "v1.33.3"];
+    let o = env.build("out", &args);
+    assert!(o.status.success(), "{}", text(&o));
+    let bj = bundle_json(&env.path("out/kubernetes-v1.34.3.tar.zst"));
+    let mut list_args = vec!["list", env.manifest.to_str().unwrap(), "--json"];
+    list_args.extend(args);
+    let l = kb(&list_args);
+    assert!(l.status.success(), "{}", text(&l));
+    let listed: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
+    // The same hops, each with the same files and images.
+    let hops = hop_sets(&bj["hops"]);
+    assert_eq!(hop_sets(&listed["hops"]), hops);
+    assert_eq!(
+        hops.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+        ["v1.33.3", "v1.34.3"]
+    );
+    assert_eq!(listed["upgrade_from"], bj["upgrade_from"]);
+    // And the same files and images overall.
+    let field = |v: &serde_json::Value, key: &str| {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[key].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    let files: Vec<String> = field(&bj["entries"], "path")
+        .into_iter()
+        .filter(|p| p.starts_with("files/"))
+        .collect();
+    assert_eq!(field(&listed["files"], "path"), files);
+    assert_eq!(field(&listed["images"], "ref"), field(&bj["images"], "ref"));
+    assert!(files.contains(&"files/kubeadm/1.33.3/linux-amd64/kubeadm".to_string()));
+    assert!(!files.iter().any(|f| f.contains("1.33.7")), "{files:?}");
+}
+
 #[test]
 fn delta_bundle_is_small_and_needs_its_base() {
     let env = env();
