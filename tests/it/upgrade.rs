@@ -384,6 +384,13 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         backups.iter().any(|b| b.file_name().to_string_lossy().ends_with(".db")),
         "no etcd snapshot"
     );
+    // ...recorded for rollback, which prints it when the hop moved etcd.
+    let snap = std::fs::read_to_string(roots[0].join("var/lib/kbundle/upgrade/v1.33.7/etcd-snapshot")).unwrap();
+    assert!(
+        snap.starts_with("/var/lib/kbundle/backups/etcd-before-v1.33.7-") && snap.ends_with(".db"),
+        "{snap}"
+    );
+    assert!(roots[0].join(snap.trim_start_matches('/')).is_file(), "{snap}");
     let calls = std::fs::read_to_string(&log).unwrap();
     let pos = |needle: &str| calls.find(needle).unwrap_or_else(|| panic!("no {needle:?} in {calls}"));
     assert!(pos("kubeadm upgrade apply v1.33.7 -y") < pos("drain cp1 --ignore-daemonsets --delete-emptydir-data"));
