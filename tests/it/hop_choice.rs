@@ -1,6 +1,10 @@
 //! Hop choice from the command line, on the shipped manifests (v1.32.11, v1.33.3, v1.33.7,
 //! v1.34.3, v1.35.4 side by side): the highest patch of each minor by default, `--via` for
-//! another, bad `--via` refused by `list`, `build` and `lock` before any download.
+//! another, bad `--via` refused by `list`, `build` and `lock` before any download; and
+//! `list --upgrade-from` naming exactly what `build --upgrade-from --via` bundles.
+
+use crate::support;
+use crate::upgrade::{bundle_json, env, kb as kb_env, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -159,4 +163,71 @@ fn a_via_off_the_chain_is_refused_by_list_build_and_lock_before_any_download() {
     // --via alone is a usage error (exit 2).
     let o = kb(&["list", m, "--via", "v1.33.3"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// One hop as (kubernetes, sorted files, sorted images).
+fn hop_sets(hops: &serde_json::Value) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let strings = |v: &serde_json::Value| {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    hops.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["kubernetes"].as_str().unwrap().to_string(),
+                strings(&h["files"]),
+                strings(&h["images"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_upgrade_from_names_what_build_puts_in_the_bundle_and_via_picks_the_patch() {
+    let env = env();
+    support::versions::serve_kubernetes(&env.path("root"), env.tmp.path(), &env.up.registry, "1.33.3");
+    let args = ["--upgrade-from", "v1.32.11", "--via", "v1.33.3"];
+    let o = env.build("out", &args);
+    assert!(o.status.success(), "{}", text(&o));
+    let bj = bundle_json(&env.path("out/kubernetes-v1.34.3.tar.zst"));
+    let mut list_args = vec!["list", env.manifest.to_str().unwrap(), "--json"];
+    list_args.extend(args);
+    let l = kb_env(&list_args);
+    assert!(l.status.success(), "{}", text(&l));
+    let listed: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
+    // The same hops, each with the same files and images.
+    let hops = hop_sets(&bj["hops"]);
+    assert_eq!(hop_sets(&listed["hops"]), hops);
+    assert_eq!(
+        hops.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+        ["v1.33.3", "v1.34.3"]
+    );
+    assert_eq!(listed["upgrade_from"], bj["upgrade_from"]);
+    // And the same files and images overall.
+    let field = |v: &serde_json::Value, key: &str| {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[key].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    let files: Vec<String> = field(&bj["entries"], "path")
+        .into_iter()
+        .filter(|p| p.starts_with("files/"))
+        .collect();
+    assert_eq!(field(&listed["files"], "path"), files);
+    assert_eq!(field(&listed["images"], "ref"), field(&bj["images"], "ref"));
+    assert!(files.contains(&"files/kubeadm/1.33.3/linux-amd64/kubeadm".to_string()));
+    assert!(!files.iter().any(|f| f.contains("1.33.7")), "{files:?}");
 }

@@ -14,7 +14,7 @@ use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -23,7 +23,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn kb(args: &[&str]) -> Output {
+pub(crate) fn kb(args: &[&str]) -> Output {
     Command::new(KBUNDLE)
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -33,14 +33,14 @@ fn kb(args: &[&str]) -> Output {
 
 /// An upstream serving v1.34.3 (real Debian binaries) and v1.33.7's kubeadm/kubelet/kubectl
 /// (tiny; its kubectl answers cluster calls), plus a registry with both image sets.
-struct Env {
-    tmp: tempfile::TempDir,
-    up: Upstream,
-    manifest: PathBuf,
+pub(crate) struct Env {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) up: Upstream,
+    pub(crate) manifest: PathBuf,
     installer: PathBuf,
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let real = upstream::shared_tree(&UpstreamSpec::v1_34_3());
     let old = tmp.path().join("old");
@@ -86,11 +86,11 @@ fn env() -> Env {
 }
 
 impl Env {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.tmp.path().join(p)
     }
 
-    fn build(&self, out: &str, extra: &[&str]) -> Output {
+    pub(crate) fn build(&self, out: &str, extra: &[&str]) -> Output {
         let mut a: Vec<String> = vec![
             "build".into(),
             self.manifest.display().to_string(),
@@ -108,7 +108,7 @@ impl Env {
     }
 }
 
-fn bundle_json(archive: &Path) -> serde_json::Value {
+pub(crate) fn bundle_json(archive: &Path) -> serde_json::Value {
     let o = kb(&["inspect", "--json", archive.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -501,73 +501,6 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
     assert!(!state
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with("upgrade-")));
-}
-
-/// One hop as (kubernetes, sorted files, sorted images).
-fn hop_sets(hops: &serde_json::Value) -> Vec<(String, Vec<String>, Vec<String>)> {
-    let strings = |v: &serde_json::Value| {
-        let mut out: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect();
-        out.sort();
-        out
-    };
-    hops.as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["kubernetes"].as_str().unwrap().to_string(),
-                strings(&h["files"]),
-                strings(&h["images"]),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn list_upgrade_from_names_what_build_puts_in_the_bundle_and_via_picks_the_patch() {
-    let env = env();
-    support::versions::serve_kubernetes(&env.path("root"), env.tmp.path(), &env.up.registry, "1.33.3");
-    let args = ["--upgrade-from", "v1.32.11", "--via", "v1.33.3"];
-    let o = env.build("out", &args);
-    assert!(o.status.success(), "{}", text(&o));
-    let bj = bundle_json(&env.path("out/kubernetes-v1.34.3.tar.zst"));
-    let mut list_args = vec!["list", env.manifest.to_str().unwrap(), "--json"];
-    list_args.extend(args);
-    let l = kb(&list_args);
-    assert!(l.status.success(), "{}", text(&l));
-    let listed: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
-    // The same hops, each with the same files and images.
-    let hops = hop_sets(&bj["hops"]);
-    assert_eq!(hop_sets(&listed["hops"]), hops);
-    assert_eq!(
-        hops.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
-        ["v1.33.3", "v1.34.3"]
-    );
-    assert_eq!(listed["upgrade_from"], bj["upgrade_from"]);
-    // And the same files and images overall.
-    let field = |v: &serde_json::Value, key: &str| {
-        let mut out: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x[key].as_str().unwrap().to_string())
-            .collect();
-        out.sort();
-        out
-    };
-    let files: Vec<String> = field(&bj["entries"], "path")
-        .into_iter()
-        .filter(|p| p.starts_with("files/"))
-        .collect();
-    assert_eq!(field(&listed["files"], "path"), files);
-    assert_eq!(field(&listed["images"], "ref"), field(&bj["images"], "ref"));
-    assert!(files.contains(&"files/kubeadm/1.33.3/linux-amd64/kubeadm".to_string()));
-    assert!(!files.iter().any(|f| f.contains("1.33.7")), "{files:?}");
 }
 
 #[test]
