@@ -180,8 +180,9 @@ fn rollback_cmd(r: RollbackArgs) -> anyhow::Result<i32> {
         crate::outln!("rolling back hop {}", h.with_v())?;
     }
     for line in &report.done {
-        crate::outln!("rolled back {line}")?;
+        crate::outln!("restored {line}")?;
     }
+    crate::outln!("restarted kubelet")?;
     for note in &report.notes {
         crate::outln!("note: {note}")?;
     }
