@@ -70,6 +70,8 @@ pub enum BuildError {
     Layout(#[source] crate::bundle::DuplicatePath),
     #[error("upgrade bundle: {0}")]
     Upgrade(#[source] crate::upgrade::plan::PlanError),
+    #[error("upgrade bundle: {0}")]
+    Hops(#[source] crate::upgrade::hop_choice::HopChoiceError),
     #[error("--base {path}: {source}")]
     BaseUnreadable {
         path: PathBuf,
@@ -141,6 +143,8 @@ pub struct BuildOptions {
     pub installer: Option<PathBuf>,
     /// Build an upgrade bundle from this cluster version (every minor hop to the target).
     pub upgrade_from: Option<Version>,
+    /// `--via`: the patch to go through for an intermediate minor (default: the highest pin).
+    pub via: Vec<Version>,
     /// Build a delta bundle that leaves out everything this earlier bundle holds.
     pub base: Option<PathBuf>,
     /// Files only: no container images (for sites that serve images from their own registry).
@@ -159,6 +163,7 @@ impl Default for BuildOptions {
             locked: false,
             installer: None,
             upgrade_from: None,
+            via: Vec::new(),
             base: None,
             skip_images: false,
             check_kubeadm_images: false,
@@ -254,14 +259,25 @@ pub fn sibling_pins(manifest: &Path) -> Vec<Version> {
 /// images are the catalog's expectation here; `lock` and `build` replace them with the
 /// images the add-on manifests name, once those are fetched (see `addons`).
 pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
+    scope_via(m, from, &[])
+}
+
+/// [`scope`], each intermediate minor through its `via` patch when one is given, else
+/// through the highest patch pinned beside the manifest or in the catalog.
+pub fn scope_via(m: &Manifest, from: Option<Version>, via: &[Version]) -> Result<Scope, BuildError> {
+    use crate::upgrade::hop_choice::{choose_hops, HopChoiceError};
     let mut files = catalog::manifest_files(m);
     let mut images = catalog::images::manifest_images(m)?;
     let hops = match from {
+        None if !via.is_empty() => return Err(BuildError::Hops(HopChoiceError::ViaWithoutUpgrade)),
         None => vec![m.kubernetes],
         Some(f) => {
             let mut pins = sibling_pins(&m.path);
             pins.extend_from_slice(catalog::KUBERNETES_PINS);
-            crate::upgrade::plan::hop_chain(f, m.kubernetes, &pins).map_err(BuildError::Upgrade)?
+            choose_hops(f, m.kubernetes, &pins, via).map_err(|e| match e {
+                HopChoiceError::Chain(p) => BuildError::Upgrade(p),
+                other => BuildError::Hops(other),
+            })?
         }
     };
     for &h in hops.iter().filter(|h| **h != m.kubernetes) {
@@ -283,9 +299,14 @@ pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
 }
 
 /// `kbundle lock`: resolve and write the lockfile (beside the manifest, or `--lockfile`).
-pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Result<(Lock, PathBuf), BuildError> {
+pub fn lock(
+    manifest: &Path,
+    o: &Options,
+    upgrade_from: Option<Version>,
+    via: &[Version],
+) -> Result<(Lock, PathBuf), BuildError> {
     let m = Manifest::load(manifest)?;
-    let mut sc = scope(&m, upgrade_from)?;
+    let mut sc = scope_via(&m, upgrade_from, via)?;
     let e = Engines::start(&m, o)?;
     let lock = settle::fresh_lock(&e, &m, &mut sc, o.jobs, true)?;
     let path = o.lock_path(&m);
@@ -297,7 +318,7 @@ pub fn lock(manifest: &Path, o: &Options, upgrade_from: Option<Version>) -> Resu
 pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let m = Manifest::load(manifest)?;
     // Validate everything that needs no network before touching it.
-    let mut sc = scope(&m, o.upgrade_from)?;
+    let mut sc = scope_via(&m, o.upgrade_from, &o.via)?;
     if o.skip_images {
         sc.images.clear();
     }

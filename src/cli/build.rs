@@ -38,9 +38,15 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub installer: Option<PathBuf>,
     /// Build an upgrade bundle for a cluster now at this version: it carries every minor
-    /// hop to the manifest's version (e.g. v1.32.11 -> 1.33.7 and 1.34.3), within the skew policy.
+    /// hop to the manifest's version (e.g. v1.32.11 -> 1.33.7 and 1.34.3), within the skew
+    /// policy. Each minor in between goes through the highest patch pinned by the manifests
+    /// beside MANIFEST or by kbundle's catalog, unless --via names another.
     #[arg(long, value_name = "vX.Y.Z")]
     pub upgrade_from: Option<crate::version::Version>,
+    /// With --upgrade-from: go through this patch for its minor (e.g. --via v1.33.3 instead
+    /// of v1.33.7). Repeatable, one per minor strictly between the cluster's and the target's.
+    #[arg(long, value_name = "vX.Y.Z", requires = "upgrade_from")]
+    pub via: Vec<crate::version::Version>,
     /// Build a delta bundle: leave out every file and blob already in this earlier bundle
     /// (archive or directory), which the nodes keep from their earlier install.
     #[arg(long, value_name = "OLD_BUNDLE")]
@@ -69,6 +75,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         locked: a.locked,
         installer: a.installer,
         upgrade_from: a.upgrade_from,
+        via: a.via,
         base: a.base,
         skip_images: a.skip_images,
         check_kubeadm_images: a.check_kubeadm_images

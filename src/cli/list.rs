@@ -1,5 +1,7 @@
-use crate::catalog::{self, images::CatalogImage, FileArtifact};
+use crate::builder::Scope;
+use crate::catalog::{self, images::CatalogImage, Component, FileArtifact};
 use crate::manifest::{Manifest, Pin};
+use crate::version::Version;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -12,7 +14,8 @@ type Pins = HashMap<String, Pin>;
 #[command(
     after_help = "The add-on images (flannel, metrics-server) are kbundle's catalog's expectation: a build \
 bundles the images the downloaded kube-flannel.yml and components.yaml name, and warns where they differ.\n\n\
-Example:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'"
+Examples:\n  kbundle list manifests/kubernetes-v1.34.3.toml --json | jq -r '.files[].url'\n  \
+kbundle list manifests/kubernetes-v1.34.3.toml --upgrade-from v1.32.11 --via v1.33.3"
 )]
 pub struct Args {
     /// The manifest (manifests/*.toml).
@@ -20,23 +23,78 @@ pub struct Args {
     /// Print JSON: {"files":[{"name","url","path",...}],"images":[{"ref",...}]}.
     #[arg(long)]
     pub json: bool,
+    /// List the upgrade bundle `build --upgrade-from` makes: every hop's files and images
+    /// (JSON adds "upgrade_from" and "hops").
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub upgrade_from: Option<Version>,
+    /// With --upgrade-from: the patch to go through for its minor, as `build --via`.
+    #[arg(long, value_name = "vX.Y.Z", requires = "upgrade_from")]
+    pub via: Vec<Version>,
+}
+
+/// One hop of the bundle: its files (bundle paths) and images, split as `build` records
+/// them in bundle.json (`builder::contents::hop`): an earlier hop has its own kubeadm,
+/// kubelet, kubectl and kubeadm images; the last also has the runtime, add-ons and extras.
+#[derive(Debug, serde::Serialize)]
+struct HopView {
+    kubernetes: String,
+    files: Vec<String>,
+    images: Vec<String>,
+}
+
+fn hop_view(m: &Manifest, sc: &Scope, h: Version) -> anyhow::Result<HopView> {
+    let last = h == m.kubernetes;
+    let own: Vec<CatalogImage> = if last {
+        let mut own = catalog::images::base_images(m)?;
+        own.extend(sc.images.iter().filter(|i| i.source.is_addon()).cloned());
+        own
+    } else {
+        catalog::images::kubeadm_images(h, None, None, None)?
+    };
+    let bin = |c: Component| matches!(c, Component::Kubeadm | Component::Kubelet | Component::Kubectl);
+    let files = sc
+        .files
+        .iter()
+        .filter(|f| if bin(f.component) { f.version == h } else { last })
+        .map(|f| f.path.clone())
+        .collect();
+    let images = sc
+        .images
+        .iter()
+        .filter(|i| own.iter().any(|o| o.reference == i.reference))
+        .map(|i| i.reference.to_string())
+        .collect();
+    Ok(HopView {
+        kubernetes: h.with_v(),
+        files,
+        images,
+    })
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let m = Manifest::load(&a.manifest)?;
-    let files = catalog::manifest_files(&m);
-    let pins = crate::resolve::pins_by_path(&m, &files)?;
-    let images = catalog::images::manifest_images(&m)?;
+    let sc = crate::builder::scope_via(&m, a.upgrade_from, &a.via)?;
+    let pins = crate::resolve::pins_by_path(&m, &sc.files)?;
+    let hops = match a.upgrade_from {
+        Some(_) => sc
+            .hops
+            .iter()
+            .map(|&h| hop_view(&m, &sc, h))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     if a.json {
-        print_json(&m, &files, &pins, &images)?;
+        print_json(&m, &sc, &pins, &hops)?;
     } else {
-        print_text(&m, &files, &pins, &images)?;
+        print_text(&m, &sc.files, &pins, &sc.images)?;
+        print_hops(&sc, &hops)?;
     }
     Ok(0)
 }
 
-fn print_json(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[CatalogImage]) -> anyhow::Result<()> {
-    let files: Vec<serde_json::Value> = files
+fn print_json(m: &Manifest, sc: &Scope, pins: &Pins, hops: &[HopView]) -> anyhow::Result<()> {
+    let files: Vec<serde_json::Value> = sc
+        .files
         .iter()
         .map(|f| {
             let mut v = serde_json::to_value(f).unwrap_or_default();
@@ -46,9 +104,36 @@ fn print_json(m: &Manifest, files: &[FileArtifact], pins: &Pins, images: &[Catal
             v
         })
         .collect();
-    let out =
-        serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": images });
+    let mut out =
+        serde_json::json!({ "name": m.name, "kubernetes": m.kubernetes.with_v(), "files": files, "images": sc.images });
+    if let Some(from) = sc.upgrade_from {
+        out["upgrade_from"] = serde_json::Value::String(from.with_v());
+        out["hops"] = serde_json::to_value(hops)?;
+    }
     crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
+    Ok(())
+}
+
+fn print_hops(sc: &Scope, hops: &[HopView]) -> std::io::Result<()> {
+    let Some(from) = sc.upgrade_from else {
+        return Ok(());
+    };
+    let chain: Vec<&str> = hops.iter().map(|h| h.kubernetes.as_str()).collect();
+    crate::outln!("\nupgrade from {}: {}", from.with_v(), chain.join(" -> "))?;
+    for h in hops {
+        crate::outln!(
+            "\nhop {} ({} files, {} images):",
+            h.kubernetes,
+            h.files.len(),
+            h.images.len()
+        )?;
+        for f in &h.files {
+            crate::outln!("  {f}")?;
+        }
+        for i in &h.images {
+            crate::outln!("  {i}")?;
+        }
+    }
     Ok(())
 }
 

@@ -20,6 +20,10 @@ pub struct Args {
     /// Also lock the intermediate hops of an upgrade bundle from this version.
     #[arg(long, value_name = "vX.Y.Z")]
     pub upgrade_from: Option<crate::version::Version>,
+    /// Go through this patch for its minor instead of the highest one pinned beside the
+    /// manifest or in kbundle's catalog (repeatable; one per intermediate minor).
+    #[arg(long, value_name = "vX.Y.Z", requires = "upgrade_from")]
+    pub via: Vec<crate::version::Version>,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
@@ -27,7 +31,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         lockfile: a.lockfile,
         ..a.fetch.options(quiet)
     };
-    let (lock, path) = crate::builder::lock(&a.manifest, &opts, a.upgrade_from)?;
+    let (lock, path) = crate::builder::lock(&a.manifest, &opts, a.upgrade_from, &a.via)?;
     if !quiet {
         eprintln!("locked {} files in {}", lock.files.len(), path.display());
     }

@@ -1,4 +1,4 @@
-use crate::upgrade::{apply, observe, plan};
+use crate::upgrade::{apply, observe, plan, rollback};
 use crate::version::Version;
 use std::path::PathBuf;
 
@@ -65,12 +65,16 @@ pub struct ApplyArgs {
     /// etcd client endpoint for the pre-upgrade snapshot.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:2379")]
     pub etcd_endpoint: String,
-    /// kubectl drain --grace-period, in seconds.
-    #[arg(long, default_value_t = 120)]
+    /// kubectl drain --grace-period, in seconds (kubespray's upgrade default).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::upgrade::drain::DEFAULT_GRACE_PERIOD)]
     pub drain_grace_period: u64,
-    /// kubectl drain --timeout, in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// kubectl drain --timeout, in seconds (kubespray's upgrade default).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::upgrade::drain::DEFAULT_TIMEOUT)]
     pub drain_timeout: u64,
+    /// Pass kubectl drain --force: DELETE pods that no controller manages (they are not
+    /// recreated anywhere). Without it, such pods make the drain fail, naming them.
+    #[arg(long)]
+    pub force_drain: bool,
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub ready_timeout: u64,
     #[arg(long, value_name = "DIR", default_value = "/")]
@@ -79,10 +83,28 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
-/// Point kubeadm, kubelet and kubectl back at the binaries used before the last hop and
-/// restart kubelet (after a failed hop).
+/// Roll THIS node back from its last hop (after a failed or unwanted hop).
+///
+/// Rolled back: the control-plane static-pod manifests (kube-apiserver,
+/// kube-controller-manager, kube-scheduler; etcd only if the hop kept etcd's image), from the
+/// newest /etc/kubernetes/tmp/kubeadm-backup-manifests-* kubeadm wrote during the hop;
+/// /var/lib/kubelet/config.yaml, from the copy `upgrade apply` saved before kubeadm ran; the
+/// kubeadm, kubelet and kubectl links; when the hop moved them, the containerd, runc, CNI
+/// plugin and crictl links and the previous /etc/containerd/config.toml (containerd
+/// restarts); then kubelet restarts and the hop's journal is forgotten, so `upgrade apply`
+/// can redo it.
+///
+/// NOT rolled back: etcd. If the hop upgraded etcd (1.33 -> 1.34 moves 3.5 to 3.6), etcd.yaml
+/// is left alone and the exact `kbundle etcd snapshot restore` command for the snapshot taken
+/// before the hop is printed (it loses every write since); the command then exits 1. Also
+/// not rolled back: what kubeadm changed in the cluster (kubeadm-config and kubelet-config
+/// ConfigMaps, CoreDNS, kube-proxy, RBAC), renewed certificates, and every other node: run
+/// this on each node the hop touched, workers first, the first control plane last.
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
+    /// The hop to roll back (default: the newest one `upgrade apply` ran on this node).
+    #[arg(long, value_name = "VERSION")]
+    pub hop: Option<Version>,
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     #[arg(long)]
@@ -93,12 +115,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     match a.command {
         Sub::Plan(p) => plan_cmd(p),
         Sub::Apply(x) => apply_cmd(x),
-        Sub::Rollback(r) => {
-            for line in apply::rollback(&r.root, r.dry_run)? {
-                crate::outln!("rolled back {line}")?;
-            }
-            Ok(0)
-        }
+        Sub::Rollback(r) => rollback_cmd(r),
     }
 }
 
@@ -147,10 +164,35 @@ fn apply_cmd(x: ApplyArgs) -> anyhow::Result<i32> {
         kubeconfig: x.kubeconfig,
         first: x.first,
         etcd_endpoint: x.etcd_endpoint,
-        drain_grace_period: x.drain_grace_period,
-        drain_timeout: x.drain_timeout,
+        drain: crate::upgrade::drain::DrainOptions {
+            grace_period: x.drain_grace_period,
+            timeout: x.drain_timeout,
+            force: x.force_drain,
+        },
         ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
         dry_run: x.dry_run,
     })?;
     Ok(0)
+}
+
+fn rollback_cmd(r: RollbackArgs) -> anyhow::Result<i32> {
+    let host = crate::host::Host::new(&r.root, r.dry_run);
+    let report = rollback::rollback_on(&host, r.hop)?;
+    if let Some(h) = report.hop {
+        crate::outln!("rolling back hop {}", h.with_v())?;
+    }
+    for line in &report.done {
+        crate::outln!("restored {line}")?;
+    }
+    crate::outln!("restarted kubelet")?;
+    for note in &report.notes {
+        crate::outln!("note: {note}")?;
+    }
+    match &report.etcd {
+        Some(etcd) => {
+            crate::outln!("{etcd}")?;
+            Ok(super::EXIT_FAILURE)
+        }
+        None => Ok(0),
+    }
 }

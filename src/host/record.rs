@@ -116,6 +116,16 @@ impl Recorder {
         self
     }
 
+    /// Commands whose argv contains `needle` exit with `code` and print `stderr` there
+    /// (as `kubectl drain` reports the pods it refuses to delete).
+    pub fn answer_stderr(&self, needle: &str, code: i32, stderr: &str) -> &Self {
+        self.answer(needle, code, "");
+        if let Some(a) = self.lock().answers.last_mut() {
+            a.stderr = stderr.to_string();
+        }
+        self
+    }
+
     /// Like [`Recorder::answer`], for the next `times` matching commands only.
     pub fn answer_times(&self, needle: &str, code: i32, stdout: &str, times: usize) -> &Self {
         self.answer(needle, code, stdout);

@@ -1,10 +1,11 @@
 //! `kbundle upgrade apply` on one node: check it is this node's turn, back up etcd (control
-//! planes), import the hop's images, switch kubeadm, `kubeadm upgrade apply|node` (once
-//! every API server runs the hop: re-apply the add-ons, [`super::addons`]), drain, move the
-//! container runtime and its sandbox pin ([`super::runtime`]), switch kubelet and kubectl,
-//! restart kubelet, wait for Ready, uncordon. Binaries live one
-//! directory per version behind atomically switched links, so `upgrade rollback` can go
-//! back. Every step is journaled per hop, so a re-run resumes.
+//! planes), save what rollback needs, import the hop's images, switch kubeadm, `kubeadm
+//! upgrade apply|node` (once every API server runs the hop: re-apply the add-ons,
+//! [`super::addons`]), drain, move the container runtime and its sandbox pin
+//! ([`super::runtime`]), switch kubelet and kubectl, restart kubelet, wait for Ready,
+//! uncordon. Binaries live one directory per version behind atomically switched links, and
+//! the kubelet config is saved before kubeadm runs, so `upgrade rollback`
+//! ([`super::rollback`]) can go back. Every step is journaled per hop, so a re-run resumes.
 
 use super::observe;
 use super::plan::{self, NodeAction};
@@ -37,6 +38,8 @@ pub enum ApplyError {
     },
     #[error("step {step}: {message}")]
     Step { step: String, message: String },
+    #[error(transparent)]
+    Drain(#[from] super::drain::DrainError),
     #[error("step wait-ready: {0}")]
     NotReady(#[source] crate::install::ready::NotReady),
     #[error("step runtime: {0}")]
@@ -64,8 +67,7 @@ pub struct Options {
     /// The control plane that runs `kubeadm upgrade apply` (default: first by name).
     pub first: Option<String>,
     pub etcd_endpoint: String,
-    pub drain_grace_period: u64,
-    pub drain_timeout: u64,
+    pub drain: super::drain::DrainOptions,
     pub ready_timeout: Duration,
     pub dry_run: bool,
 }
@@ -239,6 +241,9 @@ fn control_plane_steps(
     }
     run.step("images", import_hop_images)?;
     run.step("kubeadm", |r| r.switch("kubeadm"))?;
+    run.step("save-for-rollback", |r| {
+        Ok(super::rollback::save_before_hop(&r.host, r.hop)?)
+    })?;
     run.step("kubeadm-upgrade", |r| {
         let mut k = Command::new(r.host.resolve("/usr/local/bin/kubeadm")?);
         if action == NodeAction::FirstControlPlane {
@@ -309,11 +314,7 @@ fn import_hop_images(r: &mut Run) -> Result<(), ApplyError> {
 fn node_steps(run: &mut Run) -> Result<(), ApplyError> {
     let node = run.opts.node.clone();
     run.step("drain", |r| {
-        let mut k = r.kubectl()?;
-        k.args(["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data"])
-            .arg(format!("--grace-period={}", r.opts.drain_grace_period))
-            .arg(format!("--timeout={}s", r.opts.drain_timeout));
-        r.host.run(&mut k)?;
+        super::drain::drain(&r.host, r.kubectl()?, &node, &r.opts.drain)?;
         Ok(())
     })?;
     // On the drained node: containerd, runc, CNI plugins, crictl and the sandbox pin.
@@ -347,13 +348,13 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let file = r
-        .host
-        .path(&format!("{dir}/etcd-before-{}-{stamp}.db", r.hop.with_v()))?;
+    let node_file = format!("{dir}/etcd-before-{}-{stamp}.db", r.hop.with_v());
+    let file = r.host.path(&node_file)?;
     if r.host.dry_run() {
         r.host.say(&format!("etcd snapshot save {}", file.display()));
         return Ok(());
     }
+
     let opts = crate::etcd::snapshot::SaveOptions {
         file: file.clone(),
         endpoint: r.opts.etcd_endpoint.clone(),
@@ -366,39 +367,8 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
     let mut notes = |_level: crate::etcd::Level, msg: &str| println!("    {msg}");
     let report = crate::etcd::snapshot::save(&r.host, &opts, &mut notes)?;
     println!("    etcd snapshot {} (sha256 {})", report.file.display(), report.sha256);
+    super::rollback::record_snapshot(&r.host, r.hop, &node_file)?;
     Ok(())
-}
-
-/// `kbundle upgrade rollback`: points kubeadm, kubelet and kubectl back at the binaries
-/// they used before the last hop, and restarts kubelet.
-pub fn rollback(root: &Path, dry_run: bool) -> Result<Vec<String>, ApplyError> {
-    let host = Host::new(root, dry_run);
-    let _lock = crate::install::lock_node(&host)?;
-    let mut done = Vec::new();
-    for bin in ["kubeadm", "kubelet", "kubectl"] {
-        if let Some(prev) = host.read(&format!("/var/lib/kbundle/state/rollback/{bin}")) {
-            let prev = prev.trim().to_string();
-            if !host.exists(&prev) {
-                return Err(step_err("rollback", format!("{bin}: previous binary {prev} is gone")));
-            }
-            host.symlink(&prev, &format!("/usr/local/bin/{bin}"))?;
-            done.push(format!("{bin} -> {prev}"));
-        }
-    }
-    if done.is_empty() {
-        return Err(ApplyError::Usage(
-            "nothing to roll back: no earlier binaries recorded".into(),
-        ));
-    }
-    // Forget the rolled-back hops' journals, so a later `upgrade apply` redoes them.
-    for name in host.list("/var/lib/kbundle/state") {
-        if name.starts_with("upgrade-") {
-            host.remove(&format!("/var/lib/kbundle/state/{name}"))?;
-        }
-    }
-    host.run(Command::new("systemctl").arg("daemon-reload"))?;
-    host.run(Command::new("systemctl").args(["restart", "kubelet"]))?;
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 
 pub mod addons;
 pub mod apply;
+pub mod drain;
+pub mod hop_choice;
 pub mod observe;
 pub mod plan;
+pub mod rollback;
 pub mod runtime;
 pub mod skew;

@@ -93,8 +93,7 @@ fn opts(s: &Scene, node: &str) -> Options {
         kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
         first: None,
         etcd_endpoint: crate::etcd::snapshot::DEFAULT_ENDPOINT.into(),
-        drain_grace_period: 300,
-        drain_timeout: 360,
+        drain: Default::default(),
         ready_timeout: Duration::from_secs(60),
         dry_run: false,
     }

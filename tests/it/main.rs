@@ -10,6 +10,7 @@ mod cli_output;
 mod crash;
 mod etcd;
 mod fuzz_archive;
+mod hop_choice;
 mod hostile;
 mod hostprep;
 mod image_faults;

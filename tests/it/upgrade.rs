@@ -14,7 +14,7 @@ use support::upstream::{self, UpstreamSpec};
 
 const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -23,7 +23,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn kb(args: &[&str]) -> Output {
+pub(crate) fn kb(args: &[&str]) -> Output {
     Command::new(KBUNDLE)
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -33,14 +33,14 @@ fn kb(args: &[&str]) -> Output {
 
 /// An upstream serving v1.34.3 (real Debian binaries) and v1.33.7's kubeadm/kubelet/kubectl
 /// (tiny; its kubectl answers cluster calls), plus a registry with both image sets.
-struct Env {
-    tmp: tempfile::TempDir,
-    up: Upstream,
-    manifest: PathBuf,
+pub(crate) struct Env {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) up: Upstream,
+    pub(crate) manifest: PathBuf,
     installer: PathBuf,
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let real = upstream::shared_tree(&UpstreamSpec::v1_34_3());
     let old = tmp.path().join("old");
@@ -86,11 +86,11 @@ fn env() -> Env {
 }
 
 impl Env {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.tmp.path().join(p)
     }
 
-    fn build(&self, out: &str, extra: &[&str]) -> Output {
+    pub(crate) fn build(&self, out: &str, extra: &[&str]) -> Output {
         let mut a: Vec<String> = vec![
             "build".into(),
             self.manifest.display().to_string(),
@@ -108,7 +108,7 @@ impl Env {
     }
 }
 
-fn bundle_json(archive: &Path) -> serde_json::Value {
+pub(crate) fn bundle_json(archive: &Path) -> serde_json::Value {
     let o = kb(&["inspect", "--json", archive.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -226,7 +226,10 @@ fn write_state(dir: &Path, nodes: &[(&str, bool, &str, &str)]) {
         .iter()
         .filter(|n| n.1)
         .map(|(name, _, api, _)| {
-            serde_json::json!({"spec": {"nodeName": name, "containers": [{"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{api}")}]}})
+            // A static pod's mirror, as the API server shows it (drain skips those).
+            let meta = serde_json::json!({"namespace": "kube-system", "name": format!("kube-apiserver-{name}"),
+                "annotations": {"kubernetes.io/config.mirror": "x"}});
+            serde_json::json!({"metadata": meta, "spec": {"nodeName": name, "containers": [{"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{api}")}]}})
         })
         .collect();
     std::fs::write(dir.join("nodes.json"), serde_json::json!({"items": items}).to_string()).unwrap();
@@ -381,6 +384,13 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         backups.iter().any(|b| b.file_name().to_string_lossy().ends_with(".db")),
         "no etcd snapshot"
     );
+    // ...recorded for rollback, which prints it when the hop moved etcd.
+    let snap = std::fs::read_to_string(roots[0].join("var/lib/kbundle/upgrade/v1.33.7/etcd-snapshot")).unwrap();
+    assert!(
+        snap.starts_with("/var/lib/kbundle/backups/etcd-before-v1.33.7-") && snap.ends_with(".db"),
+        "{snap}"
+    );
+    assert!(roots[0].join(snap.trim_start_matches('/')).is_file(), "{snap}");
     let calls = std::fs::read_to_string(&log).unwrap();
     let pos = |needle: &str| calls.find(needle).unwrap_or_else(|| panic!("no {needle:?} in {calls}"));
     assert!(pos("kubeadm upgrade apply v1.33.7 -y") < pos("drain cp1 --ignore-daemonsets --delete-emptydir-data"));
@@ -446,6 +456,45 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         n,
         "a resumed apply repeated work"
     );
+    // A bare pod (no controller) on worker2: the drain refuses it by name, deletes nothing,
+    // and says which flag would; with --force-drain kubectl gets --force.
+    let pods_file = state.join("pods.json");
+    let mut pods: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pods_file).unwrap()).unwrap();
+    let bare =
+        serde_json::json!({"metadata": {"namespace": "default", "name": "debug"}, "spec": {"nodeName": "worker2"}});
+    pods["items"].as_array_mut().unwrap().push(bare);
+    std::fs::write(&pods_file, pods.to_string()).unwrap();
+    let o = apply("worker2", &roots[2]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("default/debug") && err.contains("--force-drain"), "{err}");
+    let forced = |c: &str| {
+        c.lines()
+            .any(|l| l.starts_with("kubectl") && l.contains("drain worker2") && l.contains("--force"))
+    };
+    assert!(
+        !forced(&std::fs::read_to_string(&log).unwrap()),
+        "drained with --force unasked"
+    );
+    let o = Command::new(KBUNDLE)
+        .args([
+            "upgrade",
+            "apply",
+            "--bundle",
+            archive.to_str().unwrap(),
+            "--node",
+            "worker2",
+            "--root",
+        ])
+        .arg(&roots[2])
+        .args(["--kubeconfig", "/dev/null", "--ready-timeout", "20", "--force-drain"])
+        .env("PATH", &path)
+        .env("KBUNDLE_STANDIN_LOG", &log)
+        .env("KBUNDLE_STANDIN_STATE", &state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(forced(&std::fs::read_to_string(&log).unwrap()));
     // Rollback on the control plane restores the previous binaries.
     let o = Command::new(KBUNDLE)
         .args(["upgrade", "rollback", "--root"])

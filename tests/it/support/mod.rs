@@ -18,3 +18,4 @@ pub mod mirror;
 pub mod node;
 pub mod registry;
 pub mod upstream;
+pub mod versions;
