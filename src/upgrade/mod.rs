@@ -6,3 +6,4 @@ pub mod apply;
 pub mod observe;
 pub mod plan;
 pub mod skew;
+pub mod stage;

@@ -317,6 +317,28 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
             ("worker2", false, "", "v1.32.11"),
         ],
     );
+    // Every node stages the bundle first (images, binaries, its kbundle.io/staged
+    // annotation written with its own kubelet credentials).
+    for (node, root) in ["cp1", "worker1", "worker2"].iter().zip(&roots) {
+        let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
+        std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
+        std::fs::write(root.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
+        let o = Command::new(KBUNDLE)
+            .args([
+                "upgrade",
+                "stage",
+                "--bundle",
+                archive.to_str().unwrap(),
+                "--node",
+                node,
+                "--root",
+            ])
+            .arg(root)
+            .env("KBUNDLE_STANDIN_STATE", &state)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
     let (_etcd, etcd_url) = start_etcd(env.tmp.path());
     let bin = env.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
