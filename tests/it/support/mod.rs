@@ -17,4 +17,5 @@ pub mod ks;
 pub mod mirror;
 pub mod node;
 pub mod registry;
+pub mod upgrade_env;
 pub mod upstream;
