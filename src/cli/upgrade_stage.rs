@@ -35,6 +35,7 @@ pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
         .node
         .or_else(|| crate::install::hostname(&crate::host::Host::new(&s.root, true)))
         .ok_or_else(|| anyhow::anyhow!("pass --node NAME (no hostname found)"))?;
+    let dry_run = s.dry_run;
     let r = stage::run(&stage::Options {
         bundle: s.bundle,
         node: node.clone(),
@@ -43,8 +44,9 @@ pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
         no_annotate: s.no_annotate,
         dry_run: s.dry_run,
     })?;
+    let done = if dry_run { "would stage" } else { "staged" };
     crate::outln!(
-        "{node}: staged bundle {} ({} images, {} binaries); nothing switched",
+        "{node}: {done} bundle {} ({} images, {} binaries); nothing switched",
         &r.id[..12],
         r.images,
         r.binaries.len()

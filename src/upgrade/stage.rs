@@ -11,7 +11,6 @@
 //! credentials (NodeRestriction lets a kubelet change its own Node's annotations; same
 //! section). The first control plane refuses a hop until every node carries it.
 
-use super::apply::hops;
 use crate::bundle::verified::{self as source, VerifiedBundle};
 use crate::host::{Host, HostError};
 use std::path::{Path, PathBuf};
@@ -105,7 +104,7 @@ pub fn run_on(host: Host, opts: &Options) -> Result<Report, StageError> {
 fn place_binaries(host: &Host, bundle: &VerifiedBundle) -> Result<Vec<String>, StageError> {
     let platform = crate::manifest::Arch::host().map(|a| a.platform());
     let mut placed = Vec::new();
-    for hop in hops(bundle.json()).unwrap_or_default() {
+    for hop in bundle.json().hops.iter().map(|h| h.kubernetes.version()) {
         for bin in ["kubeadm", "kubelet", "kubectl"] {
             let entry = bundle
                 .json()

@@ -10,26 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use support::harness::Upstream;
 use support::images::push_k8s_images;
 use support::node::{self, stand_in};
+use support::upgrade_env::{kb, text, KBUNDLE};
 use support::upstream::{self, UpstreamSpec};
-
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kb(args: &[&str]) -> Output {
-    Command::new(KBUNDLE)
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
 
 /// An upstream serving v1.34.3 (real Debian binaries) and v1.33.7's kubeadm/kubelet/kubectl
 /// (tiny; its kubectl answers cluster calls), plus a registry with both image sets.
