@@ -258,10 +258,15 @@ impl Cluster {
     }
 
     fn cmd(&self, node: &str, args: &[&str]) -> Command {
+        self.cmd_as(node, node, args)
+    }
+
+    /// `kbundle ARGS` on `node`'s root, naming the node `name`.
+    fn cmd_as(&self, node: &str, name: &str, args: &[&str]) -> Command {
         let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
         let mut c = Command::new(KBUNDLE);
         c.args(args)
-            .args(["--bundle", self.archive.to_str().unwrap(), "--node", node, "--root"])
+            .args(["--bundle", self.archive.to_str().unwrap(), "--node", name, "--root"])
             .arg(&self.roots[node])
             .env("PATH", path)
             .env("KBUNDLE_STANDIN_LOG", self.env.path("calls.log"))
@@ -336,6 +341,16 @@ fn staged_on_every_node_the_whole_cluster_upgrades_and_every_pod_has_its_image()
         let o = c.stage(node);
         assert!(o.status.success(), "stage on {node}: {}", text(&o));
     }
+    // A node's kubelet credentials annotate only its own Node (NodeRestriction): staging
+    // w1's root (already staged) under w2's name is refused, and says so.
+    let wrong = c.cmd_as("w1", "w2", &["upgrade", "stage"]);
+    let o = in_new_netns(&wrong).0.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("recording the staged bundle on node w2") && err.contains("is not allowed to modify node"),
+        "{err}"
+    );
     let last = CHAIN[CHAIN.len() - 1];
     c.upgrade(&[]).unwrap();
     for (node, cp) in NODES {
