@@ -12,6 +12,7 @@ mod list;
 mod lock;
 mod unpack;
 mod upgrade;
+mod upgrade_stage;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -13,6 +13,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
     Plan(PlanArgs),
+    Stage(super::upgrade_stage::StageArgs),
     Apply(ApplyArgs),
     Rollback(RollbackArgs),
 }
@@ -42,9 +43,13 @@ pub struct PlanArgs {
 
 /// Upgrade this node by one hop, in the only safe order: refuses unless the plan allows this
 /// node now (control planes before workers; every control plane at the hop before any
-/// kubelet moves to it). Control planes take an etcd snapshot first. Resumable.
+/// kubelet moves to it). Every node must first have run `kbundle upgrade stage` with this
+/// bundle (the first control plane checks every node's kbundle.io/staged annotation; --force
+/// overrides). Control planes take an etcd snapshot first. Resumable.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
+  # on every node first:
+  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst
   # on the first control plane:
   kbundle upgrade apply --bundle kubernetes-v1.34.3.tar.zst --node cp1
   # on a worker, with an admin kubeconfig copied from a control plane (drain needs it):
@@ -81,6 +86,9 @@ pub struct ApplyArgs {
     pub root: PathBuf,
     #[arg(long)]
     pub dry_run: bool,
+    /// Start a hop even though some nodes have not run `kbundle upgrade stage` (warns).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Roll THIS node back from its last hop (after a failed or unwanted hop).
@@ -114,6 +122,7 @@ pub struct RollbackArgs {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     match a.command {
         Sub::Plan(p) => plan_cmd(p),
+        Sub::Stage(s) => super::upgrade_stage::stage_cmd(s),
         Sub::Apply(x) => apply_cmd(x),
         Sub::Rollback(r) => rollback_cmd(r),
     }
@@ -171,6 +180,7 @@ fn apply_cmd(x: ApplyArgs) -> anyhow::Result<i32> {
         },
         ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
         dry_run: x.dry_run,
+        force: x.force,
     })?;
     Ok(0)
 }

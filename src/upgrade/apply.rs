@@ -48,6 +48,8 @@ pub enum ApplyError {
     Addons(#[from] super::addons::AddonsError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Stage(#[from] super::stage::StageError),
 }
 
 fn step_err(step: &str, message: impl Into<String>) -> ApplyError {
@@ -70,6 +72,8 @@ pub struct Options {
     pub drain: super::drain::DrainOptions,
     pub ready_timeout: Duration,
     pub dry_run: bool,
+    /// Start a hop even though some nodes have not staged the bundle (`upgrade stage`).
+    pub force: bool,
 }
 
 /// The bundle's hops, in order.
@@ -186,6 +190,7 @@ pub fn run_on(host: Host, opts: &Options) -> Result<(), ApplyError> {
         );
         return Ok(());
     }
+    check_staged(&host, &bundle, opts, action, hop, &kubectl)?;
     println!("upgrading {} to {} ({action:?})", opts.node, hop.with_v());
     let journal = Journal::new(format!(
         "/var/lib/kbundle/state/upgrade-{}-{}",
@@ -225,6 +230,32 @@ fn which_hop(state: &plan::ClusterState, hops: &[Version], opts: &Options) -> Re
         println!("{} already runs {last}: nothing to do", opts.node);
     }
     Ok(next.copied())
+}
+
+/// Every node imports every hop's images before kubeadm can roll kube-proxy and CoreDNS
+/// onto it (see [`super::stage`]): this node's own marker, and on the first control plane
+/// every node's annotation.
+fn check_staged(
+    host: &Host,
+    bundle: &VerifiedBundle,
+    opts: &Options,
+    action: NodeAction,
+    hop: Version,
+    kubectl: &Path,
+) -> Result<(), ApplyError> {
+    use super::stage;
+    let id = bundle.id().hex();
+    if action == NodeAction::FirstControlPlane {
+        let hop = hop.with_v();
+        stage::check_cluster(host, kubectl, &opts.kubeconfig, &id, &hop, opts.force, &opts.bundle)?;
+    }
+    if let Err(e) = stage::check_local(host, &id, &opts.bundle) {
+        if !opts.force {
+            return Err(e.into());
+        }
+        eprintln!("warning: --force: {e}");
+    }
+    Ok(())
 }
 
 /// etcd snapshot (control planes), images, kubeadm and `kubeadm upgrade`. Returns `false`
@@ -373,4 +404,4 @@ fn etcd_snapshot(r: &mut Run) -> Result<(), ApplyError> {
 
 #[cfg(test)]
 #[path = "apply_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -7,13 +7,15 @@ use crate::host::record::Recorder;
 use crate::testkit;
 use std::sync::Arc;
 
-struct Scene {
+pub(crate) struct Scene {
     _t: tempfile::TempDir,
-    root: PathBuf,
-    bundle: PathBuf,
+    pub root: PathBuf,
+    pub bundle: PathBuf,
+    /// The bundle's id; every node has staged it (`upgrade stage`), unless a test says not.
+    pub id: String,
 }
 
-fn scene() -> Scene {
+pub(crate) fn scene() -> Scene {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     testkit::node_root(&root);
@@ -37,10 +39,18 @@ fn scene() -> Scene {
         std::fs::write(pki.join(f), "x").unwrap();
     }
     let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
-    Scene { _t: t, root, bundle }
+    let id = source::check_source(&bundle).unwrap().id().hex();
+    std::fs::create_dir_all(root.join("var/lib/kbundle")).unwrap();
+    std::fs::write(root.join("var/lib/kbundle/staged"), format!("{id}\n")).unwrap();
+    Scene {
+        _t: t,
+        root,
+        bundle,
+        id,
+    }
 }
 
-fn opts(s: &Scene, node: &str) -> Options {
+pub(crate) fn opts(s: &Scene, node: &str) -> Options {
     Options {
         bundle: s.bundle.clone(),
         node: node.into(),
@@ -52,12 +62,14 @@ fn opts(s: &Scene, node: &str) -> Options {
         drain: Default::default(),
         ready_timeout: Duration::from_secs(60),
         dry_run: false,
+        force: false,
     }
 }
 
 /// `kubectl get nodes` and `get pods` as the API server would answer: (name, control
-/// plane?, kubelet version, API server version).
-fn cluster(nodes: &[(&str, bool, &str, &str)]) -> (String, String) {
+/// plane?, kubelet version, API server version); every node but `unstaged` carries the
+/// staged annotation for bundle `id`.
+pub(crate) fn cluster(nodes: &[(&str, bool, &str, &str)], id: &str, unstaged: &[&str]) -> (String, String) {
     let items: Vec<serde_json::Value> = nodes
         .iter()
         .map(|(n, cp, kubelet, _)| {
@@ -66,7 +78,11 @@ fn cluster(nodes: &[(&str, bool, &str, &str)]) -> (String, String) {
             } else {
                 serde_json::json!({})
             };
-            serde_json::json!({"metadata": {"name": n, "labels": labels},
+            let mut annotations = serde_json::json!({});
+            if !unstaged.contains(n) {
+                annotations[super::super::stage::ANNOTATION] = serde_json::json!(id);
+            }
+            serde_json::json!({"metadata": {"name": n, "labels": labels, "annotations": annotations},
                 "status": {"nodeInfo": {"kubeletVersion": kubelet}}})
         })
         .collect();
@@ -84,12 +100,16 @@ fn cluster(nodes: &[(&str, bool, &str, &str)]) -> (String, String) {
     )
 }
 
-fn recorder(s: &Scene, now: &[(&str, bool, &str, &str)], later: &[(&str, bool, &str, &str)]) -> (Arc<Recorder>, Host) {
+pub(crate) fn recorder(
+    s: &Scene,
+    now: &[(&str, bool, &str, &str)],
+    later: &[(&str, bool, &str, &str)],
+) -> (Arc<Recorder>, Host) {
     let (rec, host) = testkit::recording_host(&s.root, true);
     // After `kubeadm upgrade apply`, the API servers answer with `later`.
-    let (nodes, pods) = cluster(later);
+    let (nodes, pods) = cluster(later, &s.id, &[]);
     rec.answer("get nodes", 0, &nodes).answer("get pods", 0, &pods);
-    let (nodes, pods) = cluster(now);
+    let (nodes, pods) = cluster(now, &s.id, &[]);
     rec.answer_times("get nodes", 0, &nodes, 1)
         .answer_times("get pods", 0, &pods, 1);
     rec.answer(

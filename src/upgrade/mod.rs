@@ -11,3 +11,4 @@ pub mod plan;
 pub mod rollback;
 pub mod runtime;
 pub mod skew;
+pub mod stage;

@@ -36,6 +36,11 @@ fn kubectl_json(
     })
 }
 
+/// `kubectl get nodes -o json`, as the API server answers it.
+pub fn nodes_json(host: &Host, kubectl: &Path, kubeconfig: &Path) -> Result<serde_json::Value, ObserveError> {
+    kubectl_json(host, kubectl, kubeconfig, &["get", "nodes"])
+}
+
 /// A version from a kubelet version string or an image tag (`v1.33.7`, `v1.33.7-eks…`).
 fn version_of(s: &str) -> Option<Version> {
     let core: String = s

@@ -170,6 +170,7 @@ impl fmt::Display for Plan {
         }
         for (i, hop) in self.hops.iter().enumerate() {
             writeln!(f, "hop {}: v{} -> v{}", i + 1, hop.from, hop.version)?;
+            writeln!(f, "  0. {}", super::stage::PLAN_STEP)?;
             for (j, step) in hop.steps.iter().enumerate() {
                 writeln!(f, "  {}. {}", j + 1, step.describe(hop.version))?;
             }

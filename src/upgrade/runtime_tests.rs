@@ -15,6 +15,8 @@ struct Scene {
     _t: tempfile::TempDir,
     root: PathBuf,
     bundle: PathBuf,
+    /// The bundle's id, which every node has staged.
+    id: String,
 }
 
 fn write(root: &Path, node: &str, text: &str) {
@@ -70,7 +72,15 @@ fn scene(runtime: &[(&str, &str)], config: &str) -> Scene {
         write(&root, &format!("/etc/kubernetes/pki/etcd/{f}"), "x");
     }
     let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
-    Scene { _t: t, root, bundle }
+    // This node has staged the bundle (`upgrade stage`).
+    let id = crate::bundle::verified::check_source(&bundle).unwrap().id().hex();
+    write(&root, "/var/lib/kbundle/staged", &format!("{id}\n"));
+    Scene {
+        _t: t,
+        root,
+        bundle,
+        id,
+    }
 }
 
 fn config(major: u32, pause: &str) -> String {
@@ -94,36 +104,16 @@ fn opts(s: &Scene, node: &str) -> Options {
         first: None,
         etcd_endpoint: crate::etcd::snapshot::DEFAULT_ENDPOINT.into(),
         drain: Default::default(),
+        force: false,
         ready_timeout: Duration::from_secs(60),
         dry_run: false,
     }
 }
 
-/// The API server's answers: (name, control plane?, kubelet, API server).
-fn answers(rec: &Recorder, nodes: &[(&str, bool, &str, &str)], times: Option<usize>) {
-    let items: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|(n, cp, k, _)| {
-            let labels = if *cp {
-                serde_json::json!({"node-role.kubernetes.io/control-plane": ""})
-            } else {
-                serde_json::json!({})
-            };
-            serde_json::json!({"metadata": {"name": n, "labels": labels}, "status": {"nodeInfo": {"kubeletVersion": k}}})
-        })
-        .collect();
-    let pods: Vec<serde_json::Value> = nodes
-        .iter()
-        .filter(|n| n.1)
-        .map(|(n, _, _, a)| {
-            serde_json::json!({"spec": {"nodeName": n, "containers": [
-            {"name": "kube-apiserver", "image": format!("registry.k8s.io/kube-apiserver:{a}")}]}})
-        })
-        .collect();
-    let (nodes, pods) = (
-        serde_json::json!({ "items": items }).to_string(),
-        serde_json::json!({ "items": pods }).to_string(),
-    );
+/// The API server's answers: (name, control plane?, kubelet, API server); every node has
+/// staged bundle `id`.
+fn answers(rec: &Recorder, id: &str, nodes: &[(&str, bool, &str, &str)], times: Option<usize>) {
+    let (nodes, pods) = crate::upgrade::apply::tests::cluster(nodes, id, &[]);
     match times {
         Some(n) => rec
             .answer_times("get nodes", 0, &nodes, n)
@@ -193,6 +183,7 @@ fn worker_upgrade(s: &Scene) -> Arc<Recorder> {
     let (rec, host) = recorder(s);
     answers(
         &rec,
+        &s.id,
         &[("cp1", true, "v1.34.3", "v1.34.3"), ("worker1", false, "v1.33.7", "")],
         None,
     );
@@ -400,11 +391,13 @@ fn add_ons_follow_the_last_control_plane_of_a_hop_and_are_awaited_before_its_kub
     let (rec, host) = recorder(&s);
     answers(
         &rec,
+        &s.id,
         &[("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.33.7")],
         None,
     );
     answers(
         &rec,
+        &s.id,
         &[("cp1", true, "v1.33.7", "v1.33.7"), ("cp2", true, "v1.33.7", "v1.33.7")],
         Some(1),
     );
@@ -423,9 +416,10 @@ fn add_ons_follow_the_last_control_plane_of_a_hop_and_are_awaited_before_its_kub
     with_cluster_config(&s);
     let (rec, host) = recorder(&s);
     let all = [("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.34.3")];
-    answers(&rec, &all, None);
+    answers(&rec, &s.id, &all, None);
     answers(
         &rec,
+        &s.id,
         &[("cp1", true, "v1.33.7", "v1.34.3"), ("cp2", true, "v1.33.7", "v1.33.7")],
         Some(1),
     );

@@ -4,7 +4,8 @@
 //! `list --upgrade-from` naming exactly what `build --upgrade-from --via` bundles.
 
 use crate::support;
-use crate::upgrade::{bundle_json, env, kb as kb_env, text};
+use crate::support::upgrade_env::{kb as kb_env, text};
+use crate::upgrade::{bundle_json, env};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

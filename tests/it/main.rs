@@ -24,5 +24,6 @@ mod registry_selftest;
 mod skew;
 mod support_selftest;
 mod upgrade;
+mod upgrade_cluster;
 mod verify;
 mod zero_network;

@@ -78,10 +78,16 @@ fn three_node_cluster_two_hops() {
     };
     assert!(plan.hops[0].steps.contains(&w1));
     let text = plan.to_string();
-    let start = "hop 1: v1.32.11 -> v1.33.7\n  1. etcd snapshot on cp1\n  2. cp1: kubeadm upgrade apply v1.33.7\n";
-    assert!(text.starts_with(start) && text.contains("\n  3. drain cp1\n"), "{text}");
+    let start = format!(
+        "hop 1: v1.32.11 -> v1.33.7\n  0. {}\n  1. etcd snapshot on cp1\n  2. cp1: kubeadm upgrade apply v1.33.7\n",
+        kbundle::upgrade::stage::PLAN_STEP
+    );
     assert!(
-        text.contains("\nhop 2: v1.33.7 -> v1.34.3\n") && text.ends_with("  13. uncordon w2\n"),
+        text.starts_with(&start) && text.contains("\n  3. drain cp1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nhop 2: v1.33.7 -> v1.34.3\n  0. stage on every node") && text.ends_with("  13. uncordon w2\n"),
         "{text}"
     );
 }

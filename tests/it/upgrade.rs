@@ -10,26 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use support::harness::Upstream;
 use support::images::push_k8s_images;
 use support::node::{self, stand_in};
+use support::upgrade_env::{kb, text, KBUNDLE};
 use support::upstream::{self, UpstreamSpec};
-
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
-
-pub(crate) fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-pub(crate) fn kb(args: &[&str]) -> Output {
-    Command::new(KBUNDLE)
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
 
 /// An upstream serving v1.34.3 (real Debian binaries) and v1.33.7's kubeadm/kubelet/kubectl
 /// (tiny; its kubectl answers cluster calls), plus a registry with both image sets.
@@ -320,6 +302,28 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
             ("worker2", false, "", "v1.32.11"),
         ],
     );
+    // Every node stages the bundle first (images, binaries, its kbundle.io/staged
+    // annotation written with its own kubelet credentials).
+    for (node, root) in ["cp1", "worker1", "worker2"].iter().zip(&roots) {
+        let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
+        std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
+        std::fs::write(root.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
+        let o = Command::new(KBUNDLE)
+            .args([
+                "upgrade",
+                "stage",
+                "--bundle",
+                archive.to_str().unwrap(),
+                "--node",
+                node,
+                "--root",
+            ])
+            .arg(root)
+            .env("KBUNDLE_STANDIN_STATE", &state)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
     let (_etcd, etcd_url) = start_etcd(env.tmp.path());
     let bin = env.path("bin");
     std::fs::create_dir_all(&bin).unwrap();

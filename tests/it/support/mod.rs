@@ -17,5 +17,6 @@ pub mod ks;
 pub mod mirror;
 pub mod node;
 pub mod registry;
+pub mod upgrade_env;
 pub mod upstream;
 pub mod versions;
