@@ -160,6 +160,14 @@ fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
                 );
                 if k8s_bin {
                     f.version == h
+                } else if f.component == Component::Etcd {
+                    // Each hop's own etcd tools (catalog::etcd_tools).
+                    let tools = if last {
+                        Some(m.components.etcd)
+                    } else {
+                        catalog::etcd_tools::tools_for(h)
+                    };
+                    Some(f.version) == tools
                 } else {
                     last
                 }

@@ -68,6 +68,8 @@ pub enum BuildError {
     /// Two entries for one path, or another contents rule `bundle::Contents` enforces.
     #[error("bundle layout: {0}")]
     Layout(#[source] crate::bundle::DuplicatePath),
+    #[error(transparent)]
+    EtcdTools(#[from] Box<catalog::etcd_tools::ToolsMismatch>),
     #[error("upgrade bundle: {0}")]
     Upgrade(#[source] crate::upgrade::plan::PlanError),
     #[error("--base {path}: {source}")]
@@ -254,6 +256,7 @@ pub fn sibling_pins(manifest: &Path) -> Vec<Version> {
 /// images are the catalog's expectation here; `lock` and `build` replace them with the
 /// images the add-on manifests name, once those are fetched (see `addons`).
 pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
+    catalog::etcd_tools::check_manifest(m)?;
     let mut files = catalog::manifest_files(m);
     let mut images = catalog::images::manifest_images(m)?;
     let hops = match from {
@@ -267,6 +270,8 @@ pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
     for &h in hops.iter().filter(|h| **h != m.kubernetes) {
         for &arch in &m.arches {
             files.extend(catalog::kubernetes_binaries(h, arch));
+            // Each hop's etcd tools, of its etcd server's minor (catalog::etcd_tools).
+            files.extend(catalog::etcd_tools::tools_for(h).map(|v| catalog::etcd(v, arch)));
         }
         images.extend(catalog::images::kubeadm_images(h, None, None, None)?);
     }

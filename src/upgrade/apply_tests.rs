@@ -98,6 +98,8 @@ fn recorder(s: &Scene, now: &[(&str, bool, &str, &str)], later: &[(&str, bool, &
         0,
         r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
     );
+    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
+        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
     rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
     rec.answer(
         "snapshot status",
@@ -161,10 +163,20 @@ fn the_first_control_plane_snapshots_etcd_imports_upgrades_then_drains_switches_
         std::fs::read_link(s.root.join("usr/local/bin/kubelet")).unwrap(),
         Path::new("/opt/kbundle/versions/kubernetes-v1.34.3/kubelet")
     );
-    let backups = std::fs::read_dir(s.root.join("var/lib/kbundle/backups"))
+    let mut backups: Vec<String> = std::fs::read_dir(s.root.join("var/lib/kbundle/backups"))
         .unwrap()
-        .count();
-    assert_eq!(backups, 2, "the snapshot and its .sha256");
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    backups.sort();
+    assert_eq!(
+        backups.len(),
+        3,
+        "the snapshot, its .sha256 and .etcd-version: {backups:?}"
+    );
+    // The server's version (from `endpoint status`) is recorded for a later restore.
+    let version = s.root.join("var/lib/kbundle/backups").join(&backups[1]);
+    assert!(backups[1].ends_with(".db.etcd-version"), "{backups:?}");
+    assert_eq!(std::fs::read_to_string(version).unwrap(), "3.6.5\n");
     assert_eq!(
         w.last().map(String::as_str),
         Some("/var/lib/kbundle/kubernetes-version")

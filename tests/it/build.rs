@@ -155,7 +155,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
         "kbundle.lock",
         "files/containerd/2.1.5/linux-amd64/containerd-2.1.5-linux-amd64.tar.gz",
         "files/runc/1.3.4/linux-amd64/runc.amd64",
-        "files/etcd/3.5.25/linux-amd64/etcd-v3.5.25-linux-amd64.tar.gz",
+        "files/etcd/3.6.5/linux-amd64/etcd-v3.6.5-linux-amd64.tar.gz",
         "files/flannel/0.27.3/kube-flannel.yml",
     ] {
         assert!(entries.iter().any(|e| e["path"] == want), "bundle.json lacks {want}");
