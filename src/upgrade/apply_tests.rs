@@ -288,3 +288,34 @@ fn a_run_after_kubeadm_failed_resumes_there_without_a_second_snapshot() {
         "{cmds:#?}"
     );
 }
+
+#[test]
+fn the_pre_hop_snapshot_refuses_etcd_tools_of_another_minor_than_the_server() {
+    let s = scene();
+    let now = [("cp1", true, "v1.33.7", "v1.33.7"), ("worker1", false, "v1.33.7", "")];
+    let (rec, host) = recorder(&s, &now, &now);
+    // The server still runs 3.5; the node only has 3.6 tools.
+    rec.answer_times(
+        "endpoint status",
+        0,
+        r#"[{"Status":{"version":"3.5.24","dbSize":20480}}]"#,
+        1,
+    );
+    let e = run_on(host, &opts(&s, "cp1")).unwrap_err();
+    let chain = format!(
+        "{e}: {}",
+        std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default()
+    );
+    for want in [
+        "etcd-snapshot",
+        "is etcdctl 3.6.5",
+        "is etcd 3.5.24",
+        "etcdctl 3.5.x",
+        "--etcdctl",
+    ] {
+        assert!(chain.contains(want), "{want}: {chain}");
+    }
+    let cmds = rec.commands();
+    assert!(!cmds.iter().any(|c| c.contains("snapshot save")), "{cmds:#?}");
+    assert!(!cmds.iter().any(|c| c.contains("upgrade apply")), "{cmds:#?}");
+}
