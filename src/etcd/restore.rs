@@ -242,6 +242,19 @@ fn restore_tool(
         Err(e) if opts.etcdutl.is_some() => return Err(e),
         Err(e) => Some(e),
     };
+    if let Some(s) = server.filter(|s| s.version >= Version::new(3, 6, 0)) {
+        // 3.6's etcdctl has no `snapshot restore`: only an etcdutl of the minor will do.
+        return Err(utl_err.unwrap_or_else(|| {
+            EtcdError::Usage(format!(
+                "{} is etcd {}: it is restored with etcdutl {}.{}.x, and none was found ({})",
+                s.what,
+                s.version,
+                s.version.major,
+                s.version.minor,
+                tools::not_found(Kind::Etcdutl, host.root())
+            ))
+        }));
+    }
     match versions::pick(host, Kind::Etcdctl, opts.etcdctl.as_deref(), server, notes) {
         Ok(Some((t, v))) if v >= Version::new(3, 6, 0) => Err(EtcdError::Usage(format!(
             "{} is etcdctl {v}, which has no `snapshot restore` (etcd 3.6 moved it to etcdutl): \

@@ -192,7 +192,7 @@ fn mismatch(kind: Kind, explicit: bool, seen: &[(PathBuf, Version)], s: &Server)
         found,
         server: format!("{} is etcd {}", s.what, s.version),
         hint: format!(
-            "use a {name} {major}.{minor}.x: {how}{VERSIONS_DIR}/etcd-{major}.{minor}.<patch>/ holds one when a bundle of a Kubernetes \
+            "use {name} {major}.{minor}.x: {how}{VERSIONS_DIR}/etcd-{major}.{minor}.<patch>/ holds one when a bundle of a Kubernetes \
              version that runs etcd {major}.{minor} was installed or upgraded to; pass {flag} PATH",
             name = kind.name(),
             how = if explicit {

@@ -188,3 +188,23 @@ fn restore_refuses_a_tool_of_another_minor_than_the_snapshot() {
     let argv = std::fs::read_to_string(&log).unwrap();
     assert!(!argv.contains("snapshot restore /"), "{argv}");
 }
+
+#[test]
+fn a_3_6_snapshot_needs_etcdutl_even_with_a_matching_etcdctl() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let ctl = root.join("usr/local/bin/etcdctl");
+    std::fs::create_dir_all(ctl.parent().unwrap()).unwrap();
+    std::fs::write(&ctl, "#!/bin/sh\necho 'etcdctl version: 3.6.5'\n").unwrap();
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(t.path().join("snap.db"), "snapshot bytes").unwrap();
+    std::fs::write(t.path().join("snap.db.etcd-version"), "3.6.5\n").unwrap();
+    let host = Host::new(&root, false);
+    let mut opts = restore_opts(t.path(), 1);
+    opts.etcdctl = Some(ctl);
+    let e = restore(&host, &opts, &mut |_, _: &str| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("is etcd 3.6.5") && e.contains("etcdutl 3.6.x") && e.contains("--etcdutl"),
+        "{e}"
+    );
+}

@@ -550,10 +550,14 @@ fn restore_update_manifest_switches_kubeadm_etcd() {
 
     // A snapshot from another etcd minor than the tool's is refused, naming both, before
     // anything on the node changes.
-    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.6.5\n").unwrap();
+    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.5.24\n").unwrap();
     let e = fails(&restore_on_node(&snap, &root));
     assert!(e.contains("/usr/bin/etcdctl is etcdctl 3.4.23"), "{e}");
-    assert!(e.contains("is etcd 3.6.5") && e.contains("3.6.x"), "{e}");
+    assert!(e.contains("is etcd 3.5.24") && e.contains("etcdctl 3.5.x"), "{e}");
+    // A 3.6 snapshot needs etcdutl 3.6 (3.6's etcdctl cannot restore).
+    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.6.5\n").unwrap();
+    let e = fails(&restore_on_node(&snap, &root));
+    assert!(e.contains("is etcd 3.6.5") && e.contains("etcdutl 3.6.x"), "{e}");
     assert_eq!(names_in(&root.join("var/lib")), ["etcd", "kbundle"]);
     assert_eq!(
         std::fs::read_to_string(k8s.join("manifests/etcd.yaml")).unwrap(),
