@@ -255,6 +255,18 @@ fn restore_tool(
             ))
         }));
     }
+    etcdctl_for_restore(host, opts, server, notes, utl_err)
+}
+
+/// etcdctl of the snapshot server's minor, when there is no such etcdutl (`utl_err`: why
+/// none of the etcdutls found would do).
+fn etcdctl_for_restore(
+    host: &Host,
+    opts: &RestoreOptions,
+    server: Option<&Server>,
+    notes: Notes,
+    utl_err: Option<EtcdError>,
+) -> Result<(Tool, Version), EtcdError> {
     match versions::pick(host, Kind::Etcdctl, opts.etcdctl.as_deref(), server, notes) {
         Ok(Some((t, v))) if v >= Version::new(3, 6, 0) => Err(EtcdError::Usage(format!(
             "{} is etcdctl {v}, which has no `snapshot restore` (etcd 3.6 moved it to etcdutl): \
