@@ -133,10 +133,24 @@ fn mark_in_base(contents: &mut Contents, base: &Path) -> Result<(), BuildError> 
 /// One hop: its own kubeadm/kubelet/kubectl and kubeadm images; the last hop (the
 /// manifest's version) also has the runtime, add-ons and every other image.
 fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
-    let last = h == m.kubernetes;
-    let own: HashSet<String> = if last {
-        // kubeadm's and the extra images from the catalog; the add-on images as the scope
-        // has them (read from the add-on manifests).
+    let own = hop_images(m, sc, h);
+    Hop {
+        kubernetes: h.into(),
+        files: hop_files(m, sc, h),
+        images: images
+            .iter()
+            .filter(|i| own.contains(&i.reference))
+            .map(|i| i.reference.clone())
+            .collect(),
+    }
+}
+
+/// The image references hop `h` of the scope brings: the last hop (the manifest's own
+/// version) kubeadm's and the extra images from the catalog plus the add-on images as the
+/// scope has them (read from the add-on manifests at build time); an intermediate hop
+/// kubeadm's images for its version. Shared by `build` (bundle.json) and `list`.
+pub fn hop_images(m: &Manifest, sc: &Scope, h: Version) -> HashSet<String> {
+    if h == m.kubernetes {
         let base = catalog::images::base_images(m).unwrap_or_default();
         let addons = sc.images.iter().filter(|i| i.source.is_addon()).cloned();
         base.into_iter()
@@ -147,31 +161,29 @@ fn hop(m: &Manifest, sc: &Scope, images: &[LockedImage], h: Version) -> Hop {
         catalog::images::kubeadm_images(h, None, None, None)
             .map(|v| v.into_iter().map(|i| i.reference.to_string()).collect())
             .unwrap_or_default()
-    };
-    Hop {
-        kubernetes: h.into(),
-        files: sc
-            .files
-            .iter()
-            .filter(|f| {
-                let k8s_bin = matches!(
-                    f.component,
-                    Component::Kubeadm | Component::Kubelet | Component::Kubectl
-                );
-                if k8s_bin {
-                    f.version == h
-                } else {
-                    last
-                }
-            })
-            .map(|f| f.path.clone())
-            .collect(),
-        images: images
-            .iter()
-            .filter(|i| own.contains(&i.reference))
-            .map(|i| i.reference.clone())
-            .collect(),
     }
+}
+
+/// The bundle paths of the files hop `h` brings: its kubeadm, kubelet and kubectl, its etcd
+/// tools (catalog::etcd_tools), and on the last hop everything else.
+pub fn hop_files(m: &Manifest, sc: &Scope, h: Version) -> Vec<String> {
+    let last = h == m.kubernetes;
+    sc.files
+        .iter()
+        .filter(|f| match f.component {
+            Component::Kubeadm | Component::Kubelet | Component::Kubectl => f.version == h,
+            Component::Etcd => {
+                let tools = if last {
+                    Some(m.components.etcd)
+                } else {
+                    catalog::etcd_tools::tools_for(h)
+                };
+                Some(f.version) == tools
+            }
+            _ => last,
+        })
+        .map(|f| f.path.clone())
+        .collect()
 }
 
 pub(super) fn bundle_json(m: &Manifest, sc: &Scope, images: &[LockedImage]) -> Result<BundleJson, FieldError> {

@@ -2,6 +2,7 @@
 
 mod addons;
 mod contents;
+pub use contents::{hop_files, hop_images};
 mod kubeadm_check;
 mod outdir;
 mod settle;
@@ -68,6 +69,8 @@ pub enum BuildError {
     /// Two entries for one path, or another contents rule `bundle::Contents` enforces.
     #[error("bundle layout: {0}")]
     Layout(#[source] crate::bundle::DuplicatePath),
+    #[error(transparent)]
+    EtcdTools(#[from] Box<catalog::etcd_tools::ToolsMismatch>),
     #[error("upgrade bundle: {0}")]
     Upgrade(#[source] crate::upgrade::plan::PlanError),
     #[error("upgrade bundle: {0}")]
@@ -266,6 +269,7 @@ pub fn scope(m: &Manifest, from: Option<Version>) -> Result<Scope, BuildError> {
 /// through the highest patch pinned beside the manifest or in the catalog.
 pub fn scope_via(m: &Manifest, from: Option<Version>, via: &[Version]) -> Result<Scope, BuildError> {
     use crate::upgrade::hop_choice::{choose_hops, HopChoiceError};
+    catalog::etcd_tools::check_manifest(m)?;
     let mut files = catalog::manifest_files(m);
     let mut images = catalog::images::manifest_images(m)?;
     let hops = match from {
@@ -283,6 +287,8 @@ pub fn scope_via(m: &Manifest, from: Option<Version>, via: &[Version]) -> Result
     for &h in hops.iter().filter(|h| **h != m.kubernetes) {
         for &arch in &m.arches {
             files.extend(catalog::kubernetes_binaries(h, arch));
+            // Each hop's etcd tools, of its etcd server's minor (catalog::etcd_tools).
+            files.extend(catalog::etcd_tools::tools_for(h).map(|v| catalog::etcd(v, arch)));
         }
         images.extend(catalog::images::kubeadm_images(h, None, None, None)?);
     }

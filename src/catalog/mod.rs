@@ -2,6 +2,7 @@
 //! and where its file goes in a bundle. Pure: nothing here touches the network.
 
 pub mod checksum;
+pub mod etcd_tools;
 pub mod images;
 
 use crate::manifest::{Arch, Manifest};
@@ -175,8 +176,9 @@ fn crictl(v: Version, arch: Arch) -> FileArtifact {
     artifact(Component::Crictl, v, Some(arch), url, false, sum)
 }
 
-/// `etcd-v<v>-linux-<arch>.tar.gz`; one `SHA256SUMS` for the release.
-fn etcd(v: Version, arch: Arch) -> FileArtifact {
+/// `etcd-v<v>-linux-<arch>.tar.gz`; one `SHA256SUMS` for the release (the same layout
+/// for 3.5 and 3.6: docs/upstream-facts.md, "etcd tools per server version").
+pub fn etcd(v: Version, arch: Arch) -> FileArtifact {
     let base = format!("{GITHUB}/etcd-io/etcd/releases/download/{}", v.with_v());
     let url = format!("{base}/etcd-{}-linux-{arch}.tar.gz", v.with_v());
     let sum = sums(format!("{base}/SHA256SUMS"), ChecksumFormat::Sha256Sum);
@@ -222,7 +224,7 @@ mod tests {
 
     fn manifest(arches: &str) -> Manifest {
         let src = format!(
-            "schema = 1\narches = {arches}\n[kubernetes]\nversion = \"v1.34.3\"\n[components]\ncontainerd = \"2.1.5\"\nrunc = \"1.3.4\"\ncni-plugins = \"1.8.0\"\ncrictl = \"1.34.0\"\netcd = \"3.5.25\"\n[addons]\nflannel = \"0.27.3\"\nmetrics-server = \"0.8.0\"\n"
+            "schema = 1\narches = {arches}\n[kubernetes]\nversion = \"v1.34.3\"\n[components]\ncontainerd = \"2.1.5\"\nrunc = \"1.3.4\"\ncni-plugins = \"1.8.0\"\ncrictl = \"1.34.0\"\netcd = \"3.6.5\"\n[addons]\nflannel = \"0.27.3\"\nmetrics-server = \"0.8.0\"\n"
         );
         Manifest::parse(Path::new("m.toml"), &src).unwrap()
     }
@@ -237,7 +239,7 @@ mod tests {
             "https://github.com/opencontainers/runc/releases/download/v1.3.4/runc.amd64",
             "https://github.com/containernetworking/plugins/releases/download/v1.8.0/cni-plugins-linux-amd64-v1.8.0.tgz",
             "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz",
-            "https://github.com/etcd-io/etcd/releases/download/v3.5.25/etcd-v3.5.25-linux-amd64.tar.gz",
+            "https://github.com/etcd-io/etcd/releases/download/v3.6.5/etcd-v3.6.5-linux-amd64.tar.gz",
             "https://github.com/flannel-io/flannel/releases/download/v0.27.3/kube-flannel.yml",
             "https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.8.0/components.yaml",
         ] {

@@ -42,7 +42,9 @@ pub enum SnapshotCommand {
 /// healthcheck-client is absent).
 ///
 /// etcdctl is looked up as: --etcdctl, then /usr/local/bin/etcdctl (where the bundle
-/// installs it), then $PATH; etcdutl likewise. ETCDCTL_* environment variables are ignored; use the flags.
+/// installs it), then /opt/kbundle/versions/etcd-*/, then $PATH; etcdutl likewise. The tools
+/// must be of the server's minor (from `endpoint status`): the first one that is is used, and
+/// one of another minor is refused. FILE.etcd-version records the server's version. ETCDCTL_* environment variables are ignored; use the flags.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
 # on a kubeadm control plane: TLS files from /etc/kubernetes/pki/etcd\n  \
@@ -86,8 +88,10 @@ pub struct SaveArgs {
 /// If FILE.sha256 exists, the snapshot is checked against it first. The data directory
 /// must be missing or empty: restore never reuses one. The snapshot is restored into a
 /// hidden directory beside it and renamed into place, so --data-dir never holds half a
-/// restore. etcdutl is used when found (--etcdutl, <root>/usr/local/bin, $PATH), else
-/// etcdctl.
+/// restore. The tool must be of the minor of the etcd that wrote the snapshot (FILE.etcd-version,
+/// written by `snapshot save`, else the etcd image in etcd.yaml): etcdutl is used when one of
+/// that minor is found (--etcdutl, <root>/usr/local/bin, <root>/opt/kbundle/versions/etcd-*,
+/// $PATH), else etcdctl (3.4/3.5).
 ///
 /// --update-manifest then, under --root: (1) moves
 /// /etc/kubernetes/manifests/kube-apiserver.yaml to
@@ -145,6 +149,10 @@ pub struct RestoreArgs {
     /// etcdctl to use when there is no etcdutl (etcd 3.4).
     #[arg(long, value_name = "PATH")]
     pub etcdctl: Option<PathBuf>,
+    /// Restore with `--bump-revision N --mark-compacted` when the tool has them (etcd
+    /// >= 3.5.10), so that watchers such as kube-apiserver re-list; 0: never.
+    #[arg(long, value_name = "N", default_value_t = crate::etcd::restore::DEFAULT_BUMP_REVISION)]
+    pub bump_revision: u64,
     /// How long to wait for kube-apiserver to exit in step 1 (0: don't wait).
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub apiserver_stop_timeout: Duration,
@@ -215,6 +223,7 @@ fn restore(r: RestoreArgs, notes: crate::etcd::Notes) -> anyhow::Result<i32> {
         etcdctl: r.etcdctl,
         etcdutl: r.etcdutl,
         update_manifest: r.update_manifest,
+        bump_revision: r.bump_revision,
         apiserver_stop_timeout: r.apiserver_stop_timeout,
         timeout: r.timeout,
     };

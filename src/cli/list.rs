@@ -1,5 +1,5 @@
-use crate::builder::Scope;
-use crate::catalog::{self, images::CatalogImage, Component, FileArtifact};
+use crate::builder::{self, Scope};
+use crate::catalog::{images::CatalogImage, FileArtifact};
 use crate::manifest::{Manifest, Pin};
 use crate::version::Version;
 use std::collections::HashMap;
@@ -42,33 +42,21 @@ struct HopView {
     images: Vec<String>,
 }
 
-fn hop_view(m: &Manifest, sc: &Scope, h: Version) -> anyhow::Result<HopView> {
-    let last = h == m.kubernetes;
-    let own: Vec<CatalogImage> = if last {
-        let mut own = catalog::images::base_images(m)?;
-        own.extend(sc.images.iter().filter(|i| i.source.is_addon()).cloned());
-        own
-    } else {
-        catalog::images::kubeadm_images(h, None, None, None)?
-    };
-    let bin = |c: Component| matches!(c, Component::Kubeadm | Component::Kubelet | Component::Kubectl);
-    let files = sc
-        .files
-        .iter()
-        .filter(|f| if bin(f.component) { f.version == h } else { last })
-        .map(|f| f.path.clone())
-        .collect();
+/// Hop `h` as `build` records it in bundle.json (the same split, `builder::hop_files` and
+/// `builder::hop_images`).
+fn hop_view(m: &Manifest, sc: &Scope, h: Version) -> HopView {
+    let own = builder::hop_images(m, sc, h);
     let images = sc
         .images
         .iter()
-        .filter(|i| own.iter().any(|o| o.reference == i.reference))
         .map(|i| i.reference.to_string())
+        .filter(|r| own.contains(r))
         .collect();
-    Ok(HopView {
+    HopView {
         kubernetes: h.with_v(),
-        files,
+        files: builder::hop_files(m, sc, h),
         images,
-    })
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -76,11 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let sc = crate::builder::scope_via(&m, a.upgrade_from, &a.via)?;
     let pins = crate::resolve::pins_by_path(&m, &sc.files)?;
     let hops = match a.upgrade_from {
-        Some(_) => sc
-            .hops
-            .iter()
-            .map(|&h| hop_view(&m, &sc, h))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        Some(_) => sc.hops.iter().map(|&h| hop_view(&m, &sc, h)).collect(),
         None => Vec::new(),
     };
     if a.json {

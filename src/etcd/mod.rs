@@ -11,11 +11,15 @@
 //!   through a lossless YAML edit ([`yaml`], yaml-edit: comments and layout kept, only the
 //!   data-dir flag and its volume change), with the API server stopped meanwhile and every
 //!   step undone if a later one fails.
+//! * [`versions`]: picking the tools of the etcd server's minor (per-release directories
+//!   under `/opt/kbundle/versions`), and whether a tool can bump revisions on restore.
 
+pub mod install;
 pub mod manifest;
 pub mod restore;
 pub mod snapshot;
 pub mod tools;
+pub mod versions;
 pub mod yaml;
 
 use std::io;
@@ -102,6 +106,14 @@ pub enum EtcdError {
     DataDirNotADirectory { path: PathBuf },
     #[error("`{command}` succeeded but {missing} is missing; not moving the staged data into place")]
     RestoreIncomplete { command: String, missing: PathBuf },
+    #[error("`{command}` printed no version kbundle can read: {output:?}")]
+    BadToolVersion { command: String, output: String },
+    #[error("etcd tool and server minors differ: {found}, but {server}; {hint}")]
+    ToolMismatch {
+        found: String,
+        server: String,
+        hint: String,
+    },
     #[error("{path}: {source}")]
     Manifest {
         path: PathBuf,

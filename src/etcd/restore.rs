@@ -5,16 +5,25 @@
 //! through the node seam ([`Host`]); the static-pod manifest edit is the manifest module's.
 
 use super::manifest::{self, ApplyOptions, Plan};
+use super::snapshot::VERSION_SUFFIX;
 use super::snapshot::{flag_arg, hash_on, path_arg};
 use super::tools::{self, Kind, Tool};
+use super::versions::{self, Server};
 use super::{parent_dir, under_root, with_suffix, EtcdError, Level, Notes};
 use crate::catalog::checksum::ChecksumError;
+use crate::catalog::etcd_tools::etcd_version_of;
 use crate::digest::Sha256;
 use crate::host::sys::Sys;
 use crate::host::Host;
+use crate::version::Version;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+
+/// How far a restore moves the revision on: etcd's recovery guide uses 1,000,000,000 for
+/// Kubernetes (docs/upstream-facts.md, "etcd tools per server version"), far more than the
+/// writes of any cluster between a snapshot and its restore.
+pub const DEFAULT_BUMP_REVISION: u64 = 1_000_000_000;
 
 /// Options for [`restore`].
 #[derive(Debug, Clone)]
@@ -28,6 +37,9 @@ pub struct RestoreOptions {
     pub etcdctl: Option<PathBuf>,
     pub etcdutl: Option<PathBuf>,
     pub update_manifest: bool,
+    /// `--bump-revision N --mark-compacted` when the tool has them (0: never);
+    /// [`DEFAULT_BUMP_REVISION`] from the CLI.
+    pub bump_revision: u64,
     /// How long to wait for kube-apiserver to exit once its manifest is moved away
     /// (only when the root is `/`; zero skips the wait).
     pub apiserver_stop_timeout: Duration,
@@ -83,16 +95,20 @@ pub fn restore(host: &Host, opts: &RestoreOptions, notes: Notes) -> Result<Resto
     let plan = manifest_plan(host, opts, notes)?;
     check_new_data_dir(sys, &data_dir)?;
     let verified = verify_sums(sys, &opts.file, notes)?;
-    let tool = restore_tool(host, opts)?;
+    let server = snapshot_server(host, &opts.file, notes);
+    let (tool, version) = restore_tool(host, opts, server.as_ref(), notes)?;
     notes(
         Level::Step,
-        &format!("restoring with {} {}", tool.kind.name(), tool.describe()),
+        &format!("restoring with {} {version} {}", tool.kind.name(), tool.describe()),
     );
+    let bump = bump_flags(host, &tool, opts.bump_revision, notes)?;
+    let mut member = member_flags(opts, plan.as_ref(), notes);
+    member.extend(bump);
     let job = Job {
         host,
         tool: &tool,
         file: &opts.file,
-        member: member_flags(opts, plan.as_ref(), notes),
+        member,
         timeout: opts.timeout,
     };
     restore_into(&job, &data_dir, notes)?;
@@ -184,18 +200,113 @@ fn verify_sums(sys: &dyn Sys, file: &Path, notes: Notes) -> Result<Option<Sha256
     Ok(Some(actual))
 }
 
-/// etcdutl (3.5 and later), else etcdctl (3.4).
-fn restore_tool(host: &Host, opts: &RestoreOptions) -> Result<Tool, EtcdError> {
-    if let Some(t) = tools::find(host, Kind::Etcdutl, opts.etcdutl.as_deref())? {
-        return Ok(t);
+/// The version of the server the snapshot came from: its `FILE.etcd-version` (written by
+/// `snapshot save`), else the etcd image of the node's etcd.yaml. The sidecar wins: after
+/// a failed upgrade etcd.yaml may already name the next minor, while the snapshot taken
+/// before the hop is of the old one.
+fn snapshot_server(host: &Host, file: &Path, notes: Notes) -> Option<Server> {
+    let sidecar = with_suffix(file, VERSION_SUFFIX);
+    let recorded = host.sys().read(&sidecar).ok().and_then(|b| {
+        let text = String::from_utf8(b).ok()?;
+        etcd_version_of(text.lines().next()?)
+    });
+    if let Some(version) = recorded {
+        let what = format!("the snapshot's server ({})", sidecar.display());
+        return Some(Server { version, what });
     }
-    tools::find(host, Kind::Etcdctl, opts.etcdctl.as_deref())?.ok_or_else(|| {
-        EtcdError::Usage(format!(
-            "neither etcdutl nor etcdctl found ({}; {}): pass --etcdutl or --etcdctl",
-            tools::not_found(Kind::Etcdutl, host.root()),
-            tools::not_found(Kind::Etcdctl, host.root())
-        ))
-    })
+    let from_node = versions::manifest_server(host);
+    if from_node.is_none() {
+        notes(
+            Level::Warn,
+            &format!(
+                "neither {} nor an etcd image in etcd.yaml says which etcd wrote the snapshot:                  the restore tool's version is not checked",
+                sidecar.display()
+            ),
+        );
+    }
+    from_node
+}
+
+/// etcdutl of the snapshot server's minor, else etcdctl of it (3.4 and 3.5; 3.6's etcdctl
+/// has no `snapshot restore`).
+fn restore_tool(
+    host: &Host,
+    opts: &RestoreOptions,
+    server: Option<&Server>,
+    notes: Notes,
+) -> Result<(Tool, Version), EtcdError> {
+    let utl = versions::pick(host, Kind::Etcdutl, opts.etcdutl.as_deref(), server, notes);
+    let utl_err = match utl {
+        Ok(Some(t)) => return Ok(t),
+        Ok(None) => None,
+        Err(e) if opts.etcdutl.is_some() => return Err(e),
+        Err(e) => Some(e),
+    };
+    if let Some(s) = server.filter(|s| s.version >= Version::new(3, 6, 0)) {
+        // 3.6's etcdctl has no `snapshot restore`: only an etcdutl of the minor will do.
+        return Err(utl_err.unwrap_or_else(|| {
+            EtcdError::Usage(format!(
+                "{} is etcd {}: it is restored with etcdutl {}.{}.x, and none was found ({})",
+                s.what,
+                s.version,
+                s.version.major,
+                s.version.minor,
+                tools::not_found(Kind::Etcdutl, host.root())
+            ))
+        }));
+    }
+    etcdctl_for_restore(host, opts, server, notes, utl_err)
+}
+
+/// etcdctl of the snapshot server's minor, when there is no such etcdutl (`utl_err`: why
+/// none of the etcdutls found would do).
+fn etcdctl_for_restore(
+    host: &Host,
+    opts: &RestoreOptions,
+    server: Option<&Server>,
+    notes: Notes,
+    utl_err: Option<EtcdError>,
+) -> Result<(Tool, Version), EtcdError> {
+    match versions::pick(host, Kind::Etcdctl, opts.etcdctl.as_deref(), server, notes) {
+        Ok(Some((t, v))) if v >= Version::new(3, 6, 0) => Err(EtcdError::Usage(format!(
+            "{} is etcdctl {v}, which has no `snapshot restore` (etcd 3.6 moved it to etcdutl): \
+             pass --etcdutl PATH of etcdutl {}.{}.x",
+            t.path.display(),
+            v.major,
+            v.minor
+        ))),
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(utl_err.unwrap_or_else(|| {
+            EtcdError::Usage(format!(
+                "neither etcdutl nor etcdctl found ({}; {}): pass --etcdutl or --etcdctl",
+                tools::not_found(Kind::Etcdutl, host.root()),
+                tools::not_found(Kind::Etcdctl, host.root())
+            ))
+        })),
+        Err(e) => Err(utl_err.unwrap_or(e)),
+    }
+}
+
+/// `--bump-revision=N --mark-compacted` when asked for and the tool has them.
+fn bump_flags(host: &Host, tool: &Tool, bump: u64, notes: Notes) -> Result<Vec<OsString>, EtcdError> {
+    if bump == 0 {
+        return Ok(Vec::new());
+    }
+    if !versions::restore_bumps_revision(host, tool)? {
+        notes(
+            Level::Warn,
+            &format!(
+                "{} has no --bump-revision/--mark-compacted (etcd 3.4): restoring without; clients \
+                 watching etcd (kube-apiserver) may miss changes until they re-list",
+                tool.path.display()
+            ),
+        );
+        return Ok(Vec::new());
+    }
+    Ok(vec![
+        format!("--bump-revision={bump}").into(),
+        "--mark-compacted".into(),
+    ])
 }
 
 /// Member flags: given, else (with --update-manifest) what etcd.yaml runs etcd with.

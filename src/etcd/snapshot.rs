@@ -1,9 +1,10 @@
 //! `etcd snapshot save` and `etcd snapshot restore`.
 //!
 //! Save: a quick `endpoint status` first (etcdctl 3.4's `snapshot save` never gives up on a
-//! dead endpoint), then `etcdctl snapshot save FILE.part`, `snapshot status` on the part
-//! file, its sha256 into `FILE.sha256` (sha256sum format), and only then the rename to
-//! `FILE`. Any failure removes the part file, so nothing is ever left at `FILE`.
+//! dead endpoint; it also gives the server's version, and the tools of that minor are
+//! picked: [`super::versions`]), then `etcdctl snapshot save FILE.part`, `snapshot status`
+//! on the part file, its sha256 into `FILE.sha256` (sha256sum format), the server's
+//! version into `FILE.etcd-version`, and only then the rename to `FILE`. Any failure removes the part file, so nothing is ever left at `FILE`.
 //!
 //! Restore ([`super::restore`]): verify `FILE.sha256` when it exists, refuse a non-empty
 //! data directory, restore into a hidden staging directory beside it (etcd refuses even an
@@ -13,10 +14,13 @@
 //! Every process and file operation goes through the node seam ([`Host`]).
 
 use super::tools::{self, Invocation, Kind, Tool};
+use super::versions::{self, Server};
 use super::{parent_dir, with_suffix, EtcdError, Level, Notes};
+use crate::catalog::etcd_tools::etcd_version_of;
 use crate::digest::Sha256;
 use crate::host::sys::Sys;
 use crate::host::Host;
+use crate::version::Version;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +29,10 @@ use std::time::Duration;
 pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:2379";
 /// kubeadm's etcd certificates.
 pub const KUBEADM_ETCD_PKI: &str = "/etc/kubernetes/pki/etcd";
+
+/// Beside a snapshot `FILE`: the version of the etcd server it was saved from, one line
+/// (`3.6.5`). Restore picks its tool by it (versions).
+pub const VERSION_SUFFIX: &str = ".etcd-version";
 
 /// Dial timeout for every connection to etcd.
 const DIAL_TIMEOUT: &str = "--dial-timeout=5s";
@@ -243,13 +251,14 @@ pub fn save(host: &Host, opts: &SaveOptions, notes: Notes) -> Result<SaveReport,
     check_endpoint(&opts.endpoint)?;
     let dir = check_save_target(host.sys(), &opts.file)?;
     let tls = opts.tls.resolve(&opts.endpoint, &opts.pki_dir)?;
-    let etcdctl = tools::require(host, Kind::Etcdctl, opts.etcdctl.as_deref())?;
-    let etcdutl = tools::find(host, Kind::Etcdutl, opts.etcdutl.as_deref())?;
-    notes(Level::Step, &format!("using etcdctl {}", etcdctl.describe()));
+    let probe = versions::first(host, Kind::Etcdctl, opts.etcdctl.as_deref())?
+        .ok_or_else(|| tools::not_found(Kind::Etcdctl, host.root()))?;
     let mut client = vec![OsString::from(format!("--endpoints={}", opts.endpoint))];
     client.extend(tls.args());
     client.push(DIAL_TIMEOUT.into());
-    let server_version = check_member(host, &etcdctl, &client, &opts.endpoint, notes)?;
+    let server_version = check_member(host, &probe, &client, &opts.endpoint, notes)?;
+    let server = server_of(host, server_version.as_deref(), &opts.endpoint);
+    let (etcdctl, etcdutl) = save_tools(host, opts, server.as_ref(), notes)?;
     let part = with_suffix(&opts.file, ".part");
     let cleanup = Cleanup {
         sys: host.sys(),
@@ -268,7 +277,7 @@ pub fn save(host: &Host, opts: &SaveOptions, notes: Notes) -> Result<SaveReport,
             st.total_size
         ),
     );
-    let (sha256, size, sums_file) = commit(host.sys(), &part, &opts.file, dir)?;
+    let (sha256, size, sums_file) = commit(host.sys(), &part, &opts.file, dir, server.map(|s| s.version))?;
     cleanup.disarm();
     Ok(SaveReport {
         file: opts.file.clone(),
@@ -278,6 +287,40 @@ pub fn save(host: &Host, opts: &SaveOptions, notes: Notes) -> Result<SaveReport,
         status: st,
         server_version,
     })
+}
+
+/// The server's version: what `endpoint status` said, else the image in kubeadm's etcd.yaml.
+fn server_of(host: &Host, reported: Option<&str>, endpoint: &str) -> Option<Server> {
+    let from_status = reported.and_then(etcd_version_of).map(|version| Server {
+        version,
+        what: format!("the etcd server at {endpoint}"),
+    });
+    from_status.or_else(|| versions::manifest_server(host))
+}
+
+/// etcdctl (and etcdutl when there is one) of the server's minor.
+fn save_tools(
+    host: &Host,
+    opts: &SaveOptions,
+    server: Option<&Server>,
+    notes: Notes,
+) -> Result<(Tool, Option<Tool>), EtcdError> {
+    let (etcdctl, v) = versions::pick(host, Kind::Etcdctl, opts.etcdctl.as_deref(), server, notes)?
+        .ok_or_else(|| tools::not_found(Kind::Etcdctl, host.root()))?;
+    notes(Level::Step, &format!("using etcdctl {v} {}", etcdctl.describe()));
+    // etcdutl only checks the file: without one of the server's minor, etcdctl does (an
+    // explicit --etcdutl of another minor is still refused).
+    let etcdutl = match versions::pick(host, Kind::Etcdutl, opts.etcdutl.as_deref(), server, notes) {
+        Err(e @ EtcdError::ToolMismatch { .. }) if opts.etcdutl.is_none() => {
+            notes(Level::Step, &format!("not using etcdutl: {e}"));
+            None
+        }
+        other => other?,
+    };
+    if let Some((t, v)) = &etcdutl {
+        notes(Level::Step, &format!("using etcdutl {v} {}", t.describe()));
+    }
+    Ok((etcdctl, etcdutl.map(|(t, _)| t)))
 }
 
 /// The snapshot file must not exist yet and its directory must; returns that directory.
@@ -356,19 +399,34 @@ fn save_part(
         .map_err(EtcdError::io("cannot open the snapshot etcdctl wrote", part))
 }
 
-/// Records the part file's sha256 in `FILE.sha256`, then renames it to `FILE`.
-fn commit(sys: &dyn Sys, part: &Path, file: &Path, dir: &Path) -> Result<(Sha256, u64, PathBuf), EtcdError> {
+/// Records the part file's sha256 in `FILE.sha256` and the server's version in
+/// `FILE.etcd-version`, then renames it to `FILE`.
+fn commit(
+    sys: &dyn Sys,
+    part: &Path,
+    file: &Path,
+    dir: &Path,
+    server: Option<Version>,
+) -> Result<(Sha256, u64, PathBuf), EtcdError> {
     let (sha256, size) = hash_on(sys, part)?;
+    let version_file = with_suffix(file, VERSION_SUFFIX);
+    if let Some(v) = server {
+        sys.write_atomic(&version_file, ".kbundle-tmp.", &mut format!("{v}\n").as_bytes(), 0o644)
+            .map_err(EtcdError::io("cannot write", &version_file))?;
+    }
     let sums_file = with_suffix(file, ".sha256");
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let line = format!("{sha256}  {name}\n");
-    sys.write_atomic(&sums_file, ".kbundle-tmp.", &mut line.as_bytes(), 0o644)
-        .map_err(EtcdError::io("cannot write", &sums_file))?;
+    if let Err(e) = sys.write_atomic(&sums_file, ".kbundle-tmp.", &mut line.as_bytes(), 0o644) {
+        let _ = sys.remove_file(&version_file);
+        return Err(EtcdError::io("cannot write", &sums_file)(e));
+    }
     if let Err(source) = sys.rename(part, file) {
         let _ = sys.remove_file(&sums_file);
+        let _ = sys.remove_file(&version_file);
         return Err(EtcdError::Io {
             action: "cannot rename the checked snapshot into place at",
             path: file.to_path_buf(),

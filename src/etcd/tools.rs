@@ -1,7 +1,8 @@
 //! Finding and running `etcdctl` / `etcdutl`.
 //!
 //! Lookup order for each tool: the explicit flag, then `<root>/usr/local/bin/<tool>` (where
-//! the node installer puts the bundle's copies), then `$PATH`. The tools run with every
+//! the node installer links the bundle's copies), then `$PATH`. [`super::versions`] adds the
+//! per-release directories and picks the tool of the etcd server's minor. The tools run with every
 //! `ETCDCTL_*`/`ETCDUTL_*` variable removed from their environment (etcdctl 3.4 aborts when
 //! a variable and the matching flag are both set) and `ETCDCTL_API=3` set for etcdctl
 //! (3.4 still defaults to the v2 API, which has no `snapshot` command).

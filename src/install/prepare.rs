@@ -80,9 +80,11 @@ fn binaries(c: &mut Ctx) -> Result<(), InstallError> {
     for part in versions::PARTS {
         part.install(&c.host, &c.bundle, &platform)?;
     }
-    versions::extract(&c.host, &need("etcd")?, |b| {
-        matches!(b, "etcdctl" | "etcdutl").then(|| format!("/usr/local/bin/{b}"))
-    })?;
+    // etcdctl/etcdutl: one directory per etcd release, linked from /usr/local/bin.
+    let (v, tgz) = crate::etcd::install::tarball(&c.bundle, None, &platform)
+        .ok_or_else(|| InstallError::step("binaries", format!("the bundle has no etcd tools for {platform}")))?;
+    crate::etcd::install::install(&c.host, &tgz, v, true)
+        .map_err(|e| InstallError::step("binaries", format!("etcd tools {v}: {e}")))?;
     Ok(())
 }
 

@@ -268,6 +268,8 @@ fn control_plane_steps(
 ) -> Result<bool, ApplyError> {
     let control_plane = matches!(action, NodeAction::FirstControlPlane | NodeAction::OtherControlPlane);
     if control_plane {
+        // This hop's etcd tools beside the current ones; the snapshot picks by the server.
+        run.step("etcd-tools", |r| etcd_tools(r, false))?;
         run.step("etcd-snapshot", etcd_snapshot)?;
     }
     run.step("images", import_hop_images)?;
@@ -285,6 +287,10 @@ fn control_plane_steps(
         r.host.run(&mut k)?;
         Ok(())
     })?;
+    if control_plane {
+        // etcd now runs this hop's release: /usr/local/bin's tools follow it.
+        run.step("etcd-tools-link", |r| etcd_tools(r, true))?;
+    }
     if !control_plane || run.host.dry_run() || run.journal.is_done(&run.host, "kubelet") {
         return Ok(true);
     }
@@ -369,6 +375,19 @@ fn node_steps(run: &mut Run) -> Result<(), ApplyError> {
     run.host
         .write("/var/lib/kbundle/kubernetes-version", version.as_bytes(), 0o644)?;
     println!("{node} upgraded to {}", run.hop.with_v());
+    Ok(())
+}
+
+/// Puts this hop's etcd tools in their version directory (`link`: and links them); a
+/// bundle without per-hop etcd tools is skipped.
+fn etcd_tools(r: &mut Run, link: bool) -> Result<(), ApplyError> {
+    let platform = crate::manifest::Arch::host().map(|a| a.platform()).unwrap_or_default();
+    let Some((v, tgz)) = crate::etcd::install::hop_tarball(&r.bundle, r.hop, &platform) else {
+        r.host
+            .say(&format!("the bundle has no etcd tools for {}", r.hop.with_v()));
+        return Ok(());
+    };
+    crate::etcd::install::install(&r.host, &tgz, v, link)?;
     Ok(())
 }
 

@@ -117,6 +117,8 @@ pub(crate) fn recorder(
         0,
         r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
     );
+    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
+        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
     rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
     rec.answer(
         "snapshot status",
@@ -180,10 +182,20 @@ fn the_first_control_plane_snapshots_etcd_imports_upgrades_then_drains_switches_
         std::fs::read_link(s.root.join("usr/local/bin/kubelet")).unwrap(),
         Path::new("/opt/kbundle/versions/kubernetes-v1.34.3/kubelet")
     );
-    let backups = std::fs::read_dir(s.root.join("var/lib/kbundle/backups"))
+    let mut backups: Vec<String> = std::fs::read_dir(s.root.join("var/lib/kbundle/backups"))
         .unwrap()
-        .count();
-    assert_eq!(backups, 2, "the snapshot and its .sha256");
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    backups.sort();
+    assert_eq!(
+        backups.len(),
+        3,
+        "the snapshot, its .sha256 and .etcd-version: {backups:?}"
+    );
+    // The server's version (from `endpoint status`) is recorded for a later restore.
+    let version = s.root.join("var/lib/kbundle/backups").join(&backups[1]);
+    assert!(backups[1].ends_with(".db.etcd-version"), "{backups:?}");
+    assert_eq!(std::fs::read_to_string(version).unwrap(), "3.6.5\n");
     assert_eq!(
         w.last().map(String::as_str),
         Some("/var/lib/kbundle/kubernetes-version")
@@ -294,4 +306,35 @@ fn a_run_after_kubeadm_failed_resumes_there_without_a_second_snapshot() {
         at(&cmds, "kubeadm upgrade apply v1.34.3") < at(&cmds, "uncordon cp1"),
         "{cmds:#?}"
     );
+}
+
+#[test]
+fn the_pre_hop_snapshot_refuses_etcd_tools_of_another_minor_than_the_server() {
+    let s = scene();
+    let now = [("cp1", true, "v1.33.7", "v1.33.7"), ("worker1", false, "v1.33.7", "")];
+    let (rec, host) = recorder(&s, &now, &now);
+    // The server still runs 3.5; the node only has 3.6 tools.
+    rec.answer_times(
+        "endpoint status",
+        0,
+        r#"[{"Status":{"version":"3.5.24","dbSize":20480}}]"#,
+        1,
+    );
+    let e = run_on(host, &opts(&s, "cp1")).unwrap_err();
+    let chain = format!(
+        "{e}: {}",
+        std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default()
+    );
+    for want in [
+        "etcd-snapshot",
+        "is etcdctl 3.6.5",
+        "is etcd 3.5.24",
+        "etcdctl 3.5.x",
+        "--etcdctl",
+    ] {
+        assert!(chain.contains(want), "{want}: {chain}");
+    }
+    let cmds = rec.commands();
+    assert!(!cmds.iter().any(|c| c.contains("snapshot save")), "{cmds:#?}");
+    assert!(!cmds.iter().any(|c| c.contains("upgrade apply")), "{cmds:#?}");
 }

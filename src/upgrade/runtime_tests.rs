@@ -134,6 +134,8 @@ fn recorder(s: &Scene) -> (Arc<Recorder>, Host) {
         0,
         r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
     );
+    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
+        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
     rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
     rec.answer(
         "snapshot status",

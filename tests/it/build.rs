@@ -155,7 +155,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
         "kbundle.lock",
         "files/containerd/2.1.5/linux-amd64/containerd-2.1.5-linux-amd64.tar.gz",
         "files/runc/1.3.4/linux-amd64/runc.amd64",
-        "files/etcd/3.5.25/linux-amd64/etcd-v3.5.25-linux-amd64.tar.gz",
+        "files/etcd/3.6.5/linux-amd64/etcd-v3.6.5-linux-amd64.tar.gz",
         "files/flannel/0.27.3/kube-flannel.yml",
     ] {
         assert!(entries.iter().any(|e| e["path"] == want), "bundle.json lacks {want}");
@@ -431,4 +431,31 @@ fn files_only_bundle_needs_no_registry() {
     let i = kbundle(&["inspect", "--json", archive.to_str().unwrap()]);
     let bj: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(bj["images"].as_array().map(|v| v.len()), Some(0));
+}
+
+#[test]
+fn etcd_tools_of_another_minor_than_kubeadms_etcd_are_refused_before_any_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manifest_copy(tmp.path(), "kubernetes-v1.34.3.toml");
+    let orig = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, orig.replace("etcd = \"3.6.5\"", "etcd = \"3.5.25\"")).unwrap();
+    let out = tmp.path().join("out");
+    for cmd in ["lock", "build"] {
+        let mut args = vec![cmd, m.to_str().unwrap(), "--cache", "/nonexistent/kbundle-cache"];
+        if cmd == "build" {
+            args.extend(["--out", out.to_str().unwrap()]);
+        }
+        let o = kbundle(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        for want in ["etcd = \"3.5.25\"", "v1.34.3", "3.6.5-0", "etcd = \"3.6.5\""] {
+            assert!(err.contains(want), "{cmd} {want}: {err}");
+        }
+    }
+    assert!(!out.exists() && !m.with_extension("lock").exists());
 }

@@ -322,6 +322,12 @@ fn save_then_restore_reads_every_key_back() {
     assert!(keys >= KEYS as u64, "{out}");
     assert!(out.contains("revision"), "{out}");
     assert!(err.contains("is up (etcd 3.4"), "{err}");
+    // The server's version is recorded beside the snapshot, for restore to pick its tool.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("snap.db.etcd-version")).unwrap(),
+        "3.4.23\n"
+    );
+    assert!(err.contains("using etcdctl 3.4.23"), "{err}");
 
     // A second save never overwrites the first.
     let e = fails(&save(Path::new(ETCDCTL)));
@@ -350,7 +356,10 @@ fn save_then_restore_reads_every_key_back() {
         ETCDCTL.as_ref(),
     ]));
     assert!(err.contains("sha256 matches"), "{err}");
-    assert!(err.contains("restoring with etcdctl /usr/bin/etcdctl"), "{err}");
+    assert!(err.contains("restoring with etcdctl 3.4.23 /usr/bin/etcdctl"), "{err}");
+    // etcdctl 3.4 has no --bump-revision (its `snapshot restore --help` does not list it):
+    // restored without, and said so.
+    assert!(err.contains("has no --bump-revision/--mark-compacted"), "{err}");
     assert!(out.contains(&format!("into {}", data_b.display())), "{out}");
     // The staging directory is gone.
     assert!(
@@ -538,6 +547,23 @@ fn restore_update_manifest_switches_kubeadm_etcd() {
     let root = t.path().join("node");
     fake_node(&root, ETCD_YAML);
     let k8s = root.join("etc/kubernetes");
+
+    // A snapshot from another etcd minor than the tool's is refused, naming both, before
+    // anything on the node changes.
+    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.5.24\n").unwrap();
+    let e = fails(&restore_on_node(&snap, &root));
+    assert!(e.contains("/usr/bin/etcdctl is etcdctl 3.4.23"), "{e}");
+    assert!(e.contains("is etcd 3.5.24") && e.contains("etcdctl 3.5.x"), "{e}");
+    // A 3.6 snapshot needs etcdutl 3.6 (3.6's etcdctl cannot restore).
+    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.6.5\n").unwrap();
+    let e = fails(&restore_on_node(&snap, &root));
+    assert!(e.contains("is etcd 3.6.5") && e.contains("etcdutl 3.6.x"), "{e}");
+    assert_eq!(names_in(&root.join("var/lib")), ["etcd", "kbundle"]);
+    assert_eq!(
+        std::fs::read_to_string(k8s.join("manifests/etcd.yaml")).unwrap(),
+        ETCD_YAML
+    );
+    std::fs::write(snap.with_file_name("snap.db.etcd-version"), "3.4.23\n").unwrap();
 
     let (out, err) = ok(&restore_on_node(&snap, &root));
     for step in ["step 1/3", "step 2/3", "step 3/3"] {

@@ -169,7 +169,7 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         "/opt/cni/bin/bridge",
         "/opt/cni/bin/host-local",
         "/usr/local/bin/crictl",
-        "/usr/local/bin/etcdctl",
+        "/opt/kbundle/versions/etcd-3.6.5/etcdctl",
     ] {
         assert!(support::node::in_root(&root, b).is_file(), "{b} missing");
     }
@@ -185,6 +185,11 @@ fn prepare_installs_everything_and_imports_images_with_real_containerd() {
         assert_eq!(t.parent().unwrap(), Path::new(dir), "{link}");
     }
     assert!(r("/opt/cni/bin").is_dir() && std::fs::read_link(r("/opt/cni/bin")).is_err());
+    // etcd tools: one directory per etcd release, linked from /usr/local/bin.
+    assert_eq!(
+        std::fs::read_link(r("/usr/local/bin/etcdctl")).unwrap(),
+        Path::new("/opt/kbundle/versions/etcd-3.6.5/etcdctl")
+    );
     // Host files.
     assert!(
         std::fs::read_to_string(r("/etc/modules-load.d/kbundle-kubernetes.conf"))

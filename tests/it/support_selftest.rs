@@ -152,7 +152,12 @@ fn check_published_digest(root: &Path, a: &upstream::Artifact) {
         "etcd" => {
             let sums = parse_sha256sum_lines(&ctext);
             assert_eq!(sums.get(&name), Some(&digest), "{cpath} entry for {name}");
-            assert!(sums.contains_key("etcd-v3.5.25-darwin-amd64.zip"));
+            let v = name
+                .trim_start_matches("etcd-v")
+                .split("-linux")
+                .next()
+                .unwrap_or_default();
+            assert!(sums.contains_key(&format!("etcd-v{v}-darwin-amd64.zip")), "{sums:?}");
             let keys: Vec<_> = sums.keys().cloned().collect();
             let mut sorted = keys.clone();
             sorted.sort();
@@ -197,7 +202,7 @@ fn tiny_tree_has_every_artifact_and_correct_checksums() {
         "/github.com/containerd/containerd/releases/download/v2.1.5/containerd-2.1.5-linux-amd64.tar.gz",
         "/github.com/opencontainers/runc/releases/download/v1.3.4/runc.arm64",
         "/github.com/containernetworking/plugins/releases/download/v1.8.0/cni-plugins-linux-amd64-v1.8.0.tgz",
-        "/github.com/etcd-io/etcd/releases/download/v3.5.25/etcd-v3.5.25-linux-arm64.tar.gz",
+        "/github.com/etcd-io/etcd/releases/download/v3.6.5/etcd-v3.6.5-linux-arm64.tar.gz",
         "/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz",
         "/github.com/flannel-io/flannel/releases/download/v0.27.3/kube-flannel.yml",
         "/github.com/kubernetes-sigs/metrics-server/releases/download/v0.8.0/components.yaml",
@@ -250,7 +255,7 @@ fn check_tarballs(spec: &UpstreamSpec, root: &Path, arch: &str) {
         upstream::etcd_tarball(spec, arch)
     ));
     let names = tar_names(&etcd);
-    let top = format!("etcd-v3.5.25-linux-{arch}");
+    let top = format!("etcd-v{}-linux-{arch}", spec.etcd);
     for want in ["etcd", "etcdctl", "etcdutl", "README.md"] {
         assert!(names.contains(&format!("{top}/{want}")), "{want} in {names:?}");
     }

@@ -34,7 +34,7 @@ pub(crate) fn env() -> Env {
     std::fs::write(k.with_extension("sha256"), digest.hex()).unwrap();
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("dl.k8s.io/release")).unwrap();
-    std::os::unix::fs::symlink(real.join("github.com"), root.join("github.com")).unwrap();
+    link_github(&real, &old, &root);
     std::os::unix::fs::symlink(
         real.join("dl.k8s.io/release/v1.34.3"),
         root.join("dl.k8s.io/release/v1.34.3"),
@@ -64,6 +64,27 @@ pub(crate) fn env() -> Env {
         up,
         manifest,
         installer,
+    }
+}
+
+/// `root/github.com` serves the real tree, plus the old tree's etcd release (the v1.33.7
+/// hop's etcd tools, 3.5.x, beside v1.34.3's 3.6.x).
+fn link_github(real: &Path, old: &Path, root: &Path) {
+    let gh = root.join("github.com");
+    std::fs::create_dir_all(&gh).unwrap();
+    for e in std::fs::read_dir(real.join("github.com")).unwrap() {
+        let name = e.unwrap().file_name();
+        if name != "etcd-io" {
+            std::os::unix::fs::symlink(real.join("github.com").join(&name), gh.join(&name)).unwrap();
+        }
+    }
+    let rel = "github.com/etcd-io/etcd/releases/download";
+    std::fs::create_dir_all(root.join(rel)).unwrap();
+    for tree in [real, old] {
+        for e in std::fs::read_dir(tree.join(rel)).unwrap() {
+            let name = e.unwrap().file_name();
+            let _ = std::os::unix::fs::symlink(tree.join(rel).join(&name), root.join(rel).join(&name));
+        }
     }
 }
 
@@ -123,9 +144,28 @@ fn upgrade_bundle_carries_every_hop_and_refuses_bad_starts() {
         "files/kubeadm/1.33.7/linux-amd64/kubeadm",
         "files/kubelet/1.33.7/linux-amd64/kubelet",
         "files/kubeadm/1.34.3/linux-amd64/kubeadm",
+        // Each hop's etcd tools, of its etcd server's minor (3.5.24-0, 3.6.5-0).
+        "files/etcd/3.5.25/linux-amd64/etcd-v3.5.25-linux-amd64.tar.gz",
+        "files/etcd/3.6.5/linux-amd64/etcd-v3.6.5-linux-amd64.tar.gz",
     ] {
         assert!(paths.contains(&p), "{p} missing");
     }
+    let hop_files = |i: usize| -> Vec<&str> {
+        bj["hops"][i]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.as_str().filter(|f| f.starts_with("files/etcd/")))
+            .collect()
+    };
+    assert_eq!(
+        hop_files(0),
+        ["files/etcd/3.5.25/linux-amd64/etcd-v3.5.25-linux-amd64.tar.gz"]
+    );
+    assert_eq!(
+        hop_files(1),
+        ["files/etcd/3.6.5/linux-amd64/etcd-v3.6.5-linux-amd64.tar.gz"]
+    );
     let refs: Vec<&str> = bj["images"]
         .as_array()
         .unwrap()
@@ -395,6 +435,21 @@ fn apply_walks_a_three_node_cluster_in_order_and_rolls_back() {
         "{snap}"
     );
     assert!(roots[0].join(snap.trim_start_matches('/')).is_file(), "{snap}");
+    // The hop's etcd tools (3.5.x for v1.33.7) are staged beside the installed 3.6.x ones,
+    // and /usr/local/bin follows the hop once kubeadm has upgraded etcd; the snapshot was
+    // taken with the tool of the running server's minor (Debian's 3.4 here).
+    let versions = roots[0].join("opt/kbundle/versions");
+    assert!(versions.join("etcd-3.6.5/etcdctl").is_file());
+    assert!(versions.join("etcd-3.5.25/etcdutl").is_file());
+    assert_eq!(
+        std::fs::read_link(roots[0].join("usr/local/bin/etcdctl")).unwrap(),
+        Path::new("/opt/kbundle/versions/etcd-3.5.25/etcdctl")
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("using etcdctl 3.4.23"),
+        "{}",
+        text(&o)
+    );
     let calls = std::fs::read_to_string(&log).unwrap();
     let pos = |needle: &str| calls.find(needle).unwrap_or_else(|| panic!("no {needle:?} in {calls}"));
     assert!(pos("kubeadm upgrade apply v1.33.7 -y") < pos("drain cp1 --ignore-daemonsets --delete-emptydir-data"));

@@ -71,7 +71,8 @@ impl UpstreamSpec {
             runc: "1.3.4".into(),
             cni: "1.8.0".into(),
             crictl: "1.34.0".into(),
-            etcd: "3.5.25".into(),
+            // etcdctl/etcdutl of kubeadm's etcd minor (3.6.5-0 for v1.34).
+            etcd: "3.6.5".into(),
             flannel: "0.27.3".into(),
             metrics_server: "0.8.0".into(),
             arches: vec!["amd64".into()],
@@ -83,6 +84,7 @@ impl UpstreamSpec {
         UpstreamSpec {
             kubernetes: "1.33.7".into(),
             crictl: "1.33.0".into(),
+            etcd: "3.5.25".into(),
             ..Self::v1_34_3()
         }
     }
@@ -409,7 +411,9 @@ pub fn tiny_script(component: &str, version: &str, arch: &str) -> Vec<u8> {
         "crictl" => format!("crictl version v{version}"),
         "containerd" => format!("containerd github.com/containerd/containerd/v2 v{version}"),
         "runc" => format!("runc version {version}"),
-        "etcd" | "etcdctl" | "etcdutl" => format!("{component} Version: {version}"),
+        "etcd" => format!("etcd Version: {version}"),
+        // etcdctl/etcdutl `version`: `etcdctl version: 3.6.5` (etcdctl/ctlv3/command/version_command.go).
+        "etcdctl" | "etcdutl" => format!("{component} version: {version}"),
         _ => format!("{component} version v{version}"),
     };
     format!(
