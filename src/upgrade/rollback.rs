@@ -113,7 +113,7 @@ pub fn rollback_on(host: &Host, hop: Option<Version>) -> Result<Report, ApplyErr
     relink(host, &mut report)?;
     // containerd, runc, CNI plugins and crictl back to the versions before the hop that
     // moved them, with their containerd config (restarts containerd when it did anything).
-    report.done.extend(super::runtime::rollback(host)?);
+    report.done.extend(super::runtime::rollback(host, hop)?);
     if report.done.is_empty() {
         return Err(ApplyError::Usage(
             "nothing to roll back: no saved hop state and no earlier binaries recorded".into(),

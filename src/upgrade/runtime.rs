@@ -225,12 +225,18 @@ fn restart(host: &Host) -> Result<(), RuntimeError> {
 
 /// For `upgrade rollback`: switches every part recorded in [`STATE`] back to its previous
 /// version directory, restores the previous containerd config, restarts containerd, and
-/// forgets the record. Returns what it did (`containerd -> 1.7.27`); nothing recorded:
-/// nothing done.
-pub fn rollback(host: &Host) -> Result<Vec<String>, RuntimeError> {
+/// forgets the record. Returns what it did (`containerd -> 1.7.27`); nothing recorded, or
+/// recorded by another hop than `hop` (when given): nothing done, so rolling back a later
+/// hop that left the runtime alone does not undo an earlier hop's runtime move.
+pub fn rollback(host: &Host, hop: Option<Version>) -> Result<Vec<String>, RuntimeError> {
     let Some(state) = host.read(STATE) else {
         return Ok(Vec::new());
     };
+    if let Some(h) = hop {
+        if state.lines().next() != Some(format!("hop {}", h.with_v()).as_str()) {
+            return Ok(Vec::new());
+        }
+    }
     let mut done = Vec::new();
     for line in state.lines().skip(1) {
         let Some((component, version)) = line.split_once(' ') else {

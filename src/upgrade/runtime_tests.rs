@@ -322,7 +322,11 @@ fn rollback_switches_the_links_and_the_config_back_and_restarts_containerd() {
     let s = scene(&old, &before);
     worker_upgrade(&s);
     let (rec, host) = recorder(&s);
-    let done = rollback(&host).unwrap();
+    // Rolling back another hop than the one that moved the runtime leaves it alone.
+    let other: Version = "v1.33.7".parse().unwrap();
+    assert!(rollback(&host, Some(other)).unwrap().is_empty());
+    assert!(rec.commands().is_empty(), "{:#?}", rec.commands());
+    let done = rollback(&host, Some("v1.34.3".parse().unwrap())).unwrap();
     assert_eq!(done.len(), 5, "{done:?}");
     assert_eq!(
         target(&s, "/usr/local/bin/containerd"),
@@ -353,7 +357,7 @@ fn rollback_switches_the_links_and_the_config_back_and_restarts_containerd() {
     );
     let (_, host) = recorder(&s);
     assert!(
-        rollback(&host).unwrap().is_empty(),
+        rollback(&host, None).unwrap().is_empty(),
         "a second rollback has nothing to do"
     );
 }
@@ -368,7 +372,7 @@ fn plain_files_from_an_older_install_are_kept_for_a_rollback() {
     assert_eq!(read(&s, "/opt/kbundle/versions/containerd-previous/ctr"), "plain");
     assert!(read(&s, STATE).contains("containerd previous\n"));
     let (_, host) = recorder(&s);
-    rollback(&host).unwrap();
+    rollback(&host, None).unwrap();
     assert_eq!(
         target(&s, "/usr/local/bin/ctr"),
         Path::new("/opt/kbundle/versions/containerd-previous/ctr")
