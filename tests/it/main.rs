@@ -25,5 +25,6 @@ mod skew;
 mod support_selftest;
 mod upgrade;
 mod upgrade_cluster;
+mod upgrade_walk;
 mod verify;
 mod zero_network;
