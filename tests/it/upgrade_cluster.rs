@@ -6,9 +6,16 @@
 //! `kubeadm upgrade apply|node` rolls kube-proxy (every node) and CoreDNS (the workers) to
 //! the hop's images; a pod starts only if its image is in its node's store.
 //!
-//! Staged on every node first, the upgrade ends with every node at the target and every
-//! pod's image on its node. Not staged, apply refuses, naming the nodes; forced, the
-//! workers' kube-proxy and CoreDNS pods have no image once the last control plane is done.
+//! kubeadm also rewrites each control plane's static-pod manifests (backing up the changed
+//! ones to /etc/kubernetes/tmp/kubeadm-backup-manifests-<timestamp>, as kubeadm does) and
+//! every node's kubelet config.
+//!
+//! Staged on every node first, the upgrade v1.32.11 → v1.33.7 → v1.34.3 ends with every
+//! node at the target and every pod's image on its node; `upgrade rollback` then undoes the
+//! last hop on a control plane (all but etcd, which that hop moved from 3.5 to 3.6: the
+//! restore command is printed) and on a worker. Not staged, apply refuses, naming the nodes;
+//! forced, the workers' kube-proxy and CoreDNS pods have no image once the first hop's last
+//! control plane is done.
 //!
 //! `upgrade stage` runs in a fresh network namespace (`unshare --net`: nothing reachable);
 //! `upgrade apply` runs in a private namespace with only `lo` up, shared with the etcd it
@@ -19,11 +26,12 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use support::kubeadm_files::{self, kubelet_config, manifest_image};
 use support::node::{images_in_root, in_new_netns, stand_in};
 use support::upgrade_env::{chain_env, kb, text, ChainEnv, KBUNDLE};
 
 /// The cluster's version, then every hop, in order.
-const CHAIN: [&str; 2] = ["v1.33.7", "v1.34.3"];
+const CHAIN: [&str; 3] = ["v1.32.11", "v1.33.7", "v1.34.3"];
 /// (name, control plane?); the first control plane by name runs `kubeadm upgrade apply`.
 const NODES: [(&str, bool); 5] = [
     ("cp1", true),
@@ -166,7 +174,7 @@ fn cluster() -> Cluster {
     }
     std::fs::write(&cfg, config).unwrap();
     let (mut roots, mut stores) = (BTreeMap::new(), BTreeMap::new());
-    for (node, _) in NODES {
+    for (node, cp) in NODES {
         let r = env.path(node);
         std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
         let o = kb(&[
@@ -193,6 +201,7 @@ fn cluster() -> Cluster {
         let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
         std::fs::write(r.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
         std::fs::write(r.join("var/lib/kbundle/kubernetes-version"), format!("{}\n", CHAIN[0])).unwrap();
+        kubeadm_files::write_initial(&r, cp, CHAIN[0]);
         stores.insert(node, store(&r));
         roots.insert(node, r);
     }
@@ -299,6 +308,23 @@ impl Cluster {
         o
     }
 
+    /// `kbundle upgrade rollback` on `node`'s root.
+    fn rollback(&self, node: &str) -> Output {
+        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
+        Command::new(KBUNDLE)
+            .args(["upgrade", "rollback", "--root"])
+            .arg(&self.roots[node])
+            .env("PATH", path)
+            .env("KBUNDLE_STANDIN_LOG", self.env.path("calls.log"))
+            .output()
+            .unwrap()
+    }
+
+    /// Where `/usr/local/bin/BIN` points on `node`.
+    fn link(&self, node: &str, bin: &str) -> PathBuf {
+        std::fs::read_link(self.roots[node].join("usr/local/bin").join(bin)).unwrap()
+    }
+
     /// Every add-on pod whose image is not in its node's store, as `pod on node: image`.
     fn pods_without_image(&self) -> Vec<String> {
         let Ok(t) = std::fs::read_to_string(self.state.join("addon-pods.json")) else {
@@ -366,6 +392,67 @@ fn staged_on_every_node_the_whole_cluster_upgrades_and_every_pod_has_its_image()
     let addons = std::fs::read_to_string(c.state.join("addon-pods.json")).expect("kubeadm rolled the add-ons");
     assert!(addons.contains(&format!("kube-proxy:{last}")), "{addons}");
     assert_eq!(c.pods_without_image(), Vec::<String>::new());
+    rollback_of_the_last_hop(&c);
+}
+
+/// The kubelet config the kubeadm stand-in of `k8s` writes on `node` during `upgrade`.
+fn kubelet_by(k8s: &str, node: &str) -> String {
+    format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n# written by kubeadm {k8s} upgrade on {node}\n")
+}
+
+/// kubeadm, kubelet and kubectl on `node` are `k8s`'s.
+fn assert_links_at(c: &Cluster, node: &str, k8s: &str, ctx: &str) {
+    for bin in ["kubeadm", "kubelet", "kubectl"] {
+        let want = format!("/opt/kbundle/versions/kubernetes-{k8s}/{bin}");
+        assert_eq!(c.link(node, bin), Path::new(&want), "{node}: {ctx}");
+    }
+}
+
+/// After the whole upgrade: `upgrade rollback` undoes the last hop on cp1: manifests (from
+/// the hop's kubeadm backup), kubelet config and links, but not etcd, which that hop moved
+/// from 3.5 to 3.6: the restore command of apply's pre-hop snapshot is printed, exit 1.
+fn rollback_of_the_last_hop(c: &Cluster) {
+    let (prev, last) = (CHAIN[CHAIN.len() - 2], CHAIN[CHAIN.len() - 1]);
+    let root = &c.roots["cp1"];
+    for pod in kubeadm_files::STATIC_PODS {
+        assert_eq!(manifest_image(root, pod), kubeadm_files::image(pod, last), "{pod}");
+    }
+    assert_eq!(kubelet_config(root), kubelet_by(last, "cp1"));
+    assert_links_at(c, "cp1", last, "before rollback");
+    let snap = std::fs::read_to_string(root.join(format!("var/lib/kbundle/upgrade/{last}/etcd-snapshot"))).unwrap();
+    assert!(
+        snap.starts_with(&format!("/var/lib/kbundle/backups/etcd-before-{last}-")),
+        "{snap}"
+    );
+    assert!(root.join(snap.trim_start_matches('/')).is_file(), "{snap}");
+    let o = c.rollback("cp1");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let restore =
+        format!("kbundle etcd snapshot restore {snap} --data-dir /var/lib/etcd-before-{last} --update-manifest");
+    assert!(out.contains(&restore), "{restore}\n{}", text(&o));
+    assert!(
+        out.contains("etcd was NOT rolled back") && out.contains("3.5.24-0 to registry.k8s.io/etcd:3.6.5-0"),
+        "{out}"
+    );
+    for pod in &kubeadm_files::STATIC_PODS[..3] {
+        assert_eq!(manifest_image(root, pod), kubeadm_files::image(pod, prev), "{pod}");
+    }
+    assert_eq!(manifest_image(root, "etcd"), "registry.k8s.io/etcd:3.6.5-0");
+    assert_eq!(kubelet_config(root), kubelet_by(prev, "cp1"));
+    assert_links_at(c, "cp1", prev, &text(&o));
+    rollback_of_a_worker(c, prev, last);
+}
+
+/// On w1: links and kubelet config back, no etcd notice, exit 0; w2 untouched.
+fn rollback_of_a_worker(c: &Cluster, prev: &str, last: &str) {
+    assert_links_at(c, "w1", last, "before rollback");
+    let o = c.rollback("w1");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("etcd"), "{}", text(&o));
+    assert_links_at(c, "w1", prev, &text(&o));
+    assert_eq!(kubelet_config(&c.roots["w1"]), kubelet_by(prev, "w1"));
+    assert_eq!(kubelet_config(&c.roots["w2"]), kubelet_by(last, "w2"));
 }
 
 #[test]
@@ -384,8 +471,9 @@ fn unstaged_apply_refuses_naming_the_nodes_and_forced_leaves_worker_pods_without
                 .unwrap()
                 .contains("kubeadm upgrade")
     );
+    // The first hop already strands them: its last control plane rolls the add-ons.
     let e = c.upgrade(&["--force"]).unwrap_err();
-    let last = CHAIN[CHAIN.len() - 1];
+    let hop = CHAIN[1];
     assert!(
         e.starts_with("after apply on cp3,"),
         "the last control plane rolls the add-ons: {e}"
@@ -393,10 +481,13 @@ fn unstaged_apply_refuses_naming_the_nodes_and_forced_leaves_worker_pods_without
     for w in ["w1", "w2"] {
         assert!(
             e.contains(&format!(
-                "kube-system/kube-proxy-{w} on {w}: registry.k8s.io/kube-proxy:{last}"
+                "kube-system/kube-proxy-{w} on {w}: registry.k8s.io/kube-proxy:{hop}"
             )),
             "{e}"
         );
     }
-    assert!(e.contains("coredns") && !e.contains("kube-proxy-cp"), "{e}");
+    assert!(
+        e.contains("coredns/coredns:v1.12.0") && !e.contains("kube-proxy-cp"),
+        "{e}"
+    );
 }
