@@ -26,7 +26,7 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use support::kubeadm_files::{self, kubelet_config, manifest_image};
+use support::kubeadm_files;
 use support::node::{images_in_root, in_new_netns, stand_in};
 use support::upgrade_env::{chain_env, kb, text, ChainEnv, KBUNDLE};
 
@@ -144,6 +144,62 @@ fn store(root: &Path) -> Vec<String> {
     images_in_root(root).into_iter().map(|(n, _)| n).collect()
 }
 
+/// Every hop's images; each hop carries the etcd tools of its etcd server's minor (v1.33.7:
+/// 3.5.25 for 3.5.24-0; v1.34.3: 3.6.5 for 3.6.5-0).
+fn hop_images(archive: &Path) -> Vec<String> {
+    let bj = bundle_json(archive);
+    let hops = bj["hops"].as_array().unwrap();
+    let strings = |h: &serde_json::Value, k: &str| -> Vec<String> {
+        let a = h[k].as_array().unwrap().iter();
+        a.map(|i| i.as_str().unwrap().to_string()).collect()
+    };
+    let etcd: Vec<Vec<String>> = hops
+        .iter()
+        .map(|h| {
+            strings(h, "files")
+                .into_iter()
+                .filter(|f| f.starts_with("files/etcd/"))
+                .collect()
+        })
+        .collect();
+    let tarball = |v: &str| vec![format!("files/etcd/{v}/linux-amd64/etcd-v{v}-linux-amd64.tar.gz")];
+    assert_eq!(etcd, [tarball("3.5.25"), tarball("3.6.5")]);
+    hops.iter().flat_map(|h| strings(h, "images")).collect()
+}
+
+/// `node` prepared from the upgrade bundle, then made a node of `CHAIN[0]` (no hop images,
+/// its kubelet kubeconfig, kubeadm's files of that version).
+fn prepare_node(env: &ChainEnv, archive: &Path, cfg: &Path, node: &str, cp: bool, hop_images: &[String]) -> PathBuf {
+    let r = env.path(node);
+    std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
+    let o = kb(&[
+        "install",
+        "--bundle",
+        archive.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--root",
+        r.to_str().unwrap(),
+        "--node",
+        node,
+        "--phase",
+        "prepare",
+        "--skip-preflight",
+        "os,commands",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rm: Vec<&str> = ["images", "rm"]
+        .into_iter()
+        .chain(hop_images.iter().map(String::as_str))
+        .collect();
+    support::node::ctr_in_root(&r, &[&rm]);
+    let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
+    std::fs::write(r.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
+    std::fs::write(r.join("var/lib/kbundle/kubernetes-version"), format!("{}\n", CHAIN[0])).unwrap();
+    kubeadm_files::write_initial(&r, cp, CHAIN[0]);
+    r
+}
+
 /// Five prepared nodes at `CHAIN[0]`: the bundle's hop images removed from each store (a
 /// node of the old version has none of them), the cluster state saying so.
 fn cluster() -> Cluster {
@@ -151,18 +207,7 @@ fn cluster() -> Cluster {
     let o = env.build("out", &["--upgrade-from", CHAIN[0]]);
     assert!(o.status.success(), "{}", text(&o));
     let archive = env.path(&format!("out/kubernetes-{}.tar.zst", CHAIN[CHAIN.len() - 1]));
-    let hop_images: Vec<String> = bundle_json(&archive)["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|h| {
-            h["images"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_str().unwrap().to_string())
-        })
-        .collect();
+    let hop_images = hop_images(&archive);
     let cfg = env.path("cluster.toml");
     let mut config = String::from_utf8(kb(&["example-config"]).stdout).unwrap();
     for (i, (node, cp)) in NODES.iter().enumerate().filter(|(_, n)| !["cp1"].contains(&n.0)) {
@@ -175,33 +220,7 @@ fn cluster() -> Cluster {
     std::fs::write(&cfg, config).unwrap();
     let (mut roots, mut stores) = (BTreeMap::new(), BTreeMap::new());
     for (node, cp) in NODES {
-        let r = env.path(node);
-        std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
-        let o = kb(&[
-            "install",
-            "--bundle",
-            archive.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--root",
-            r.to_str().unwrap(),
-            "--node",
-            node,
-            "--phase",
-            "prepare",
-            "--skip-preflight",
-            "os,commands",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-        let rm: Vec<&str> = ["images", "rm"]
-            .into_iter()
-            .chain(hop_images.iter().map(String::as_str))
-            .collect();
-        support::node::ctr_in_root(&r, &[&rm]);
-        let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
-        std::fs::write(r.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
-        std::fs::write(r.join("var/lib/kbundle/kubernetes-version"), format!("{}\n", CHAIN[0])).unwrap();
-        kubeadm_files::write_initial(&r, cp, CHAIN[0]);
+        let r = prepare_node(&env, &archive, &cfg, node, cp, &hop_images);
         stores.insert(node, store(&r));
         roots.insert(node, r);
     }
@@ -308,23 +327,6 @@ impl Cluster {
         o
     }
 
-    /// `kbundle upgrade rollback` on `node`'s root.
-    fn rollback(&self, node: &str) -> Output {
-        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
-        Command::new(KBUNDLE)
-            .args(["upgrade", "rollback", "--root"])
-            .arg(&self.roots[node])
-            .env("PATH", path)
-            .env("KBUNDLE_STANDIN_LOG", self.env.path("calls.log"))
-            .output()
-            .unwrap()
-    }
-
-    /// Where `/usr/local/bin/BIN` points on `node`.
-    fn link(&self, node: &str, bin: &str) -> PathBuf {
-        std::fs::read_link(self.roots[node].join("usr/local/bin").join(bin)).unwrap()
-    }
-
     /// Every add-on pod whose image is not in its node's store, as `pod on node: image`.
     fn pods_without_image(&self) -> Vec<String> {
         let Ok(t) = std::fs::read_to_string(self.state.join("addon-pods.json")) else {
@@ -392,67 +394,7 @@ fn staged_on_every_node_the_whole_cluster_upgrades_and_every_pod_has_its_image()
     let addons = std::fs::read_to_string(c.state.join("addon-pods.json")).expect("kubeadm rolled the add-ons");
     assert!(addons.contains(&format!("kube-proxy:{last}")), "{addons}");
     assert_eq!(c.pods_without_image(), Vec::<String>::new());
-    rollback_of_the_last_hop(&c);
-}
-
-/// The kubelet config the kubeadm stand-in of `k8s` writes on `node` during `upgrade`.
-fn kubelet_by(k8s: &str, node: &str) -> String {
-    format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n# written by kubeadm {k8s} upgrade on {node}\n")
-}
-
-/// kubeadm, kubelet and kubectl on `node` are `k8s`'s.
-fn assert_links_at(c: &Cluster, node: &str, k8s: &str, ctx: &str) {
-    for bin in ["kubeadm", "kubelet", "kubectl"] {
-        let want = format!("/opt/kbundle/versions/kubernetes-{k8s}/{bin}");
-        assert_eq!(c.link(node, bin), Path::new(&want), "{node}: {ctx}");
-    }
-}
-
-/// After the whole upgrade: `upgrade rollback` undoes the last hop on cp1: manifests (from
-/// the hop's kubeadm backup), kubelet config and links, but not etcd, which that hop moved
-/// from 3.5 to 3.6: the restore command of apply's pre-hop snapshot is printed, exit 1.
-fn rollback_of_the_last_hop(c: &Cluster) {
-    let (prev, last) = (CHAIN[CHAIN.len() - 2], CHAIN[CHAIN.len() - 1]);
-    let root = &c.roots["cp1"];
-    for pod in kubeadm_files::STATIC_PODS {
-        assert_eq!(manifest_image(root, pod), kubeadm_files::image(pod, last), "{pod}");
-    }
-    assert_eq!(kubelet_config(root), kubelet_by(last, "cp1"));
-    assert_links_at(c, "cp1", last, "before rollback");
-    let snap = std::fs::read_to_string(root.join(format!("var/lib/kbundle/upgrade/{last}/etcd-snapshot"))).unwrap();
-    assert!(
-        snap.starts_with(&format!("/var/lib/kbundle/backups/etcd-before-{last}-")),
-        "{snap}"
-    );
-    assert!(root.join(snap.trim_start_matches('/')).is_file(), "{snap}");
-    let o = c.rollback("cp1");
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let restore =
-        format!("kbundle etcd snapshot restore {snap} --data-dir /var/lib/etcd-before-{last} --update-manifest");
-    assert!(out.contains(&restore), "{restore}\n{}", text(&o));
-    assert!(
-        out.contains("etcd was NOT rolled back") && out.contains("3.5.24-0 to registry.k8s.io/etcd:3.6.5-0"),
-        "{out}"
-    );
-    for pod in &kubeadm_files::STATIC_PODS[..3] {
-        assert_eq!(manifest_image(root, pod), kubeadm_files::image(pod, prev), "{pod}");
-    }
-    assert_eq!(manifest_image(root, "etcd"), "registry.k8s.io/etcd:3.6.5-0");
-    assert_eq!(kubelet_config(root), kubelet_by(prev, "cp1"));
-    assert_links_at(c, "cp1", prev, &text(&o));
-    rollback_of_a_worker(c, prev, last);
-}
-
-/// On w1: links and kubelet config back, no etcd notice, exit 0; w2 untouched.
-fn rollback_of_a_worker(c: &Cluster, prev: &str, last: &str) {
-    assert_links_at(c, "w1", last, "before rollback");
-    let o = c.rollback("w1");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("etcd"), "{}", text(&o));
-    assert_links_at(c, "w1", prev, &text(&o));
-    assert_eq!(kubelet_config(&c.roots["w1"]), kubelet_by(prev, "w1"));
-    assert_eq!(kubelet_config(&c.roots["w2"]), kubelet_by(last, "w2"));
+    rollback::rollback_of_the_last_hop(&c);
 }
 
 #[test]
@@ -491,3 +433,5 @@ fn unstaged_apply_refuses_naming_the_nodes_and_forced_leaves_worker_pods_without
         "{e}"
     );
 }
+
+mod rollback;
