@@ -6,9 +6,16 @@
 //! `kubeadm upgrade apply|node` rolls kube-proxy (every node) and CoreDNS (the workers) to
 //! the hop's images; a pod starts only if its image is in its node's store.
 //!
-//! Staged on every node first, the upgrade ends with every node at the target and every
-//! pod's image on its node. Not staged, apply refuses, naming the nodes; forced, the
-//! workers' kube-proxy and CoreDNS pods have no image once the last control plane is done.
+//! kubeadm also rewrites each control plane's static-pod manifests (backing up the changed
+//! ones to /etc/kubernetes/tmp/kubeadm-backup-manifests-<timestamp>, as kubeadm does) and
+//! every node's kubelet config.
+//!
+//! Staged on every node first, the upgrade v1.32.11 → v1.33.7 → v1.34.3 ends with every
+//! node at the target and every pod's image on its node; `upgrade rollback` then undoes the
+//! last hop on a control plane (all but etcd, which that hop moved from 3.5 to 3.6: the
+//! restore command is printed) and on a worker. Not staged, apply refuses, naming the nodes;
+//! forced, the workers' kube-proxy and CoreDNS pods have no image once the first hop's last
+//! control plane is done.
 //!
 //! `upgrade stage` runs in a fresh network namespace (`unshare --net`: nothing reachable);
 //! `upgrade apply` runs in a private namespace with only `lo` up, shared with the etcd it
@@ -19,11 +26,12 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use support::kubeadm_files;
 use support::node::{images_in_root, in_new_netns, stand_in};
 use support::upgrade_env::{chain_env, kb, text, ChainEnv, KBUNDLE};
 
 /// The cluster's version, then every hop, in order.
-const CHAIN: [&str; 2] = ["v1.33.7", "v1.34.3"];
+const CHAIN: [&str; 3] = ["v1.32.11", "v1.33.7", "v1.34.3"];
 /// (name, control plane?); the first control plane by name runs `kubeadm upgrade apply`.
 const NODES: [(&str, bool); 5] = [
     ("cp1", true),
@@ -136,6 +144,62 @@ fn store(root: &Path) -> Vec<String> {
     images_in_root(root).into_iter().map(|(n, _)| n).collect()
 }
 
+/// Every hop's images; each hop carries the etcd tools of its etcd server's minor (v1.33.7:
+/// 3.5.25 for 3.5.24-0; v1.34.3: 3.6.5 for 3.6.5-0).
+fn hop_images(archive: &Path) -> Vec<String> {
+    let bj = bundle_json(archive);
+    let hops = bj["hops"].as_array().unwrap();
+    let strings = |h: &serde_json::Value, k: &str| -> Vec<String> {
+        let a = h[k].as_array().unwrap().iter();
+        a.map(|i| i.as_str().unwrap().to_string()).collect()
+    };
+    let etcd: Vec<Vec<String>> = hops
+        .iter()
+        .map(|h| {
+            strings(h, "files")
+                .into_iter()
+                .filter(|f| f.starts_with("files/etcd/"))
+                .collect()
+        })
+        .collect();
+    let tarball = |v: &str| vec![format!("files/etcd/{v}/linux-amd64/etcd-v{v}-linux-amd64.tar.gz")];
+    assert_eq!(etcd, [tarball("3.5.25"), tarball("3.6.5")]);
+    hops.iter().flat_map(|h| strings(h, "images")).collect()
+}
+
+/// `node` prepared from the upgrade bundle, then made a node of `CHAIN[0]` (no hop images,
+/// its kubelet kubeconfig, kubeadm's files of that version).
+fn prepare_node(env: &ChainEnv, archive: &Path, cfg: &Path, node: &str, cp: bool, hop_images: &[String]) -> PathBuf {
+    let r = env.path(node);
+    std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
+    let o = kb(&[
+        "install",
+        "--bundle",
+        archive.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--root",
+        r.to_str().unwrap(),
+        "--node",
+        node,
+        "--phase",
+        "prepare",
+        "--skip-preflight",
+        "os,commands",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rm: Vec<&str> = ["images", "rm"]
+        .into_iter()
+        .chain(hop_images.iter().map(String::as_str))
+        .collect();
+    support::node::ctr_in_root(&r, &[&rm]);
+    let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
+    std::fs::write(r.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
+    std::fs::write(r.join("var/lib/kbundle/kubernetes-version"), format!("{}\n", CHAIN[0])).unwrap();
+    kubeadm_files::write_initial(&r, cp, CHAIN[0]);
+    r
+}
+
 /// Five prepared nodes at `CHAIN[0]`: the bundle's hop images removed from each store (a
 /// node of the old version has none of them), the cluster state saying so.
 fn cluster() -> Cluster {
@@ -143,18 +207,7 @@ fn cluster() -> Cluster {
     let o = env.build("out", &["--upgrade-from", CHAIN[0]]);
     assert!(o.status.success(), "{}", text(&o));
     let archive = env.path(&format!("out/kubernetes-{}.tar.zst", CHAIN[CHAIN.len() - 1]));
-    let hop_images: Vec<String> = bundle_json(&archive)["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|h| {
-            h["images"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_str().unwrap().to_string())
-        })
-        .collect();
+    let hop_images = hop_images(&archive);
     let cfg = env.path("cluster.toml");
     let mut config = String::from_utf8(kb(&["example-config"]).stdout).unwrap();
     for (i, (node, cp)) in NODES.iter().enumerate().filter(|(_, n)| !["cp1"].contains(&n.0)) {
@@ -166,33 +219,8 @@ fn cluster() -> Cluster {
     }
     std::fs::write(&cfg, config).unwrap();
     let (mut roots, mut stores) = (BTreeMap::new(), BTreeMap::new());
-    for (node, _) in NODES {
-        let r = env.path(node);
-        std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
-        let o = kb(&[
-            "install",
-            "--bundle",
-            archive.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--root",
-            r.to_str().unwrap(),
-            "--node",
-            node,
-            "--phase",
-            "prepare",
-            "--skip-preflight",
-            "os,commands",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-        let rm: Vec<&str> = ["images", "rm"]
-            .into_iter()
-            .chain(hop_images.iter().map(String::as_str))
-            .collect();
-        support::node::ctr_in_root(&r, &[&rm]);
-        let conf = format!("# stand-in kubelet kubeconfig\nuser: system:node:{node}\n");
-        std::fs::write(r.join("etc/kubernetes/kubelet.conf"), conf).unwrap();
-        std::fs::write(r.join("var/lib/kbundle/kubernetes-version"), format!("{}\n", CHAIN[0])).unwrap();
+    for (node, cp) in NODES {
+        let r = prepare_node(&env, &archive, &cfg, node, cp, &hop_images);
         stores.insert(node, store(&r));
         roots.insert(node, r);
     }
@@ -366,6 +394,7 @@ fn staged_on_every_node_the_whole_cluster_upgrades_and_every_pod_has_its_image()
     let addons = std::fs::read_to_string(c.state.join("addon-pods.json")).expect("kubeadm rolled the add-ons");
     assert!(addons.contains(&format!("kube-proxy:{last}")), "{addons}");
     assert_eq!(c.pods_without_image(), Vec::<String>::new());
+    rollback::rollback_of_the_last_hop(&c);
 }
 
 #[test]
@@ -384,8 +413,9 @@ fn unstaged_apply_refuses_naming_the_nodes_and_forced_leaves_worker_pods_without
                 .unwrap()
                 .contains("kubeadm upgrade")
     );
+    // The first hop already strands them: its last control plane rolls the add-ons.
     let e = c.upgrade(&["--force"]).unwrap_err();
-    let last = CHAIN[CHAIN.len() - 1];
+    let hop = CHAIN[1];
     assert!(
         e.starts_with("after apply on cp3,"),
         "the last control plane rolls the add-ons: {e}"
@@ -393,10 +423,15 @@ fn unstaged_apply_refuses_naming_the_nodes_and_forced_leaves_worker_pods_without
     for w in ["w1", "w2"] {
         assert!(
             e.contains(&format!(
-                "kube-system/kube-proxy-{w} on {w}: registry.k8s.io/kube-proxy:{last}"
+                "kube-system/kube-proxy-{w} on {w}: registry.k8s.io/kube-proxy:{hop}"
             )),
             "{e}"
         );
     }
-    assert!(e.contains("coredns") && !e.contains("kube-proxy-cp"), "{e}");
+    assert!(
+        e.contains("coredns/coredns:v1.12.0") && !e.contains("kube-proxy-cp"),
+        "{e}"
+    );
 }
+
+mod rollback;

@@ -14,6 +14,7 @@ pub mod drip;
 pub mod harness;
 pub mod images;
 pub mod ks;
+pub mod kubeadm_files;
 pub mod mirror;
 pub mod node;
 pub mod registry;

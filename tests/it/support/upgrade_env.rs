@@ -55,9 +55,12 @@ fn link_tree(from: &Path, to: &Path, skip: &[&str], rel: &Path) {
     }
 }
 
-/// `chain` (e.g. `["v1.33.7", "v1.34.3"]`): the last version from the shared real tree, the
-/// others tiny; every version's kubeadm and kubectl are `stand_in(bin, version)` (with their
-/// upstream `.sha256`). Images of every version are in the registry.
+/// `chain` (e.g. `["v1.32.11", "v1.33.7", "v1.34.3"]`): the cluster's version, then every
+/// hop. The last version from the shared real tree, the others tiny (each with its etcd
+/// release, so a hop of etcd 3.5 finds its 3.5.x tools beside the real tree's 3.6.x); every
+/// version's kubeadm and kubectl are `stand_in(bin, version)` (with their upstream
+/// `.sha256`). Images of every hop's version are in the registry (not the cluster's: an
+/// upgrade bundle does not carry them).
 pub fn chain_env(chain: &[&str], stand_in: &dyn Fn(&str, &str) -> Vec<u8>) -> ChainEnv {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -86,6 +89,10 @@ pub fn chain_env(chain: &[&str], stand_in: &dyn Fn(&str, &str) -> Vec<u8>) -> Ch
             root.join("dl.k8s.io/release").join(v),
         )
         .unwrap();
+        let etcd = format!("github.com/etcd-io/etcd/releases/download/v{}", spec.etcd);
+        if !root.join(&etcd).exists() {
+            std::os::unix::fs::symlink(t.join(&etcd), root.join(&etcd)).unwrap();
+        }
     }
     for v in chain {
         for b in ["kubeadm", "kubectl"] {
@@ -110,7 +117,7 @@ pub fn chain_env(chain: &[&str], stand_in: &dyn Fn(&str, &str) -> Vec<u8>) -> Ch
     }
     let manifest = mdir.join(format!("kubernetes-{last}.toml"));
     let up = Upstream::start_at(&root, &manifest);
-    for v in &chain[..chain.len() - 1] {
+    for v in &chain[1..chain.len() - 1] {
         push_k8s_images(&up.registry, v, &[]);
     }
     let installer = tmp.path().join("installer");
