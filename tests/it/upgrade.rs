@@ -4,8 +4,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use support::harness::Upstream;
 use support::images::push_k8s_images;
 use support::node::stand_in;
@@ -13,13 +12,9 @@ use support::upgrade_env::{kb, text};
 use support::upstream::{self, UpstreamSpec};
 
 /// An upstream serving v1.34.3 (real Debian binaries) and v1.33.7's kubeadm/kubelet/kubectl
-/// (tiny; its kubectl answers cluster calls), plus a registry with both image sets.
-pub(crate) struct Env {
-    pub(crate) tmp: tempfile::TempDir,
-    pub(crate) up: Upstream,
-    pub(crate) manifest: PathBuf,
-    installer: PathBuf,
-}
+/// (tiny; its kubectl answers cluster calls), plus a registry with both image sets: the same
+/// shape as the five-node model's [`ChainEnv`].
+pub(crate) use support::upgrade_env::ChainEnv as Env;
 
 pub(crate) fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,29 +79,6 @@ fn link_github(real: &Path, old: &Path, root: &Path) {
             let name = e.unwrap().file_name();
             let _ = std::os::unix::fs::symlink(tree.join(rel).join(&name), root.join(rel).join(&name));
         }
-    }
-}
-
-impl Env {
-    pub(crate) fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    pub(crate) fn build(&self, out: &str, extra: &[&str]) -> Output {
-        let mut a: Vec<String> = vec![
-            "build".into(),
-            self.manifest.display().to_string(),
-            "--out".into(),
-            self.path(out).display().to_string(),
-            "--cache".into(),
-            self.path("cache").display().to_string(),
-            "--installer".into(),
-            self.installer.display().to_string(),
-            "--quiet".into(),
-        ];
-        a.extend(self.up.mirror_args());
-        a.extend(extra.iter().map(|s| s.to_string()));
-        kb(&a.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 

@@ -172,22 +172,7 @@ fn hop_images(archive: &Path) -> Vec<String> {
 fn prepare_node(env: &ChainEnv, archive: &Path, cfg: &Path, node: &str, cp: bool, hop_images: &[String]) -> PathBuf {
     let r = env.path(node);
     std::fs::create_dir_all(r.join("etc/kubernetes")).unwrap();
-    let o = kb(&[
-        "install",
-        "--bundle",
-        archive.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--root",
-        r.to_str().unwrap(),
-        "--node",
-        node,
-        "--phase",
-        "prepare",
-        "--skip-preflight",
-        "os,commands",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    support::upgrade_env::prepare_root(archive, cfg, &r, node);
     let rm: Vec<&str> = ["images", "rm"]
         .into_iter()
         .chain(hop_images.iter().map(String::as_str))

@@ -97,23 +97,7 @@ struct Walk {
 fn prepare(env: &Env, archive: &Path, cfg: &Path, node: &str) -> PathBuf {
     let r = env.path(node);
     std::fs::create_dir_all(r.join("etc")).unwrap();
-    let (a, c, rs) = (archive.to_str().unwrap(), cfg.to_str().unwrap(), r.to_str().unwrap());
-    let o = kb(&[
-        "install",
-        "--bundle",
-        a,
-        "--config",
-        c,
-        "--root",
-        rs,
-        "--node",
-        node,
-        "--phase",
-        "prepare",
-        "--skip-preflight",
-        "os,commands",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    support::upgrade_env::prepare_root(archive, cfg, &r, node);
     let kubectl = r.join("opt/kbundle/versions/kubernetes-v1.34.3/kubectl");
     std::fs::copy(stand_in("kubectl-cluster"), &kubectl).unwrap();
     r

@@ -153,3 +153,25 @@ impl ChainEnv {
         kb(&a.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
+
+/// `kbundle install --phase prepare` of `archive` into the node root `root` as `node` (the
+/// OS and command checks skipped: this machine is not Rocky).
+pub fn prepare_root(archive: &Path, cfg: &Path, root: &Path, node: &str) {
+    let (a, c, r) = (archive.to_str().unwrap(), cfg.to_str().unwrap(), root.to_str().unwrap());
+    let o = kb(&[
+        "install",
+        "--bundle",
+        a,
+        "--config",
+        c,
+        "--root",
+        r,
+        "--node",
+        node,
+        "--phase",
+        "prepare",
+        "--skip-preflight",
+        "os,commands",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
