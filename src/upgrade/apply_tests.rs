@@ -66,6 +66,24 @@ pub(crate) fn opts(s: &Scene, node: &str) -> Options {
     }
 }
 
+/// A control plane's etcd 3.6.5 as the pre-hop snapshot meets it: `endpoint status`, the
+/// tools' versions, `snapshot save` (creates the file) and `snapshot status`.
+pub(crate) fn etcd_answers(rec: &Recorder) {
+    rec.answer(
+        "endpoint status",
+        0,
+        r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
+    );
+    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
+        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
+    rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
+    rec.answer(
+        "snapshot status",
+        0,
+        r#"{"hash":1,"revision":7,"totalKey":42,"totalSize":20480}"#,
+    );
+}
+
 /// `kubectl get nodes` and `get pods` as the API server would answer: (name, control
 /// plane?, kubelet version, API server version); every node but `unstaged` carries the
 /// staged annotation for bundle `id`.
@@ -112,19 +130,7 @@ pub(crate) fn recorder(
     let (nodes, pods) = cluster(now, &s.id, &[]);
     rec.answer_times("get nodes", 0, &nodes, 1)
         .answer_times("get pods", 0, &pods, 1);
-    rec.answer(
-        "endpoint status",
-        0,
-        r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
-    );
-    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
-        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
-    rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
-    rec.answer(
-        "snapshot status",
-        0,
-        r#"{"hash":1,"revision":7,"totalKey":42,"totalSize":20480}"#,
-    );
+    etcd_answers(&rec);
     rec.answer(
         "--version",
         0,

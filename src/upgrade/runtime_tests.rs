@@ -129,19 +129,7 @@ fn recorder(s: &Scene) -> (Arc<Recorder>, Host) {
         0,
         "containerd github.com/containerd/containerd/v2 v2.1.5 x\n",
     );
-    rec.answer(
-        "endpoint status",
-        0,
-        r#"[{"Status":{"version":"3.6.5","dbSize":20480}}]"#,
-    );
-    rec.answer("etcdctl version", 0, "etcdctl version: 3.6.5\nAPI version: 3.6\n")
-        .answer("etcdutl version", 0, "etcdutl version: 3.6.5\nAPI version: 3.6\n");
-    rec.creates_last_arg("snapshot save", "etcd snapshot bytes");
-    rec.answer(
-        "snapshot status",
-        0,
-        r#"{"hash":1,"revision":7,"totalKey":42,"totalSize":20480}"#,
-    );
+    crate::upgrade::apply::tests::etcd_answers(&rec);
     let images = "registry.k8s.io/pause:3.10.1\nregistry.k8s.io/etcd:3.6.5-0\nregistry.k8s.io/kube-apiserver:v1.34.3\n";
     rec.answer("images ls -q", 0, images);
     rec.answer("get node ", 0, "True");
