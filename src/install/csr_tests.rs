@@ -1,5 +1,5 @@
 //! Approval decisions on requests made by the real openssl (as a kubelet would send them,
-//! and forged ones), and one recorded pass through the node seam.
+//! and forged ones) and read by x509-parser, and one recorded pass through the node seam.
 
 use super::*;
 use crate::host::record::Recorder;
@@ -37,9 +37,12 @@ fn csr(subject: &str, san: &str) -> Vec<u8> {
     std::fs::read(dir.path().join("r.pem")).unwrap()
 }
 
-/// What the approver reads from `pem`, through the real openssl.
+/// What the approver reads from `pem`.
 fn read(pem: &[u8]) -> Request {
-    parse_openssl(&openssl_text(pem)).unwrap()
+    match parse_request(pem) {
+        Ok(r) => r,
+        Err(e) => panic!("{}", reason(&e)),
+    }
 }
 
 const CP1: &str = "/O=system:nodes/CN=system:node:cp1";
@@ -49,7 +52,13 @@ fn a_kubelets_own_request_is_approved() {
     let c = cluster();
     let cp1 = c.node("cp1").unwrap();
     let req = read(&csr(CP1, "DNS:cp1,IP:192.168.122.10"));
-    assert_eq!(req.subject, "CN=system:node:cp1,O=system:nodes");
+    let subject = [
+        vec![Attr::O("system:nodes".into())],
+        vec![Attr::Cn("system:node:cp1".into())],
+    ];
+    assert_eq!(req.subject, subject);
+    assert_eq!(req.dns, ["cp1"]);
+    assert_eq!(req.ips, [IpAddr::from([192, 168, 122, 10])]);
     assert_eq!(check_request(&req, cp1), Ok(()));
     assert_eq!(check_request(&read(&csr(CP1, "IP:192.168.122.10")), cp1), Ok(()));
 }
@@ -101,11 +110,6 @@ fn a_pass_approves_only_valid_serving_requests_of_configured_nodes() {
     let t = tempfile::tempdir().unwrap();
     let (rec, host): (Arc<Recorder>, Host) = crate::testkit::recording_host(t.path(), true);
     rec.answer("get csr -o json", 0, &list.to_string());
-    // openssl is asked only about requests whose CSR fields pass; answered in that order
-    // (the recorder uses the last scripted answer first).
-    rec.answer_times("openssl req", 0, &openssl_text(&csr(CP1, "DNS:cp1,IP:10.0.0.1")), 1);
-    rec.answer_times("openssl req", 0, &openssl_text(&good), 1);
-    rec.answer_times("openssl req", 0, &openssl_text(&good), 1);
     let decided = pass(&host, Path::new("/k"), Path::new("/admin.conf"), &c).unwrap();
     let verdicts: Vec<(&str, bool)> = decided
         .iter()
@@ -123,6 +127,11 @@ fn a_pass_approves_only_valid_serving_requests_of_configured_nodes() {
     );
     let approvals: Vec<String> = rec.commands().into_iter().filter(|c| c.contains("approve")).collect();
     assert_eq!(approvals, ["/k --kubeconfig /admin.conf certificate approve csr-good"]);
+    assert!(
+        !rec.commands().iter().any(|c| c.contains("openssl")),
+        "{:?}",
+        rec.commands()
+    );
     let reason = |n: &str| match &decided.iter().find(|(x, _)| x == n).unwrap().1 {
         Verdict::Leave(why) => why.clone(),
         Verdict::Approve => panic!("{n} approved"),
@@ -133,14 +142,117 @@ fn a_pass_approves_only_valid_serving_requests_of_configured_nodes() {
     assert!(reason("csr-extra").contains("10.0.0.1"), "{}", reason("csr-extra"));
 }
 
-fn openssl_text(pem: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(OPENSSL_ARGS)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(pem).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+/// Every `(pem, why)` is refused for `cp1`, with a reason containing `why`.
+fn assert_refused(cases: &[(Vec<u8>, &str)]) {
+    let c = cluster();
+    let cp1 = c.node("cp1").unwrap();
+    for (pem, why) in cases {
+        let e = match parse_request(pem) {
+            Ok(req) => check_request(&req, cp1).unwrap_err(),
+            Err(e) => reason(&e),
+        };
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}
+
+#[test]
+fn names_hidden_in_a_dns_name_or_of_other_kinds_are_refused() {
+    assert_refused(&[
+        // openssl's text output showed this as "DNS:cp1" on one line and "evil" on the next.
+        (csr(CP1, "DNS:cp1\\nevil"), r#""cp1\nevil""#),
+        // One DNS name holding a newline and ", DNS:" (openssl keeps the escaped line intact).
+        (
+            csr(CP1, "DNS:cp1\\n, DNS:kubernetes.default"),
+            r#""cp1\n, DNS:kubernetes.default""#,
+        ),
+        (csr(CP1, "DNS:cp1,IP:192.168.122.10,URI:https://cp1"), "URI"),
+        (csr(CP1, "DNS:cp1,email:root@cp1"), "email"),
+        (csr(CP1, "DNS:cp1,otherName:1.2.3.4;UTF8:cp1"), "OtherName"),
+        (csr(CP1, "DNS:cp1,RID:1.2.3.4"), "RegisteredID"),
+    ]);
+}
+
+/// A PEM CSR made by openssl with a multi-valued RDN in `subject` (`+`).
+fn csr_multivalued(subject: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .args(["-multivalue-rdn", "-subj", subject, "-addext", "subjectAltName=DNS:cp1"])
+        .output()
+        .expect("openssl is needed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn subjects_with_extra_or_multi_valued_rdns_are_refused() {
+    assert_refused(&[
+        (csr("/O=system:nodes/OU=x/CN=system:node:cp1", "DNS:cp1"), "subject"),
+        (
+            csr("/O=system:nodes/CN=system:node:cp1/CN=system:node:cp1", "DNS:cp1"),
+            "subject",
+        ),
+        (
+            csr("/O=system:nodes/O=system:nodes/CN=system:node:cp1", "DNS:cp1"),
+            "subject",
+        ),
+        (csr("/CN=system:node:cp1,O=system:nodes", "DNS:cp1"), "subject"),
+        (csr_multivalued("/O=system:nodes+OU=x/CN=system:node:cp1"), "subject"),
+        (csr_multivalued("/O=system:nodes+CN=system:node:cp1"), "subject"),
+    ]);
+}
+
+/// `pem` with its DER's first `from` replaced by `to` (same length), as PEM again.
+fn tamper(pem: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).unwrap();
+    let mut der = block.contents;
+    let at = der
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("bytes to tamper with");
+    der[at..at + to.len()].copy_from_slice(to);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        lines.join("\n")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_request_whose_signature_does_not_match_its_key_is_refused() {
+    let signed = csr(CP1, "DNS:cpX,IP:192.168.122.10");
+    assert_refused(&[(signed.clone(), "\"cpX\"")]);
+    // The same request asking for the node's own name, but not signed by its key.
+    assert_refused(&[(tamper(&signed, b"cpX", b"cp1"), "signature does not verify")]);
+}
+
+#[test]
+fn what_is_not_a_pem_certification_request_is_refused() {
+    let key = String::from_utf8(csr(CP1, "DNS:cp1"))
+        .unwrap()
+        .replace("CERTIFICATE REQUEST", "PRIVATE KEY");
+    assert_refused(&[
+        (b"not pem".to_vec(), "not a PEM block"),
+        (key.into_bytes(), "not a CERTIFICATE REQUEST"),
+        (
+            b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".to_vec(),
+            "not a DER PKCS#10",
+        ),
+    ]);
 }

@@ -1,7 +1,7 @@
 //! Bootstrap's add-ons against stand-ins that model the cluster (tests/stand-ins/
 //! kubectl-cluster): the patched manifests applied from /etc/kbundle/addons, the waits,
 //! the one-node untaint, an unpatched metrics-server as negative control, and the
-//! cluster-signed path with real CSRs read by the real openssl. Nodes are prepared from a
+//! cluster-signed path with real CSRs made by the real openssl. Nodes are prepared from a
 //! real bundle (real containerd imports the images the stand-in cluster may run).
 
 use super::install::{fixture, install, node_root, stand_in, text, Fixture, KBUNDLE};
