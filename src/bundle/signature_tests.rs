@@ -95,3 +95,33 @@ fn sign_then_verify_and_refuse_others_and_changes() {
     assert!(e.to_string().contains("not signed"), "{e}");
     assert!(Signer::load(&b.join(keys::SECRET_KEY_FILE), Some("wrong".into())).is_err());
 }
+
+#[test]
+fn a_signed_comment_must_name_the_bundle_it_comes_with() {
+    let json = r#"{"schema":1,"name":"kubernetes-v1.34.3","kbundle_version":"0.1.0","kubernetes":"v1.34.3",
+        "platforms":["linux/amd64"],"components":{},"hops":[{"kubernetes":"v1.34.3","files":[]}],"entries":[]}"#;
+    let b: crate::bundle::meta::BundleJson = serde_json::from_str(json).unwrap();
+    let signed = |c: &TrustedComment| Signed {
+        key_id: KeyId([0; 8]),
+        comment: c.render(),
+    };
+    assert_eq!(comment_matches(&signed(&comment()), &b), Ok(()));
+    let other = TrustedComment {
+        kubernetes: "v1.33.7".into(),
+        ..comment()
+    };
+    let e = comment_matches(&signed(&other), &b).unwrap_err();
+    assert!(
+        e.contains("names kubernetes-v1.34.3 v1.33.7, but bundle.json is kubernetes-v1.34.3 v1.34.3"),
+        "{e}"
+    );
+    let e = comment_matches(
+        &Signed {
+            key_id: KeyId([0; 8]),
+            comment: "timestamp:1".into(),
+        },
+        &b,
+    )
+    .unwrap_err();
+    assert!(e.contains("not kbundle's"), "{e}");
+}
