@@ -6,9 +6,11 @@ pub use contents::{hop_files, hop_images};
 mod kubeadm_check;
 mod outdir;
 mod settle;
+pub mod sign;
 
 use crate::bundle::meta::BundleJson;
 use crate::bundle::pack::{self, Compression, PackEntry, Source};
+use crate::bundle::signature::TrustedComment;
 use crate::catalog::{self, FileArtifact};
 use crate::digest::Sha256;
 use crate::fetch::{Cache, Expected, Fetcher, Limits, Mirrors, Retry};
@@ -87,6 +89,12 @@ pub enum BuildError {
     Mirror(#[from] crate::fetch::mirror::RefusedMirror),
     #[error("--out {path} is a file, but --out must name a directory (it is created if missing): choose another path or move the file away")]
     OutNotDir { path: PathBuf },
+    #[error("signing {what}: {source}")]
+    Sign {
+        what: String,
+        #[source]
+        source: crate::bundle::keys::KeyError,
+    },
     #[error("--out {path}: cannot {what}: {source} ({hint})")]
     OutDir {
         path: PathBuf,
@@ -155,6 +163,8 @@ pub struct BuildOptions {
     /// Run the bundle's own kubeadm (for this host's arch) to cross-check kubeadm's image
     /// list; see `kubeadm_check` for why this is off by default.
     pub check_kubeadm_images: bool,
+    /// `--sign`: the key to sign bundle.json and the archive with.
+    pub sign: Option<sign::Signing>,
 }
 
 impl Default for BuildOptions {
@@ -170,6 +180,7 @@ impl Default for BuildOptions {
             base: None,
             skip_images: false,
             check_kubeadm_images: false,
+            sign: None,
         }
     }
 }
@@ -334,7 +345,11 @@ pub fn build(manifest: &Path, o: &BuildOptions) -> Result<Built, BuildError> {
     let e = Engines::start(&m, &o.common)?;
     let lock_path = o.common.lock_path(&m);
     let (lock, lock_written) = settle::settle_lock(&e, &m, &mut sc, o, &lock_path)?;
-    let (bundle, (archive, sha256, size)) = gather_and_pack(&e, &m, &sc, &lock, &installer, o)?;
+    let (bundle, (archive, sha256, size), comment) = gather_and_pack(&e, &m, &sc, &lock, &installer, o)?;
+    match (&o.sign, comment) {
+        (Some(s), Some(c)) => sign::sign_archive(&archive, &c, s)?,
+        _ => sign::remove_stale(&archive)?,
+    }
     Ok(Built {
         archive,
         sha256,
@@ -395,7 +410,11 @@ fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) 
     })
 }
 
-/// Fetches and packs. Cache entries are trusted by name and size until packing hashes them;
+/// The packed archive: its path, sha256 and size.
+type Packed = (PathBuf, Sha256, u64);
+
+/// Fetches and packs (with `--sign`, bundle.json.minisig included; the comment is returned
+/// to sign the archive with). Cache entries are trusted by name and size until packing hashes them;
 /// if packing finds one that changed, every cache entry of the bundle is checked, the bad
 /// ones are evicted (with a warning) and fetched again, and packing starts over, once.
 fn gather_and_pack(
@@ -405,7 +424,7 @@ fn gather_and_pack(
     lock: &Lock,
     installer: &Path,
     o: &BuildOptions,
-) -> Result<(BundleJson, (PathBuf, Sha256, u64)), BuildError> {
+) -> Result<(BundleJson, Packed, Option<TrustedComment>), BuildError> {
     let mut round = 0;
     loop {
         round += 1;
@@ -414,14 +433,18 @@ fn gather_and_pack(
             kubeadm_check::check(&e.progress, m, sc, &g.files);
         }
         let contents = contents::assemble(m, sc, lock, &g, installer, o.base.as_deref())?;
-        let (bundle, entries) = contents.finish().map_err(BuildError::Layout)?;
+        let (bundle, mut entries) = contents.finish().map_err(BuildError::Layout)?;
+        let comment = o.sign.as_ref().map(|s| sign::comment(&bundle, s));
+        if let (Some(c), Some(s)) = (&comment, &o.sign) {
+            sign::add_json_sig(&mut entries, c, s)?;
+        }
         match pack_all(&m.name, &entries, o) {
             Err(err @ pack::PackError::Changed { .. }) if round == 1 => {
                 if evict_corrupt(&e.cache, &entries, &e.progress) == 0 {
                     return Err(err.into());
                 }
             }
-            packed => return Ok((bundle, packed?)),
+            packed => return Ok((bundle, packed?, comment)),
         }
     }
 }

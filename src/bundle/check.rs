@@ -8,7 +8,7 @@
 //! archive that decompresses to terabytes is stopped early with a clear error.
 
 use super::archive::ArchiveError;
-use super::meta::{BundleJson, BUNDLE_JSON, MAX_META_BYTES, SHA256SUMS};
+use super::meta::{BundleJson, BUNDLE_JSON, BUNDLE_JSON_SIG, MAX_META_BYTES, SHA256SUMS};
 use super::verify::{Problem, Report, Seen};
 use super::walk::{self, Budget, Flow, SafeEntry};
 use crate::digest::{Hashing, Sha256};
@@ -80,6 +80,7 @@ pub struct Checker<'s> {
     sink: &'s mut dyn Sink,
     bundle_bytes: Option<Vec<u8>>,
     sums_bytes: Option<Vec<u8>>,
+    sig_bytes: Option<Vec<u8>>,
     bundle: Option<BundleJson>,
     seen: BTreeMap<String, Seen>,
     problems: Vec<Problem>,
@@ -153,6 +154,7 @@ impl<'s> Checker<'s> {
             sink,
             bundle_bytes: None,
             sums_bytes: None,
+            sig_bytes: None,
             bundle: None,
             seen: BTreeMap::new(),
             problems: Vec::new(),
@@ -167,7 +169,7 @@ impl<'s> Checker<'s> {
     }
 
     fn visit(&mut self, e: &SafeEntry, content: &mut dyn Read) -> Result<Flow, ArchiveError> {
-        if e.rel == BUNDLE_JSON || e.rel == SHA256SUMS {
+        if e.rel == BUNDLE_JSON || e.rel == SHA256SUMS || e.rel == BUNDLE_JSON_SIG {
             return self.meta(e, content);
         }
         if self.bundle.is_none() {
@@ -199,6 +201,10 @@ impl<'s> Checker<'s> {
         })?;
         if e.rel == SHA256SUMS {
             self.sums_bytes = Some(buf);
+            return Ok(Flow::Continue);
+        }
+        if e.rel == BUNDLE_JSON_SIG {
+            self.sig_bytes = Some(buf);
             return Ok(Flow::Continue);
         }
         let b = BundleJson::parse(&buf).map_err(|err| refused(&self.archive, BUNDLE_JSON, err.to_string()))?;
@@ -273,7 +279,9 @@ impl<'s> Checker<'s> {
                 });
             }
         }
-        super::verify::judge(self.bundle_bytes, self.sums_bytes, self.seen, self.problems)
+        let mut report = super::verify::judge(self.bundle_bytes, self.sums_bytes, self.seen, self.problems);
+        report.json_sig = self.sig_bytes;
+        report
     }
 }
 

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 pub const BUNDLE_SCHEMA: u32 = 1;
 pub const BUNDLE_JSON: &str = "bundle.json";
 pub const SHA256SUMS: &str = "SHA256SUMS";
+/// The minisign signature of `bundle.json` (signed bundles only; not an entry, not in SHA256SUMS).
+pub const BUNDLE_JSON_SIG: &str = "bundle.json.minisig";
 pub const INSTALLER: &str = "kbundle";
 pub const LOCKFILE: &str = "kbundle.lock";
 /// Largest `bundle.json`/`SHA256SUMS` kbundle will read (a hostile bundle could claim more).

@@ -3,7 +3,7 @@
 
 use crate::bundle::archive::ArchiveError;
 use crate::bundle::fields::esc;
-use crate::bundle::meta::{self, BundleJson, BUNDLE_JSON, MAX_META_BYTES, SHA256SUMS};
+use crate::bundle::meta::{self, BundleJson, BUNDLE_JSON, BUNDLE_JSON_SIG, MAX_META_BYTES, SHA256SUMS};
 use crate::digest::Sha256;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +51,10 @@ pub enum Problem {
     Archive {
         detail: String,
     },
+    /// A missing, untrusted or bad signature (only with trusted keys).
+    Signature {
+        detail: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -80,6 +84,7 @@ impl fmt::Display for Problem {
             Problem::Meta { detail } => write!(f, "metadata: {detail}"),
             Problem::Unsafe { path, reason } => write!(f, "unsafe: {}: {reason}", esc(path)),
             Problem::Archive { detail } => write!(f, "archive: {detail}"),
+            Problem::Signature { detail } => write!(f, "signature: {detail}"),
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct Report {
     /// sha256 of the `bundle.json` bytes that were checked: the bundle's identity (delta
     /// bundles name their base by it; node journals are kept under it).
     pub bundle_json_sha256: Option<Sha256>,
+    /// The `bundle.json` bytes that were checked (for its signature).
+    pub bundle_json: Option<Vec<u8>>,
+    /// `bundle.json.minisig`, when the bundle has one (checked by `signature`, not here).
+    pub json_sig: Option<Vec<u8>>,
     /// Archives: whether a `.sha256` sidecar beside it was checked.
     pub sidecar_checked: bool,
     pub problems: Vec<Problem>,
@@ -157,6 +166,7 @@ pub fn judge(
         },
     }
     report.bundle_json_sha256 = Some(Sha256::of(&bj));
+    report.bundle_json = Some(bj);
     report.bundle = Some(bundle);
     report.problems = problems;
     report
@@ -183,7 +193,7 @@ fn judge_entries(bundle: &BundleJson, seen: &BTreeMap<String, Seen>, report: &mu
         judge_one(e, s, problems);
     }
     for p in seen.keys() {
-        if p != BUNDLE_JSON && p != SHA256SUMS && bundle.entry(p).is_none() {
+        if p != BUNDLE_JSON && p != SHA256SUMS && p != BUNDLE_JSON_SIG && bundle.entry(p).is_none() {
             problems.push(Problem::Extra { path: p.clone() });
         }
     }
@@ -376,21 +386,25 @@ pub fn verify_dir(dir: &Path) -> Result<Report, ArchiveError> {
     let files = list_dir(dir, &mut problems)?;
     let mut bundle_bytes = None;
     let mut sums_bytes = None;
-    for (rel, p) in files.iter().filter(|(r, _)| r == BUNDLE_JSON || r == SHA256SUMS) {
+    let mut sig_bytes = None;
+    let meta_files = [BUNDLE_JSON, SHA256SUMS, BUNDLE_JSON_SIG];
+    for (rel, p) in files.iter().filter(|(r, _)| meta_files.contains(&r.as_str())) {
         let mut f = std::fs::File::open(p).map_err(|source| ArchiveError::Open {
             path: p.clone(),
             source,
         })?;
         let b = read_meta(&mut f, rel, &mut problems);
-        if rel == BUNDLE_JSON {
-            bundle_bytes = b;
-        } else {
-            sums_bytes = b;
+        match rel.as_str() {
+            BUNDLE_JSON => bundle_bytes = b,
+            SHA256SUMS => sums_bytes = b,
+            _ => sig_bytes = b,
         }
     }
     let listed = bundle_bytes.as_deref().and_then(|b| BundleJson::parse(b).ok());
     let seen = hash_all(&files, listed.as_ref(), &mut problems);
-    Ok(judge(bundle_bytes, sums_bytes, seen, problems))
+    let mut report = judge(bundle_bytes, sums_bytes, seen, problems);
+    report.json_sig = sig_bytes;
+    Ok(report)
 }
 
 /// What is on disk at `p`: hashed only when bundle.json lists it with this very size.

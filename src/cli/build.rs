@@ -62,9 +62,43 @@ pub struct Args {
     /// KBUNDLE_CHECK_KUBEADM_IMAGES=1 does the same.
     #[arg(long)]
     pub check_kubeadm_images: bool,
+    /// Sign with this minisign secret key (from `kbundle key generate`): bundle.json.minisig
+    /// goes into the bundle, <archive>.minisig beside the archive. Default: $KBUNDLE_SIGNING_KEY.
+    /// A password-protected key reads its password from --password-file, else
+    /// $KBUNDLE_SIGNING_PASSWORD, else asks on the terminal.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// The signing key's password: the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The serial in the signature's trusted comment; must grow with every bundle a key
+    /// signs. Default: the build time in seconds since the epoch (SOURCE_DATE_EPOCH if set).
+    #[arg(long, value_name = "N")]
+    pub serial: Option<u64>,
+}
+
+/// `--sign`: the key, loaded (and decrypted) before anything is downloaded.
+fn signing(a: &Args) -> anyhow::Result<Option<crate::builder::sign::Signing>> {
+    let key = a
+        .sign
+        .clone()
+        .or_else(|| std::env::var_os(crate::bundle::keys::KEY_ENV).map(PathBuf::from));
+    let Some(key) = key.filter(|k| !k.as_os_str().is_empty()) else {
+        if a.password_file.is_some() || a.serial.is_some() {
+            anyhow::bail!("--password-file and --serial need --sign KEY (or KBUNDLE_SIGNING_KEY)");
+        }
+        return Ok(None);
+    };
+    let password = crate::bundle::keys::password(a.password_file.as_deref())?;
+    let signer = crate::bundle::keys::Signer::load(&key, password)?;
+    Ok(Some(crate::builder::sign::Signing {
+        signer,
+        serial: a.serial,
+    }))
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
+    let sign = signing(&a)?;
     let opts = crate::builder::BuildOptions {
         common: crate::builder::Options {
             lockfile: a.lockfile,
@@ -80,21 +114,33 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         skip_images: a.skip_images,
         check_kubeadm_images: a.check_kubeadm_images
             || std::env::var_os("KBUNDLE_CHECK_KUBEADM_IMAGES").is_some_and(|v| v == "1"),
+        sign,
     };
+    let opts_sign_id = opts.sign.as_ref().map(|s| s.signer.id);
     let b = crate::builder::build(&a.manifest, &opts)?;
     if b.lock_written && !quiet {
         eprintln!("wrote lockfile {}", b.lock_path.display());
     }
     crate::outln!("{}", b.archive.display())?;
     if !quiet {
-        eprintln!(
-            "built {} ({} entries, {} bytes, sha256 {}); {} download(s), the rest from cache",
-            b.archive.display(),
-            b.bundle.entries.len(),
-            b.size,
-            b.sha256,
-            b.downloaded
-        );
+        summary(&b, opts_sign_id);
     }
     Ok(0)
+}
+
+fn summary(b: &crate::builder::Built, signed_by: Option<crate::bundle::signature::KeyId>) {
+    eprintln!(
+        "built {} ({} entries, {} bytes, sha256 {}); {} download(s), the rest from cache",
+        b.archive.display(),
+        b.bundle.entries.len(),
+        b.size,
+        b.sha256,
+        b.downloaded
+    );
+    if let Some(s) = &signed_by {
+        eprintln!(
+            "signed with key id {s}: {}.minisig and bundle.json.minisig inside",
+            b.archive.display()
+        );
+    }
 }

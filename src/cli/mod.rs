@@ -7,6 +7,7 @@ mod example_config;
 mod inspect;
 mod install;
 mod iso;
+mod key;
 mod kickstart;
 mod list;
 mod lock;
@@ -71,6 +72,7 @@ pub enum Command {
     Lock(lock::Args),
     Build(build::Args),
     Verify(verify::Args),
+    Key(key::Args),
     Inspect(inspect::Args),
     Unpack(unpack::Args),
     Etcd(etcd::Args),
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Lock(a) => lock::run(a, cli.quiet),
         Command::Build(a) => build::run(a, cli.quiet),
         Command::Verify(a) => verify::run(a, cli.quiet),
+        Command::Key(a) => key::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Unpack(a) => unpack::run(a, cli.quiet),
         Command::Etcd(a) => etcd::run(a, cli.quiet),

@@ -21,6 +21,7 @@ mod iso;
 mod kickstart;
 mod kubeadm_config;
 mod registry_selftest;
+mod signing;
 mod skew;
 mod support_selftest;
 mod upgrade;
