@@ -14,6 +14,11 @@ fn cluster() -> Cluster {
 
 /// A PEM CSR made by openssl with `subject` and `san` (empty: none).
 fn csr(subject: &str, san: &str) -> Vec<u8> {
+    csr_with(subject, san, &[])
+}
+
+/// A PEM CSR made by the real `openssl req -new` (EC P-256), with `extra` arguments.
+fn csr_with(subject: &str, san: &str, extra: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new("openssl");
     c.args([
@@ -27,14 +32,14 @@ fn csr(subject: &str, san: &str) -> Vec<u8> {
     ])
     .arg("-keyout")
     .arg(dir.path().join("k.pem"))
-    .args(["-subj", subject, "-out"])
-    .arg(dir.path().join("r.pem"));
+    .args(extra)
+    .args(["-subj", subject]);
     if !san.is_empty() {
         c.args(["-addext", &format!("subjectAltName={san}")]);
     }
     let o = c.output().expect("openssl is needed");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read(dir.path().join("r.pem")).unwrap()
+    o.stdout
 }
 
 /// What the approver reads from `pem`.
@@ -174,24 +179,7 @@ fn names_hidden_in_a_dns_name_or_of_other_kinds_are_refused() {
 
 /// A PEM CSR made by openssl with a multi-valued RDN in `subject` (`+`).
 fn csr_multivalued(subject: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(dir.path().join("k.pem"))
-        .args(["-multivalue-rdn", "-subj", subject, "-addext", "subjectAltName=DNS:cp1"])
-        .output()
-        .expect("openssl is needed");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
+    csr_with(subject, "DNS:cp1", &["-multivalue-rdn"])
 }
 
 #[test]

@@ -51,11 +51,16 @@ pub(crate) fn scene() -> Scene {
 }
 
 pub(crate) fn opts(s: &Scene, node: &str) -> Options {
+    options(&s.bundle, &s.root, node)
+}
+
+/// `upgrade apply`'s options for `node` of the node root `root`, as the CLI defaults them.
+pub(crate) fn options(bundle: &Path, root: &Path, node: &str) -> Options {
     Options {
-        bundle: s.bundle.clone(),
+        bundle: bundle.to_path_buf(),
         node: node.into(),
         hop: None,
-        root: s.root.clone(),
+        root: root.to_path_buf(),
         kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
         first: None,
         etcd_endpoint: crate::etcd::snapshot::DEFAULT_ENDPOINT.into(),

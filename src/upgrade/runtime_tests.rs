@@ -95,19 +95,7 @@ const BUNDLES: [(&str, &str); 4] = [
 ];
 
 fn opts(s: &Scene, node: &str) -> Options {
-    Options {
-        bundle: s.bundle.clone(),
-        node: node.into(),
-        hop: None,
-        root: s.root.clone(),
-        kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
-        first: None,
-        etcd_endpoint: crate::etcd::snapshot::DEFAULT_ENDPOINT.into(),
-        drain: Default::default(),
-        force: false,
-        ready_timeout: Duration::from_secs(60),
-        dry_run: false,
-    }
+    crate::upgrade::apply::tests::options(&s.bundle, &s.root, node)
 }
 
 /// The API server's answers: (name, control plane?, kubelet, API server); every node has

@@ -12,14 +12,7 @@ use std::process::{Command, Output};
 pub const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
 
 /// Status, stdout and stderr, for assertion messages.
-pub fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use super::bundles::text;
 
 /// `kbundle ARGS` with a fixed SOURCE_DATE_EPOCH.
 pub fn kb(args: &[&str]) -> Output {
