@@ -53,6 +53,12 @@ pub(super) fn assemble(
     if let Some(base) = base {
         mark_in_base(&mut contents, base)?;
     }
+    // Last, so it lists everything else; bundle.json then lists it like any other file.
+    let sbom = crate::sbom::render(&contents.bundle, crate::bundle::pack::source_date_epoch());
+    contents.push(
+        meta_entry(crate::sbom::SBOM, EntryKind::Meta, &sbom),
+        Source::Bytes(sbom),
+    );
     Ok(contents)
 }
 

@@ -300,7 +300,7 @@ fn round_up(n: u64) -> u64 {
 /// An upper bound of the tar bytes still to come for what `b` declares: each packed entry
 /// and directory with its header and a possible GNU long-name header, SHA256SUMS if it has
 /// not been read yet, and the allowance.
-fn declared_bytes(b: &BundleJson, sums_to_come: bool) -> u64 {
+pub(crate) fn declared_bytes(b: &BundleJson, sums_to_come: bool) -> u64 {
     let per_name = |len: usize| 1024 + round_up(b.name.len() as u64 + len as u64 + 2);
     let mut total = ALLOWANCE;
     let mut dirs = BTreeSet::new();

@@ -13,7 +13,7 @@ pub const MAX_ENTRIES: usize = super::archive::MAX_ENTRIES;
 /// Largest single entry a bundle may declare (1 TiB).
 pub const MAX_ENTRY_SIZE: u64 = 1 << 40;
 /// The metadata entries a bundle may carry.
-pub const META_PATHS: [&str; 3] = [LOCKFILE, "images/index.json", "images/oci-layout"];
+pub const META_PATHS: [&str; 4] = [LOCKFILE, "images/index.json", "images/oci-layout", crate::sbom::SBOM];
 /// Manifest media types an image may point at.
 pub const IMAGE_MEDIA_TYPES: [&str; 4] = [
     "application/vnd.oci.image.index.v1+json",
@@ -139,7 +139,7 @@ fn check_place(e: &Entry) -> Result<(), EntryFault> {
             }
         }
         EntryKind::Meta if META_PATHS.contains(&e.path.as_str()) => Ok(()),
-        EntryKind::Meta => bad("metadata is only kbundle.lock, images/index.json or images/oci-layout"),
+        EntryKind::Meta => bad("metadata is only kbundle.lock, images/index.json, images/oci-layout or sbom.spdx.json"),
         EntryKind::Installer if e.path == INSTALLER => Ok(()),
         EntryKind::Installer => bad("the installer lives at `kbundle`"),
         EntryKind::Kickstart if parts.len() == 2 && parts[0] == "kickstart" && check_name(parts[1]).is_ok() => Ok(()),

@@ -10,9 +10,19 @@ pub struct Args {
     /// Print bundle.json as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print the bundle's SBOM (sbom.spdx.json, SPDX 2.3 JSON) exactly as stored, once its
+    /// bytes match the digest bundle.json lists (nothing is printed otherwise). Reads an
+    /// archive without unpacking it; `kbundle verify` checks bundle.json and its signature.
+    #[arg(long)]
+    pub sbom: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    if a.sbom {
+        let bytes = crate::sbom::read::read_verified(&a.path)?;
+        std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)?;
+        return Ok(0);
+    }
     let b = crate::bundle::read_bundle_json(&a.path)?;
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&b)?)?;
