@@ -153,6 +153,7 @@ fn real_bundle_builds_verifies_and_checks_with_sha256sum() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("kbundle "));
     for want in [
         "kbundle.lock",
+        "sbom.spdx.json",
         "files/containerd/2.1.5/linux-amd64/containerd-2.1.5-linux-amd64.tar.gz",
         "files/runc/1.3.4/linux-amd64/runc.amd64",
         "files/etcd/3.6.5/linux-amd64/etcd-v3.6.5-linux-amd64.tar.gz",

@@ -21,6 +21,7 @@ mod iso;
 mod kickstart;
 mod kubeadm_config;
 mod registry_selftest;
+mod sbom;
 mod signing;
 mod skew;
 mod support_selftest;

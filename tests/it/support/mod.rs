@@ -18,6 +18,7 @@ pub mod kubeadm_files;
 pub mod mirror;
 pub mod node;
 pub mod registry;
+pub mod spdx;
 pub mod upgrade_env;
 pub mod upstream;
 pub mod versions;
