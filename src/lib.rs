@@ -28,6 +28,7 @@ pub mod lock;
 pub mod manifest;
 pub mod progress;
 pub mod resolve;
+pub mod trust;
 pub mod upgrade;
 pub mod version;
 
