@@ -28,6 +28,8 @@ pub struct StageArgs {
     pub root: PathBuf,
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub trust: super::trust_args::NodeTrust,
 }
 
 pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
@@ -43,6 +45,7 @@ pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
         kubeconfig: s.kubeconfig,
         no_annotate: s.no_annotate,
         dry_run: s.dry_run,
+        trust: s.trust.flags(),
     })?;
     let done = if dry_run { "would stage" } else { "staged" };
     crate::outln!(

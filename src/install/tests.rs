@@ -41,6 +41,7 @@ fn opts(s: &Scene, node: &str, phase: Phase) -> Options {
         skip_preflight: Vec::new(),
         secrets: Default::default(),
         ready_timeout: Duration::from_secs(60),
+        trust: Default::default(),
     }
 }
 

@@ -39,7 +39,10 @@ pub(crate) fn scene() -> Scene {
         std::fs::write(pki.join(f), "x").unwrap();
     }
     let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
-    let id = source::check_source(&bundle).unwrap().id().hex();
+    let id = source::check_source(&bundle, &crate::trust::Policy::no_keys())
+        .unwrap()
+        .id()
+        .hex();
     std::fs::create_dir_all(root.join("var/lib/kbundle")).unwrap();
     std::fs::write(root.join("var/lib/kbundle/staged"), format!("{id}\n")).unwrap();
     Scene {
@@ -68,6 +71,7 @@ pub(crate) fn options(bundle: &Path, root: &Path, node: &str) -> Options {
         ready_timeout: Duration::from_secs(60),
         dry_run: false,
         force: false,
+        trust: Default::default(),
     }
 }
 
