@@ -2,8 +2,6 @@
 set -euo pipefail
 # Everything that needs no running cluster: binaries, configuration, images imported into
 # containerd, so the first boot pulls nothing.
-# The keys given to `kbundle kickstart --trusted-key` (none: no line): install requires a
-# bundle signed by one of them, now and at every later install or upgrade.
 {{trusted_keys}}
 /var/lib/kbundle/kbundle install --bundle '/var/lib/kbundle/{{archive}}' --config /etc/kbundle/cluster.toml --node '{{node}}' --role '{{role}}' --phase prepare
 # The first-boot bootstrap (kubeadm init or join), once: the installer writes

@@ -224,7 +224,10 @@ fn trusted_keys(keys: &[super::KeyLine]) -> String {
     if keys.is_empty() {
         return String::new();
     }
-    let mut l = vec![format!("mkdir -p {}", crate::trust::KEYS_DIR)];
+    let mut l = vec![
+        "# `kbundle kickstart --trusted-key`: install requires a bundle signed by one of these.".to_string(),
+        format!("mkdir -p {}", crate::trust::KEYS_DIR),
+    ];
     for k in keys {
         l.push(format!(
             "printf 'untrusted comment: minisign public key %s\\n%s\\n' '{}' '{}' > {}/{}.pub",

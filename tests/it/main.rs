@@ -24,6 +24,7 @@ mod registry_selftest;
 mod signing;
 mod skew;
 mod support_selftest;
+mod trust;
 mod upgrade;
 mod upgrade_cluster;
 mod upgrade_walk;
