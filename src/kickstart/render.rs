@@ -218,7 +218,8 @@ fn post_scripts(n: &NodeInput) -> Result<(String, String), KickstartError> {
     Ok((nochroot.trim_end().to_string(), install.trim_end().to_string()))
 }
 
-/// Shell lines writing each key into the node's trust store (empty: none). Ids are hex and
+/// Shell lines writing each key into the node's trust store (empty: none), as minisign's
+/// two-line public key file (docs/upstream-facts.md, minisign public key files). Ids are hex and
 /// keys base64 (both checked by `kbundle key`'s parser), so single quotes hold them.
 fn trusted_keys(keys: &[super::KeyLine]) -> String {
     if keys.is_empty() {

@@ -38,7 +38,8 @@ pub fn load_keys(host: &Host) -> Result<Vec<TrustedKey>, TrustError> {
         .collect()
 }
 
-/// Writes `key` as `KEYS_DIR/<id>.pub` in minisign's format. Returns the node path and
+/// Writes `key` as `KEYS_DIR/<id>.pub` in minisign's format (docs/upstream-facts.md,
+/// minisign public key files). Returns the node path and
 /// whether it changed anything.
 pub fn trust(host: &Host, key: &TrustedKey) -> Result<(String, bool), TrustError> {
     let text = key
