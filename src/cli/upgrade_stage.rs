@@ -11,7 +11,13 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   # on every node, before `upgrade apply` anywhere:
-  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst")]
+  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst
+  # also trusting a key that is not in /etc/kbundle/trusted-keys yet:
+  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst \\
+      --trusted-key /root/site-2027.pub
+
+With any trusted key the bundle must be signed by one of them and its serial must not be lower
+than the highest installed from that key (checked here, recorded by `upgrade apply`).")]
 pub struct StageArgs {
     #[arg(long, value_name = "PATH")]
     pub bundle: PathBuf,
