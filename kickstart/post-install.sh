@@ -2,6 +2,7 @@
 set -euo pipefail
 # Everything that needs no running cluster: binaries, configuration, images imported into
 # containerd, so the first boot pulls nothing.
+{{trusted_keys}}
 /var/lib/kbundle/kbundle install --bundle '/var/lib/kbundle/{{archive}}' --config /etc/kbundle/cluster.toml --node '{{node}}' --role '{{role}}' --phase prepare
 # The first-boot bootstrap (kubeadm init or join), once: the installer writes
 # /var/lib/kbundle/bootstrap.done when it has finished. Enabled by hand: no systemctl here.

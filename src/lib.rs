@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod progress;
 pub mod resolve;
 pub mod sbom;
+pub mod trust;
 pub mod upgrade;
 pub mod version;
 

@@ -208,19 +208,29 @@ impl Signed {
 /// Reads a public key file (`kbundle.pub`, minisign's `minisign.pub`).
 pub fn read_public_key(path: &Path) -> Result<TrustedKey, SigError> {
     let text = read_small(path)?;
-    let what = path.display().to_string();
+    parse_public_key(path, &String::from_utf8_lossy(&text))
+}
+
+/// A public key from its text: minisign's two-line file, or only its base64 line (`RW…`).
+/// `origin` names it in errors and in [`TrustedKey::path`].
+pub fn parse_public_key(origin: &Path, text: &str) -> Result<TrustedKey, SigError> {
     let parse = |source| SigError::Parse {
-        what: what.clone(),
+        what: origin.display().to_string(),
         kind: "public key",
         source,
     };
-    let key = PublicKeyBox::from_string(&String::from_utf8_lossy(&text))
-        .and_then(|b| b.into_public_key())
-        .map_err(parse)?;
+    let t = text.trim();
+    let key = if t.lines().count() == 1 {
+        PublicKey::from_base64(t).map_err(parse)?
+    } else {
+        PublicKeyBox::from_string(text)
+            .and_then(|b| b.into_public_key())
+            .map_err(parse)?
+    };
     Ok(TrustedKey {
         id: KeyId::from_slice(key.keynum()),
         key,
-        path: path.to_path_buf(),
+        path: origin.to_path_buf(),
     })
 }
 

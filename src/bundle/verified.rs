@@ -9,6 +9,7 @@ use super::unpack::{self, UnpackError};
 use super::verify::{self, Report};
 use crate::digest::Sha256;
 use crate::host::{Host, HostError};
+use crate::trust::{Policy, Verdict};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum SourceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     #[error("no bundle given and none next to this kbundle ({exe}): pass --bundle PATH")]
     NoDefault { exe: PathBuf },
     #[error("{path}: {source}")]
@@ -33,11 +36,13 @@ pub enum SourceError {
     },
 }
 
-/// A bundle that passed verification; nothing has been written yet.
+/// A bundle that passed verification and the node's trust policy; nothing has been written
+/// yet.
 #[derive(Debug)]
 pub struct Checked {
     path: PathBuf,
     bundle: BundleJson,
+    trust: Verdict,
     /// sha256 of the checked bundle.json.
     id: Sha256,
     /// For archives: the archive's sha256 (names its slot in the node store).
@@ -53,6 +58,11 @@ impl Checked {
     pub fn id(&self) -> &Sha256 {
         &self.id
     }
+
+    /// Why the policy accepted it.
+    pub fn trust(&self) -> &Verdict {
+        &self.trust
+    }
 }
 
 /// A verified bundle on disk. Only [`open`] makes one.
@@ -61,6 +71,7 @@ pub struct VerifiedBundle {
     /// The unpacked bundle directory (holds bundle.json).
     dir: PathBuf,
     bundle: BundleJson,
+    trust: Verdict,
     /// sha256 of bundle.json: names this bundle's journals.
     id: Sha256,
     /// Delta bundles: where each `in_base` entry is in the node's copy of the base bundle
@@ -82,6 +93,11 @@ impl VerifiedBundle {
     /// sha256 of bundle.json.
     pub fn id(&self) -> &Sha256 {
         &self.id
+    }
+
+    /// The trust verdict it was opened with (recorded after a successful install/upgrade).
+    pub fn trust(&self) -> &Verdict {
+        &self.trust
     }
 
     /// Where entry `rel` is on disk: in this bundle, or for a delta bundle's `in_base`
@@ -144,24 +160,31 @@ pub fn default_bundle() -> Result<PathBuf, SourceError> {
     }
 }
 
-/// Verifies `path` (archive or directory) completely without writing anything.
-pub fn check_source(path: &Path) -> Result<Checked, SourceError> {
-    check_source_with(path, &mut super::check::Discard)
+/// Verifies `path` (archive or directory) completely and judges it by `policy`, without
+/// writing anything. An archive's `<archive>.minisig` is judged before its content is read.
+pub fn check_source(path: &Path, policy: &Policy) -> Result<Checked, SourceError> {
+    check_source_with(path, policy, &mut super::check::Discard)
 }
 
 /// [`check_source`], giving an archive's entries to `sink` as they are checked (a
 /// kickstart takes the installer from the same pass). Directories are only checked.
-pub fn check_source_with(path: &Path, sink: &mut dyn super::check::Sink) -> Result<Checked, SourceError> {
+pub fn check_source_with(
+    path: &Path,
+    policy: &Policy,
+    sink: &mut dyn super::check::Sink,
+) -> Result<Checked, SourceError> {
     if path.is_dir() {
-        let (bundle, id) = check(verify::verify_dir(path)?, path)?;
+        let (bundle, id, trust) = judged(verify::verify_dir(path)?, path, policy)?;
         return Ok(Checked {
             path: path.to_path_buf(),
             bundle,
+            trust,
             id,
             archive: None,
         });
     }
-    let (bundle, id) = check(verify::verify_archive_with(path, sink)?, path)?;
+    policy.check_archive(path)?;
+    let (bundle, id, trust) = judged(verify::verify_archive_with(path, sink)?, path, policy)?;
     let (digest, _) = crate::digest::hash_file(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -169,9 +192,19 @@ pub fn check_source_with(path: &Path, sink: &mut dyn super::check::Sink) -> Resu
     Ok(Checked {
         path: path.to_path_buf(),
         bundle,
+        trust,
         id,
         archive: Some(digest),
     })
+}
+
+/// [`check`], then the policy's verdict on the checked `bundle.json` and its signature.
+fn judged(mut report: Report, path: &Path, policy: &Policy) -> Result<(BundleJson, Sha256, Verdict), SourceError> {
+    let (json, sig) = (report.bundle_json.take(), report.json_sig.take());
+    let (bundle, id) = check(report, path)?;
+    let what = format!("bundle {}", path.display());
+    let verdict = policy.judge(&what, json.as_deref().unwrap_or_default(), sig.as_deref(), &bundle)?;
+    Ok((bundle, id, verdict))
 }
 
 /// A checked bundle ready to use on `host`: an archive is unpacked into the node store
@@ -180,31 +213,37 @@ pub fn open(checked: Checked, host: &Host) -> Result<VerifiedBundle, SourceError
     let Checked {
         path,
         bundle,
+        trust,
         id,
         archive,
     } = checked;
     let Some(archive_digest) = archive else {
-        return Ok(verified(path, (bundle, id), None));
+        return Ok(verified(path, (bundle, id), trust, None));
     };
     if host.dry_run() {
-        return open_scratch(&path, (bundle, id), &archive_digest);
+        return open_scratch(&path, (bundle, id), trust, &archive_digest);
     }
     let slot = store::slot(host, &archive_digest)?;
     let dir = format!("{slot}/{}", bundle.name);
     if let Some(b) = reuse(host, &slot, &dir, &bundle)? {
-        return Ok(verified(host.path(&dir)?, b, None));
+        return Ok(verified(host.path(&dir)?, b, trust, None));
     }
     // Not there, partial, or changed since: start again (the slot is ours).
     store::clear(host, &slot, &bundle.name)?;
     let out = unpack::unpack_with(host.sys(), &path, &host.path(&slot)?)?;
     let b = unchanged(&path, &id, check(out.report, &out.dir)?)?;
-    let vb = verified(out.dir, b, None);
+    let vb = verified(out.dir, b, trust, None);
     store::mark_complete(host, &slot, &vb.bundle.name, &vb.id)?;
     Ok(vb)
 }
 
 /// Dry-run: steps still read the bundle, from a scratch unpack off the node.
-fn open_scratch(path: &Path, bundle: (BundleJson, Sha256), digest: &Sha256) -> Result<VerifiedBundle, SourceError> {
+fn open_scratch(
+    path: &Path,
+    bundle: (BundleJson, Sha256),
+    trust: Verdict,
+    digest: &Sha256,
+) -> Result<VerifiedBundle, SourceError> {
     let dir = format!("{}/{}", store::slot_of(digest), bundle.0.name);
     println!("[dry-run] unpack {} -> {dir}", path.display());
     let scratch = tempfile::Builder::new()
@@ -216,7 +255,7 @@ fn open_scratch(path: &Path, bundle: (BundleJson, Sha256), digest: &Sha256) -> R
         })?;
     let out = unpack::unpack(path, scratch.path())?;
     let got = unchanged(path, &bundle.1, check(out.report, &out.dir)?)?;
-    Ok(verified(out.dir, got, Some(std::sync::Arc::new(scratch))))
+    Ok(verified(out.dir, got, trust, Some(std::sync::Arc::new(scratch))))
 }
 
 /// The bundle unpacked by an earlier run, when it completed and still verifies.
@@ -246,11 +285,13 @@ fn unchanged(path: &Path, want: &Sha256, got: (BundleJson, Sha256)) -> Result<(B
 fn verified(
     dir: PathBuf,
     (bundle, id): (BundleJson, Sha256),
+    trust: Verdict,
     scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 ) -> VerifiedBundle {
     VerifiedBundle {
         dir,
         bundle,
+        trust,
         id,
         in_base: std::collections::HashMap::new(),
         _scratch: scratch,

@@ -15,7 +15,14 @@ use std::path::PathBuf;
   # a worker, with the values the init node printed:
   ./kbundle install --config cluster.toml --node worker1 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<hex>
   # see every step and command without changing anything:
-  ./kbundle install --config cluster.toml --node cp1 --dry-run")]
+  ./kbundle install --config cluster.toml --node cp1 --dry-run
+  # require a signature by this key (besides /etc/kbundle/trusted-keys/*.pub):
+  ./kbundle install --config cluster.toml --node cp1 \\
+      --trusted-key /etc/kbundle/site.pub
+
+With any trusted key (/etc/kbundle/trusted-keys/*.pub, cluster.toml [trust] keys, --trusted-key),
+the bundle must be signed by one of them and its serial must not be lower than the highest
+installed from that key; otherwise nothing is written. See docs/trust.md.")]
 pub struct Args {
     /// Bundle archive or unpacked directory (default: the bundle this kbundle sits in).
     #[arg(long, value_name = "PATH")]
@@ -53,6 +60,8 @@ pub struct Args {
     /// (flannel, CoreDNS, metrics-server) to be available, in seconds (each).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub ready_timeout: u64,
+    #[command(flatten)]
+    pub trust: super::trust_args::NodeTrust,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -88,6 +97,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             certificate_key: a.certificate_key,
         },
         ready_timeout: std::time::Duration::from_secs(a.ready_timeout),
+        trust: a.trust.flags(),
     })?;
     Ok(0)
 }

@@ -48,6 +48,8 @@ pub struct Args {
     /// then halt, so boot an install entry).
     #[arg(long)]
     pub no_md5: bool,
+    #[command(flatten)]
+    pub trust: super::trust_args::BuildTrust,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
@@ -59,6 +61,7 @@ pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
         out: a.out,
         skip_efiboot: a.skip_efiboot,
         no_md5: a.no_md5,
+        trust: a.trust.flags(),
     })?;
     for w in &report.warnings {
         eprintln!("warning: {w}");

@@ -20,6 +20,14 @@ use std::path::PathBuf;
       --os rocky9 --node worker1 --out ks/
   kbundle iso --base Rocky-10.0-x86_64-dvd1.iso --bundle kubernetes-v1.34.3.tar.zst \\
       --kickstarts ks/ -o cluster.iso
+  # the bundle must be signed by site.pub, and the nodes will trust only that key:
+  kbundle kickstart --bundle kubernetes-v1.34.3.tar.zst --config cluster.toml \\
+      --trusted-key site.pub --out ks/
+
+--trusted-key is checked here against <archive>.minisig, and each key is written by the %post
+into the node's /etc/kbundle/trusted-keys/ before `kbundle install` runs (keys in cluster.toml
+[trust] reach the node through the cluster.toml it installs). This machine's own
+/etc/kbundle/trusted-keys is not used: it describes this machine, not the nodes.
 
 Check one with pykickstart: ksvalidator -v RHEL10 ks/cp1.ks   (RHEL9 for --os rocky9)
 Templates, package choices, media layout, secrets: kickstart/README.md")]
@@ -40,13 +48,16 @@ pub struct Args {
     /// Directory for <node>.ks and cluster.toml (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub trust: super::trust_args::BuildTrust,
 }
 
 pub fn run(a: Args, quiet: bool) -> anyhow::Result<i32> {
     let config_bytes =
         std::fs::read(&a.config).with_context(|| format!("cannot read cluster config {}", a.config.display()))?;
     let cluster = crate::cluster::Cluster::parse(&a.config, &String::from_utf8_lossy(&config_bytes))?;
-    let bundle = kickstart::media::bundle_ref(&a.bundle)?;
+    let policy = crate::trust::Policy::for_build(&a.trust.flags())?;
+    let bundle = kickstart::media::bundle_ref(&a.bundle, &policy)?;
     let rendered = kickstart::render_all(&cluster, &config_bytes, a.release, &bundle, a.node.as_deref())?;
     let bash = kickstart::validate::check(&rendered)?;
     if bash == BashCheck::BashMissing {

@@ -11,6 +11,7 @@ mod key;
 mod kickstart;
 mod list;
 mod lock;
+mod trust_args;
 mod unpack;
 mod upgrade;
 mod upgrade_stage;

@@ -89,6 +89,8 @@ pub struct ApplyArgs {
     /// Start a hop even though some nodes have not run `kbundle upgrade stage` (warns).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub trust: super::trust_args::NodeTrust,
 }
 
 /// Roll THIS node back from its last hop (after a failed or unwanted hop).
@@ -181,6 +183,7 @@ fn apply_cmd(x: ApplyArgs) -> anyhow::Result<i32> {
         ready_timeout: std::time::Duration::from_secs(x.ready_timeout),
         dry_run: x.dry_run,
         force: x.force,
+        trust: x.trust.flags(),
     })?;
     Ok(0)
 }

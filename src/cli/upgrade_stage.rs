@@ -11,7 +11,13 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   # on every node, before `upgrade apply` anywhere:
-  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst")]
+  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst
+  # also trusting a key that is not in /etc/kbundle/trusted-keys yet:
+  kbundle upgrade stage --bundle kubernetes-v1.34.3.tar.zst \\
+      --trusted-key /root/site-2027.pub
+
+With any trusted key the bundle must be signed by one of them and its serial must not be lower
+than the highest installed from that key (checked here, recorded by `upgrade apply`).")]
 pub struct StageArgs {
     #[arg(long, value_name = "PATH")]
     pub bundle: PathBuf,
@@ -28,6 +34,8 @@ pub struct StageArgs {
     pub root: PathBuf,
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub trust: super::trust_args::NodeTrust,
 }
 
 pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
@@ -43,6 +51,7 @@ pub fn stage_cmd(s: StageArgs) -> anyhow::Result<i32> {
         kubeconfig: s.kubeconfig,
         no_annotate: s.no_annotate,
         dry_run: s.dry_run,
+        trust: s.trust.flags(),
     })?;
     let done = if dry_run { "would stage" } else { "staged" };
     crate::outln!(

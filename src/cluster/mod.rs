@@ -65,6 +65,8 @@ pub enum Problem {
     SecondInit,
     #[error("one node must have role \"init\" (the first control plane)")]
     NoInit,
+    #[error("not a minisign public key (the base64 line of a kbundle.pub, RW…): {0}")]
+    TrustKey(#[source] crate::bundle::signature::SigError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -222,6 +224,8 @@ pub struct Cluster {
     pub join: Join,
     pub os: Os,
     pub nodes: Vec<Node>,
+    /// `[trust] keys`: public keys `install` puts in the node's trust store (checked).
+    pub trust_keys: Vec<crate::bundle::signature::TrustedKey>,
 }
 
 impl Cluster {

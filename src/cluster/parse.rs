@@ -21,6 +21,17 @@ struct Raw {
     os: Option<Os>,
     #[serde(default, rename = "node")]
     nodes: Vec<RawNode>,
+    #[serde(default)]
+    trust: Option<RawTrust>,
+}
+
+/// `[trust] keys = ["RW…"]`: inline public keys (the base64 line of a kbundle.pub), so the
+/// config carries them to kickstarted nodes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default)]
+    keys: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,7 +162,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Cluster, ClusterError> {
         join: join(&s, raw.join)?,
         os: os(&s, raw.os.unwrap_or_default())?,
         nodes: nodes(&s, raw.nodes)?,
+        trust_keys: trust_keys(&s, raw.trust)?,
     })
+}
+
+fn trust_keys(s: &Source, raw: Option<RawTrust>) -> Result<Vec<crate::bundle::signature::TrustedKey>, ClusterError> {
+    let origin = Path::new("cluster.toml [trust] keys");
+    raw.map(|t| t.keys)
+        .unwrap_or_default()
+        .iter()
+        .map(|k| {
+            crate::bundle::signature::parse_public_key(origin, k.get_ref())
+                .map_err(|e| s.invalid(k.span().start, "trust.keys", Problem::TrustKey(e)))
+        })
+        .collect()
 }
 
 fn join(s: &Source, raw: Option<RawJoin>) -> Result<Join, ClusterError> {

@@ -175,3 +175,19 @@ fn modes_default_and_refuse_unknown_values() {
     let e = err(&EXAMPLE.replace("selinux = \"permissive\"", "selinux = \"disabled\""));
     assert!(e.contains("cluster.toml:") && e.contains("selinux"), "{e}");
 }
+
+#[test]
+fn trust_keys_are_inline_minisign_public_keys_checked_at_parse() {
+    let d = tempfile::tempdir().unwrap();
+    let id = crate::bundle::keys::generate(d.path(), crate::bundle::keys::NewPassword::Unencrypted).unwrap();
+    let pubfile = std::fs::read_to_string(d.path().join("kbundle.pub")).unwrap();
+    let line = pubfile.lines().nth(1).unwrap();
+    let c = parse(&format!("{EXAMPLE}\n[trust]\nkeys = [\"{line}\"]\n")).unwrap();
+    assert_eq!(c.trust_keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![id]);
+    assert!(parse(EXAMPLE).unwrap().trust_keys.is_empty());
+    let e = err(&format!("{EXAMPLE}\n[trust]\nkeys = [\"keys/site.pub\"]\n"));
+    assert!(
+        e.contains("trust.keys") && e.contains("not a minisign public key"),
+        "{e}"
+    );
+}

@@ -83,6 +83,7 @@ fn run(s: &Scene, script: impl Fn(&Recorder)) -> (Arc<Recorder>, Result<(), supe
         skip_preflight: Vec::new(),
         secrets: Default::default(),
         ready_timeout: Duration::from_secs(120),
+        trust: Default::default(),
     };
     let r = run_on(host, opts);
     (rec, r)

@@ -79,6 +79,7 @@ fn prepare(
         skip_preflight: Vec::new(),
         secrets: Default::default(),
         ready_timeout: Duration::from_secs(60),
+        trust: Default::default(),
     };
     let r = run_on(host, opts);
     (rec, r)

@@ -31,6 +31,8 @@ pub enum InstallError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     #[error("preflight failed ({} check(s)); fix them or skip a check with --skip-preflight NAME:\n  {}", failures.len(), failures.join("\n  "))]
     Preflight { failures: Vec<String> },
     #[error("step {step}: {message}")]
@@ -99,6 +101,7 @@ pub struct Options {
     pub skip_preflight: Vec<String>,
     pub secrets: kubeadm::Secrets,
     pub ready_timeout: Duration,
+    pub trust: crate::trust::Flags,
 }
 
 /// Everything the steps need.
@@ -206,16 +209,23 @@ pub fn run_on(host: Host, opts: Options) -> Result<(), InstallError> {
     let node = this_node(&host, &cluster, &opts)?;
     let role = this_role(&cluster, node.as_ref(), &opts)?;
     println!("kbundle install: verifying {}", opts.bundle.display());
-    let checked = source::check_source(&opts.bundle)?;
+    let policy = crate::trust::Policy::for_node(&host, &opts.trust, cluster.trust_keys.clone())?;
+    let checked = source::check_source(&opts.bundle, &policy)?;
     println!(
-        "bundle {} (Kubernetes {}) verified: {} entries",
+        "bundle {} (Kubernetes {}) verified: {} entries; {}",
         checked.json().name,
         checked.json().kubernetes,
-        checked.json().entries.len()
+        checked.json().entries.len(),
+        checked.trust().describe()
     );
     refuse_other_version(&host, checked.json(), &opts)?;
     // Nothing is written before this point.
     let lock = lock_node(&host)?;
+    for k in &cluster.trust_keys {
+        if crate::trust::store::trust(&host, k)?.1 {
+            println!("trusted key id {} from {} [trust]", k.id, cluster.path.display());
+        }
+    }
     let mut bundle = source::open(checked, &host)?;
     source::attach_base(&mut bundle, &host)?;
     let journal = Journal::new(format!("/var/lib/kbundle/state/{}", &bundle.id().hex()[..16]));
@@ -235,6 +245,7 @@ pub fn run_on(host: Host, opts: Options) -> Result<(), InstallError> {
     if matches!(opts.phase, Phase::Bootstrap | Phase::All) {
         bootstrap::run(&mut ctx)?;
     }
+    crate::trust::store::record(&ctx.host, ctx.bundle.trust())?;
     Ok(())
 }
 

@@ -41,6 +41,7 @@ fn opts(s: &Scene, node: &str, phase: Phase) -> Options {
         skip_preflight: Vec::new(),
         secrets: Default::default(),
         ready_timeout: Duration::from_secs(60),
+        trust: Default::default(),
     }
 }
 
@@ -391,3 +392,6 @@ fn a_run_after_a_failed_step_starts_again_at_that_step() {
     at(&rec.commands(), "images import -");
     assert!(again.iter().any(|p| p.ends_with("/images.done")), "{again:#?}");
 }
+
+#[path = "trust_tests.rs"]
+mod trust;

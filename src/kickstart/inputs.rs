@@ -159,9 +159,10 @@ fn bundle_err(path: &Path, message: String) -> IsoError {
 /// installer into `staging` and returns (installer path, sidecar path).
 pub(crate) fn prepare_bundle(o: &IsoOptions, expect: &KsInfo, staging: &Path) -> Result<(PathBuf, PathBuf), IsoError> {
     let (name, digest) = expected_archive(&o.bundle, expect)?;
+    let policy = crate::trust::Policy::for_build(&o.trust).map_err(|e| bundle_err(&o.bundle, e.to_string()))?;
     // Verified in full (sidecar, every entry) while the installer is extracted.
     let installer = staging.join(crate::bundle::meta::INSTALLER);
-    let bj = media::extract_installer(&o.bundle, &installer)?;
+    let bj = media::extract_installer(&o.bundle, &installer, &policy)?;
     let (inst, _) = media::installer_entry(&o.bundle, &bj)?;
     if inst != expect.installer_sha256 {
         return Err(bundle_err(

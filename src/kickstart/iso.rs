@@ -95,6 +95,8 @@ pub struct IsoOptions {
     pub skip_efiboot: bool,
     /// Do not implant a media checksum (no implantisomd5 needed).
     pub no_md5: bool,
+    /// `--trusted-key`: the bundle must be signed by one of them.
+    pub trust: crate::trust::Flags,
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use crate::bundle::meta::{BundleJson, EntryKind, INSTALLER};
 use crate::bundle::verified::{check_source_with, SourceError};
 use crate::catalog::checksum::{self, ChecksumFormat};
 use crate::digest::Sha256;
+use crate::trust::Policy;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -120,7 +121,8 @@ pub fn installer_entry(archive: &Path, bj: &BundleJson) -> Result<(Sha256, u64),
 }
 
 /// Everything a kickstart needs from the bundle archive at `path`.
-pub fn bundle_ref(path: &Path) -> Result<BundleRef, KickstartError> {
+/// With trusted keys in `policy`, `<archive>.minisig` must be by one of them (checked first).
+pub fn bundle_ref(path: &Path, policy: &Policy) -> Result<BundleRef, KickstartError> {
     if path.is_dir() {
         return Err(bad(
             path,
@@ -128,6 +130,9 @@ pub fn bundle_ref(path: &Path) -> Result<BundleRef, KickstartError> {
         ));
     }
     let archive_name = archive_name(path)?;
+    policy
+        .check_archive(path)
+        .map_err(|e| unverified(path, SourceError::Trust(e)))?;
     let archive_sha256 = archive_digest(path)?;
     let bj = crate::bundle::read_bundle_json(path)?;
     let (installer_sha256, _) = installer_entry(path, &bj)?;
@@ -135,6 +140,14 @@ pub fn bundle_ref(path: &Path) -> Result<BundleRef, KickstartError> {
         archive_name,
         archive_sha256,
         installer_sha256,
+        trusted_keys: policy
+            .keys()
+            .iter()
+            .map(|k| super::KeyLine {
+                id: k.id.to_string(),
+                base64: k.key.to_base64(),
+            })
+            .collect(),
     })
 }
 
@@ -174,13 +187,13 @@ impl Sink for InstallerSink<'_> {
 
 /// Verifies the whole archive (sidecar, every entry) and, in the same pass, extracts the
 /// installer to `dest` (mode 0755). Returns bundle.json.
-pub fn extract_installer(archive: &Path, dest: &Path) -> Result<BundleJson, KickstartError> {
+pub fn extract_installer(archive: &Path, dest: &Path, policy: &Policy) -> Result<BundleJson, KickstartError> {
     let mut sink = InstallerSink {
         archive,
         dest,
         wrote: false,
     };
-    let checked = check_source_with(archive, &mut sink).map_err(|e| unverified(archive, e))?;
+    let checked = check_source_with(archive, policy, &mut sink).map_err(|e| unverified(archive, e))?;
     let bj = checked.json().clone();
     installer_entry(archive, &bj)?;
     if !sink.wrote {

@@ -85,6 +85,18 @@ pub struct BundleRef {
     pub archive_sha256: Sha256,
     /// sha256 of the installer (`kbundle` entry of bundle.json).
     pub installer_sha256: Sha256,
+    /// `--trusted-key`s: the %post writes each into the node's trust store before
+    /// `kbundle install` runs, so the node requires a signature by one of them.
+    pub trusted_keys: Vec<KeyLine>,
+}
+
+/// A public key as the %post writes it: `/etc/kbundle/trusted-keys/<id>.pub`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLine {
+    /// 16 hex digits (checked: it names a file).
+    pub id: String,
+    /// minisign's base64 line (`RW…`; only base64 characters).
+    pub base64: String,
 }
 
 #[derive(Debug, thiserror::Error)]

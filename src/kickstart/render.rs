@@ -212,9 +212,33 @@ fn post_scripts(n: &NodeInput) -> Result<(String, String), KickstartError> {
     vars.push(("installer_sha256", n.bundle.installer_sha256.hex()));
     vars.push(("config_sha256", n.config_sha256.hex()));
     vars.push(("bootstrap_unit", unit.trim_end().to_string()));
+    vars.push(("trusted_keys", trusted_keys(&n.bundle.trusted_keys)));
     let nochroot = fill("post-nochroot.sh", POST_NOCHROOT, &vars)?;
     let install = fill("post-install.sh", POST_INSTALL, &vars)?;
     Ok((nochroot.trim_end().to_string(), install.trim_end().to_string()))
+}
+
+/// Shell lines writing each key into the node's trust store (empty: none), as minisign's
+/// two-line public key file (docs/upstream-facts.md, minisign public key files). Ids are hex and
+/// keys base64 (both checked by `kbundle key`'s parser), so single quotes hold them.
+fn trusted_keys(keys: &[super::KeyLine]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    let mut l = vec![
+        "# `kbundle kickstart --trusted-key`: install requires a bundle signed by one of these.".to_string(),
+        format!("mkdir -p {}", crate::trust::KEYS_DIR),
+    ];
+    for k in keys {
+        l.push(format!(
+            "printf 'untrusted comment: minisign public key %s\\n%s\\n' '{}' '{}' > {}/{}.pub",
+            k.id,
+            k.base64,
+            crate::trust::KEYS_DIR,
+            k.id
+        ));
+    }
+    l.join("\n")
 }
 
 fn lines<T>(items: &[T], line: impl Fn(&T) -> String) -> String {

@@ -72,6 +72,7 @@ pub struct Options {
     pub drain: super::drain::DrainOptions,
     pub ready_timeout: Duration,
     pub dry_run: bool,
+    pub trust: crate::trust::Flags,
     /// Start a hop even though some nodes have not staged the bundle (`upgrade stage`).
     pub force: bool,
 }
@@ -167,7 +168,9 @@ pub fn run(opts: &Options) -> Result<(), ApplyError> {
 
 /// Upgrades this node by one hop, through `host` (the node seam).
 pub fn run_on(host: Host, opts: &Options) -> Result<(), ApplyError> {
-    let checked = source::check_source(&opts.bundle)?;
+    let policy = crate::trust::Policy::for_node(&host, &opts.trust, Vec::new()).map_err(source::SourceError::from)?;
+    let checked = source::check_source(&opts.bundle, &policy)?;
+    println!("bundle {}: {}", checked.json().name, checked.trust().describe());
     let lock = crate::install::lock_node(&host)?;
     let mut bundle = source::open(checked, &host)?;
     source::attach_base(&mut bundle, &host)?;
@@ -208,7 +211,8 @@ pub fn run_on(host: Host, opts: &Options) -> Result<(), ApplyError> {
     if !control_plane_steps(&mut run, action, &hops, &kubectl)? {
         return Ok(());
     }
-    node_steps(&mut run)
+    node_steps(&mut run)?;
+    crate::trust::store::record(&run.host, run.bundle.trust()).map_err(|e| ApplyError::Source(e.into()))
 }
 
 /// The hop asked for, else the first this node still needs (`None`: nothing to do).

@@ -39,7 +39,10 @@ pub(crate) fn scene() -> Scene {
         std::fs::write(pki.join(f), "x").unwrap();
     }
     let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
-    let id = source::check_source(&bundle).unwrap().id().hex();
+    let id = source::check_source(&bundle, &crate::trust::Policy::no_keys())
+        .unwrap()
+        .id()
+        .hex();
     std::fs::create_dir_all(root.join("var/lib/kbundle")).unwrap();
     std::fs::write(root.join("var/lib/kbundle/staged"), format!("{id}\n")).unwrap();
     Scene {
@@ -68,6 +71,7 @@ pub(crate) fn options(bundle: &Path, root: &Path, node: &str) -> Options {
         ready_timeout: Duration::from_secs(60),
         dry_run: false,
         force: false,
+        trust: Default::default(),
     }
 }
 
@@ -348,4 +352,47 @@ fn the_pre_hop_snapshot_refuses_etcd_tools_of_another_minor_than_the_server() {
     let cmds = rec.commands();
     assert!(!cmds.iter().any(|c| c.contains("snapshot save")), "{cmds:#?}");
     assert!(!cmds.iter().any(|c| c.contains("upgrade apply")), "{cmds:#?}");
+}
+
+/// Signs the scene's bundle.json with a new key (serial `serial`); returns its public key file
+/// and id.
+fn sign_bundle(s: &Scene, serial: u64) -> (PathBuf, String) {
+    use crate::bundle::keys::{self, NewPassword, Signer};
+    let d = s._t.path().join(format!("key-{serial}"));
+    let id = keys::generate(&d, NewPassword::Unencrypted).unwrap();
+    let signer = Signer::load(&d.join(keys::SECRET_KEY_FILE), None).unwrap();
+    let json = std::fs::read(s.bundle.join("bundle.json")).unwrap();
+    let c = crate::bundle::signature::TrustedComment {
+        name: "kubernetes-v1.34.3".into(),
+        kubernetes: "v1.34.3".into(),
+        serial,
+        built: 1_700_000_000,
+    };
+    std::fs::write(
+        s.bundle.join("bundle.json.minisig"),
+        signer.sign(&json[..], &c).unwrap(),
+    )
+    .unwrap();
+    (d.join(keys::PUBLIC_KEY_FILE), id.to_string())
+}
+
+#[test]
+fn a_signed_hop_records_its_serial_and_a_lower_one_is_refused_before_any_command() {
+    let s = scene();
+    let (key, id) = sign_bundle(&s, 9);
+    let now = [("cp1", true, "v1.34.3", "v1.34.3"), ("worker1", false, "v1.33.7", "")];
+    let mut o = opts(&s, "worker1");
+    o.trust.trusted_keys = vec![key];
+    let serials = s.root.join(crate::trust::SERIALS.trim_start_matches('/'));
+    std::fs::create_dir_all(serials.parent().unwrap()).unwrap();
+    std::fs::write(&serials, format!("{{\"{id}\": 10}}")).unwrap();
+    let (rec, host) = recorder(&s, &now, &now);
+    let e = run_on(host, &o).unwrap_err().to_string();
+    assert!(e.contains("serial 9") && e.contains("lower than serial 10"), "{e}");
+    assert_eq!(rec.commands(), Vec::<String>::new());
+    std::fs::write(&serials, format!("{{\"{id}\": 8}}")).unwrap();
+    let (_, host) = recorder(&s, &now, &now);
+    run_on(host, &o).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&serials).unwrap()).unwrap();
+    assert_eq!(v[&id], 9);
 }

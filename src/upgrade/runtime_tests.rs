@@ -73,7 +73,10 @@ fn scene(runtime: &[(&str, &str)], config: &str) -> Scene {
     }
     let bundle = testkit::bundle_dir(&t.path().join("b"), &["v1.34.3"]);
     // This node has staged the bundle (`upgrade stage`).
-    let id = crate::bundle::verified::check_source(&bundle).unwrap().id().hex();
+    let id = crate::bundle::verified::check_source(&bundle, &crate::trust::Policy::no_keys())
+        .unwrap()
+        .id()
+        .hex();
     write(&root, "/var/lib/kbundle/staged", &format!("{id}\n"));
     Scene {
         _t: t,
@@ -282,7 +285,7 @@ fn nothing_differs_nothing_changes() {
 }
 
 fn open(s: &Scene, host: &Host) -> VerifiedBundle {
-    let checked = crate::bundle::verified::check_source(&s.bundle).unwrap();
+    let checked = crate::bundle::verified::check_source(&s.bundle, &crate::trust::Policy::no_keys()).unwrap();
     crate::bundle::verified::open(checked, host).unwrap()
 }
 

@@ -68,6 +68,7 @@ pub struct Options {
     /// Only the local marker, no annotation (a node not yet reachable, or a test root).
     pub no_annotate: bool,
     pub dry_run: bool,
+    pub trust: crate::trust::Flags,
 }
 
 /// What staging did.
@@ -85,7 +86,10 @@ pub fn run(opts: &Options) -> Result<Report, StageError> {
 
 /// Stages the bundle on this node through `host`; running it again redoes nothing harmful.
 pub fn run_on(host: Host, opts: &Options) -> Result<Report, StageError> {
-    let checked = source::check_source(&opts.bundle)?;
+    // Serials are checked here and recorded by `upgrade apply`.
+    let policy = crate::trust::Policy::for_node(&host, &opts.trust, Vec::new()).map_err(source::SourceError::from)?;
+    let checked = source::check_source(&opts.bundle, &policy)?;
+    println!("bundle {}: {}", checked.json().name, checked.trust().describe());
     let _lock = crate::install::lock_node(&host)?;
     let mut bundle = source::open(checked, &host)?;
     source::attach_base(&mut bundle, &host)?;

@@ -55,6 +55,7 @@ fn stage_opts(n: &Node) -> Options {
         kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
         no_annotate: false,
         dry_run: false,
+        trust: Default::default(),
     }
 }
 
@@ -105,7 +106,10 @@ fn stage_imports_and_pins_every_hop_places_binaries_and_switches_nothing() {
         !cmds.iter().any(|c| c.contains("systemctl") || c.contains("kubeadm ")),
         "{cmds:#?}"
     );
-    let id = source::check_source(&n.bundle).unwrap().id().hex();
+    let id = source::check_source(&n.bundle, &crate::trust::Policy::no_keys())
+        .unwrap()
+        .id()
+        .hex();
     assert_eq!(report.id, id);
     let marker = std::fs::read_to_string(n.root.join("var/lib/kbundle/staged")).unwrap();
     assert_eq!(marker, format!("{id}\n"));

@@ -25,6 +25,7 @@ mod sbom;
 mod signing;
 mod skew;
 mod support_selftest;
+mod trust;
 mod upgrade;
 mod upgrade_cluster;
 mod upgrade_walk;

@@ -10,11 +10,11 @@ use support::harness::small_installer;
 use support::registry::output_text as text;
 use support::upstream::{self, UpstreamSpec};
 
-const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
-const NAME: &str = "kubernetes-v1.34.3";
-const ARCHIVE: &str = "kubernetes-v1.34.3.tar.zst";
+pub(crate) const KBUNDLE: &str = env!("CARGO_BIN_EXE_kbundle");
+pub(crate) const NAME: &str = "kubernetes-v1.34.3";
+pub(crate) const ARCHIVE: &str = "kubernetes-v1.34.3.tar.zst";
 
-fn run(prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn run(prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(prog);
     c.args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -27,28 +27,28 @@ fn run(prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("run")
 }
 
-fn kbundle(args: &[&str]) -> Output {
+pub(crate) fn kbundle(args: &[&str]) -> Output {
     run(KBUNDLE, args, &[])
 }
 
-fn ok(o: Output) -> Output {
+pub(crate) fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", text(&o));
     o
 }
 
-fn fails_with(o: Output, wants: &[&str]) {
+pub(crate) fn fails_with(o: Output, wants: &[&str]) {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     for w in wants {
         assert!(text(&o).contains(w), "wanted {w:?} in\n{}", text(&o));
     }
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// A files-only build against the loopback mirror (no registry needed).
-struct Env {
+pub(crate) struct Env {
     tmp: tempfile::TempDir,
     manifest: PathBuf,
     args: Vec<String>,
@@ -56,7 +56,7 @@ struct Env {
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml");
         let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
@@ -74,11 +74,11 @@ impl Env {
         }
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.tmp.path().join(p)
     }
 
-    fn build(&self, out: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn build(&self, out: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let out = self.path(out);
         let mut a = vec!["build", s(&self.manifest), "--out", s(&out)];
         a.extend(self.args.iter().map(String::as_str));
@@ -87,7 +87,7 @@ impl Env {
     }
 
     /// `key generate --out DIR` with extra args; returns the key id from kbundle.pub.
-    fn key(&self, dir: &str, extra: &[&str]) -> String {
+    pub(crate) fn key(&self, dir: &str, extra: &[&str]) -> String {
         let d = self.path(dir);
         let mut a = vec!["key", "generate", "--out", s(&d)];
         a.extend(extra);
@@ -99,7 +99,7 @@ impl Env {
 }
 
 /// The key id minisign writes in a public key's comment line.
-fn key_id(pubkey: &Path) -> String {
+pub(crate) fn key_id(pubkey: &Path) -> String {
     let t = std::fs::read_to_string(pubkey).unwrap();
     let first = t.lines().next().unwrap();
     let id = first.rsplit(' ').next().unwrap().to_string();
