@@ -111,3 +111,33 @@ fn empty_keyring_is_an_error() {
         "{e}"
     );
 }
+
+const MANIFEST: &str = "schema = 1\n[kubernetes]\nversion = \"v1.34.3\"\n[components]\ncontainerd = \"2.1.5\"\n\
+runc = \"1.3.4\"\ncni-plugins = \"1.8.0\"\ncrictl = \"1.34.0\"\netcd = \"3.6.5\"\n";
+
+#[test]
+fn a_manifests_keyring_is_read_relative_to_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/runc.asc"), KEYRING).unwrap();
+    let path = dir.path().join("m.toml");
+    let src = format!("{MANIFEST}[upstream-keys]\nrunc = \"keys/runc.asc\"\n");
+    let m = Manifest::parse(&path, &src).unwrap();
+    let k = keyring_for(Component::Runc, &m).unwrap();
+    assert_eq!(k.verify(BY_ED25519).unwrap().signer.primary, ED25519);
+    assert!(k.origin.ends_with("keys/runc.asc"), "{}", k.origin);
+    // No override: kbundle's pin.
+    let m = Manifest::parse(&path, MANIFEST).unwrap();
+    assert_eq!(keyring_for(Component::Runc, &m).unwrap().origin, RUNC_KEYRING_ORIGIN);
+    // A missing file is named.
+    let m = Manifest::parse(&path, &src.replace("runc.asc", "gone.asc")).unwrap();
+    let e = keyring_for(Component::Runc, &m).unwrap_err().to_string();
+    assert!(e.contains("gone.asc"), "{e}");
+}
+
+#[test]
+fn upstream_keys_for_other_components_are_refused_with_line_and_column() {
+    let src = format!("{MANIFEST}[upstream-keys]\ncontainerd = \"k.asc\"\n");
+    let e = Manifest::parse(Path::new("m.toml"), &src).unwrap_err().to_string();
+    assert!(e.starts_with("m.toml:11:1:") && e.contains("containerd"), "{e}");
+}
