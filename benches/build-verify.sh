@@ -188,6 +188,8 @@ SUMS=(bash -c 'cd "$1" && sha256sum -c --quiet SHA256SUMS' _)
 
 mkdir -p "$W/m"
 cp "$REPO/manifests/$MANIFEST_NAME.toml" "$W/m/"
+# The mirror's runc.sha256sum is clear-signed by the test key (tests/it/support/pgp.rs).
+printf '\n[upstream-keys]\nrunc = "%s"\n' "$REPO/tests/it/fixtures/pgp/test-signer.pub.asc" >>"$W/m/$MANIFEST_NAME.toml"
 
 log "building the upstream tree"
 if start_mirror "$W/up" --tree real 2>/dev/null; then

@@ -16,6 +16,10 @@
 //! `--images`), then `READY`; then serves until standard input reaches end of file (Ctrl-D,
 //! or the writer of a pipe closing it), and stops the registry. Killing the process instead
 //! would leave the registry's `docker-registry` process behind.
+//!
+//! The tree's `runc.sha256sum` is clear-signed by the test key of `tests/it/support/pgp.rs`:
+//! a manifest built against it trusts `tests/it/fixtures/pgp/test-signer.pub.asc` under
+//! `[upstream-keys] runc`.
 
 #[path = "../tests/it/support/harness.rs"]
 mod harness;

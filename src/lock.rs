@@ -28,6 +28,10 @@ pub struct LockedFile {
     pub size: u64,
     pub sha256: Sha256,
     pub source: DigestSource,
+    /// Fingerprint of the keyring key that signed the checksum file the digest came from
+    /// (runc's clear-signed `runc.sha256sum`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "signed-by")]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -89,6 +89,8 @@ struct Raw {
     sha256: BTreeMap<String, Spanned<Sha256>>,
     #[serde(default)]
     mirrors: BTreeMap<String, Spanned<String>>,
+    #[serde(default, rename = "upstream-keys")]
+    upstream_keys: UpstreamKeys,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,14 @@ pub struct Pin {
     pub column: usize,
 }
 
+/// `[upstream-keys]`: keyring files (relative to the manifest) that replace kbundle's pinned
+/// ones, e.g. for a mirror that re-signs; see src/catalog/clearsign.rs.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamKeys {
+    pub runc: Option<PathBuf>,
+}
+
 /// A URL-prefix rewrite `from = to` declared in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorRule {
@@ -163,6 +173,7 @@ pub struct Manifest {
     pub images: ImageOverrides,
     pub pins: Vec<Pin>,
     pub mirrors: Vec<MirrorRule>,
+    pub upstream_keys: UpstreamKeys,
 }
 
 /// Turns a byte offset into 1-based (line, column); the column counts characters.
@@ -347,6 +358,7 @@ impl Manifest {
             images: text.images(raw.images)?,
             pins: text.pins(raw.sha256),
             mirrors: text.mirrors(raw.mirrors)?,
+            upstream_keys: raw.upstream_keys,
         })
     }
 

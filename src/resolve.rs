@@ -2,7 +2,8 @@
 //! first download), fetch it into the cache verified, and record URL, size and sha256.
 //! `--locked` re-resolves and refuses any difference.
 
-use crate::catalog::checksum::{self, ChecksumError};
+use crate::catalog::checksum::{self, ChecksumError, ChecksumFormat};
+use crate::catalog::clearsign::{SignatureError, Verified};
 use crate::catalog::images::CatalogImage;
 use crate::catalog::{Component, FileArtifact};
 use crate::digest::Sha256;
@@ -32,6 +33,13 @@ pub enum ResolveError {
         url: String,
         #[source]
         source: ChecksumError,
+    },
+    #[error("{name}: signed checksum file {url}: {source}")]
+    Signature {
+        name: String,
+        url: String,
+        #[source]
+        source: SignatureError,
     },
     #[error("{name}: {source}")]
     Fetch {
@@ -77,16 +85,20 @@ pub fn files_by_key(files: &[FileArtifact]) -> HashMap<&str, &FileArtifact> {
     by_key
 }
 
+/// A vouched digest, where it came from, and the key that signed its checksum file (if any).
+pub type Vouched = (Sha256, DigestSource, Option<String>);
+
 /// The digest upstream (or the manifest) vouches for, per file; `None` where nobody does.
 pub async fn upstream_digests(
     fetcher: &Fetcher,
     m: &Manifest,
     files: &[FileArtifact],
     jobs: usize,
-) -> Result<Vec<Option<(Sha256, DigestSource)>>, ResolveError> {
+) -> Result<Vec<Option<Vouched>>, ResolveError> {
     let pins = pins_by_path(m, files)?;
     let bodies = checksum_files(fetcher, files, &pins, jobs).await?;
-    files.iter().map(|f| vouched(f, &pins, &bodies)).collect()
+    let signed = verify_signed(m, files, &bodies)?;
+    files.iter().map(|f| vouched(f, &pins, &bodies, &signed)).collect()
 }
 
 /// Every checksum file the unpinned files need, each fetched once (runc and etcd publish one
@@ -118,20 +130,34 @@ async fn checksum_files<'a>(
 }
 
 /// The digest of `f`: its manifest pin, else from its checksum file, else nobody's.
+/// A clear-signed file's digest is read from its verified signed text only.
 fn vouched(
     f: &FileArtifact,
     pins: &HashMap<String, Pin>,
     bodies: &BTreeMap<&str, Vec<u8>>,
-) -> Result<Option<(Sha256, DigestSource)>, ResolveError> {
+    signed: &BTreeMap<&str, Verified>,
+) -> Result<Option<Vouched>, ResolveError> {
     if let Some(p) = pins.get(&f.path) {
-        return Ok(Some((p.sha256, DigestSource::ManifestPin)));
+        return Ok(Some((p.sha256, DigestSource::ManifestPin, None)));
     }
     let Some(c) = &f.checksum else {
         return Ok(None);
     };
-    let body = bodies.get(c.url.as_str()).map(Vec::as_slice).unwrap_or_default();
-    checksum::parse(c.format, body, &f.name)
-        .map(|d| Some((d, DigestSource::ChecksumFile)))
+    let (format, body, signer) = match signed.get(c.url.as_str()) {
+        Some(v) => (
+            ChecksumFormat::Sha256Sum,
+            v.text.as_bytes(),
+            Some(v.signer.primary.clone()),
+        ),
+        // Every clear-signed body was verified above (or failed the build); others are plain.
+        None => (
+            c.format,
+            bodies.get(c.url.as_str()).map(Vec::as_slice).unwrap_or_default(),
+            None,
+        ),
+    };
+    checksum::parse(format, body, &f.name)
+        .map(|d| Some((d, DigestSource::ChecksumFile, signer)))
         .map_err(|source| ResolveError::Checksum {
             name: f.name.clone(),
             url: c.url.clone(),
@@ -237,7 +263,10 @@ pub async fn lock_files(
 ) -> Result<(Vec<LockedFile>, Vec<Fetched>), ResolveError> {
     let digests = upstream_digests(fetcher, m, files, jobs).await?;
     warn_unvouched(fetcher, m, files, &digests);
-    let want: Vec<Expected> = digests.iter().map(|d| Expected::new(d.map(|x| x.0), None)).collect();
+    let want: Vec<Expected> = digests
+        .iter()
+        .map(|d| Expected::new(d.as_ref().map(|x| x.0), None))
+        .collect();
     let fetched = fetch_all(fetcher, cache, files, &want, jobs).await?;
     let locked = files
         .iter()
@@ -248,7 +277,8 @@ pub async fn lock_files(
             url: f.url.clone(),
             size: r.size,
             sha256: r.sha256,
-            source: d.map_or(DigestSource::FirstDownload, |x| x.1),
+            source: d.as_ref().map_or(DigestSource::FirstDownload, |x| x.1),
+            signed_by: d.and_then(|x| x.2),
         })
         .collect();
     Ok((locked, fetched))
@@ -281,7 +311,7 @@ pub fn new_lock(m: &Manifest, mut files: Vec<LockedFile>, images: Vec<crate::ima
 }
 
 /// Warns about each file nobody vouches for: its first download's digest gets locked.
-fn warn_unvouched(fetcher: &Fetcher, m: &Manifest, files: &[FileArtifact], digests: &[Option<(Sha256, DigestSource)>]) {
+fn warn_unvouched(fetcher: &Fetcher, m: &Manifest, files: &[FileArtifact], digests: &[Option<Vouched>]) {
     for (f, _) in files.iter().zip(digests).filter(|(_, d)| d.is_none()) {
         fetcher.progress().warn(&format!(
             "{} publishes no checksum for {}; locking the sha256 of this download (pin it under [sha256] in {} to be sure)",
@@ -454,11 +484,15 @@ async fn digests_now(
     let fetched = fetch_all(fetcher, cache, &tofu, &anything, jobs).await?;
     let mut fetched = fetched.into_iter();
     let now = digests.iter().map(|d| match d {
-        Some((s, _)) => Some(*s),
+        Some((s, _, _)) => Some(*s),
         None => fetched.next().map(|r| r.sha256),
     });
     Ok(now.collect())
 }
+
+#[path = "resolve_signed.rs"]
+mod signed;
+use signed::verify_signed;
 
 #[cfg(test)]
 #[path = "resolve_tests.rs"]

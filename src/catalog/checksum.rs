@@ -127,9 +127,8 @@ fn listed(lines: &[SumLine<'_>]) -> String {
 }
 
 /// Returns the signed text of a PGP clear-signed message (RFC 4880 §7), with dash-escaping
-/// removed, as numbered lines. The signature itself is not checked here: the digests are
-/// cross-checked against the download, and the detached `.asc` signatures are upstream's
-/// proof of origin.
+/// removed, as numbered lines. The signature is not checked here: `lock` and `build` verify
+/// it first and read digests from the verified signed text only (src/catalog/clearsign.rs).
 fn clear_signed_body(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, ChecksumError> {
     let not = |reason| ChecksumError::NotClearSigned { reason };
     let mut it = text

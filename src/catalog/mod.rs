@@ -2,6 +2,7 @@
 //! and where its file goes in a bundle. Pure: nothing here touches the network.
 
 pub mod checksum;
+pub mod clearsign;
 pub mod etcd_tools;
 pub mod images;
 

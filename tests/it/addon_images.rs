@@ -36,8 +36,7 @@ impl Site {
         let root = private_tree(tmp.path(), &spec);
         std::fs::create_dir_all(tmp.path().join("m")).unwrap();
         let manifest = tmp.path().join("m/kubernetes-v1.34.3.toml");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml");
-        std::fs::copy(src, &manifest).unwrap();
+        upstream::pgp::copy_manifest("kubernetes-v1.34.3.toml", &manifest).unwrap();
         Site {
             tmp,
             spec,

@@ -38,7 +38,7 @@ fn env_with(extra_toml: &str, arches: &[&str], registry: Option<Registry>) -> En
         .unwrap();
     let arch_list = arches.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     let src = src.replace("arches = [\"amd64\"]", &format!("arches = [{arch_list}]"));
-    let src = src.replace("extra = []", extra_toml);
+    let src = src.replace("extra = []", extra_toml) + &upstream::pgp::trust_table(&upstream::pgp::test_signer_public());
     let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
     std::fs::write(&manifest, src).unwrap();
     let spec = UpstreamSpec::v1_34_3().tiny().with_arches(arches);

@@ -34,11 +34,7 @@ pub(crate) struct Fixture {
 pub(crate) fn fixture(join_secrets: bool) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml"),
-        &manifest,
-    )
-    .unwrap();
+    support::upstream::pgp::copy_manifest("kubernetes-v1.34.3.toml", &manifest).unwrap();
     let up = Upstream::start(&UpstreamSpec::v1_34_3(), &manifest);
     let installer = tmp.path().join("installer");
     std::fs::write(&installer, "#!/bin/sh\necho installer\n").unwrap();

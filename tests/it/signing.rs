@@ -58,9 +58,8 @@ pub(crate) struct Env {
 impl Env {
     pub(crate) fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml");
         let manifest = tmp.path().join("kubernetes-v1.34.3.toml");
-        std::fs::copy(src, &manifest).unwrap();
+        upstream::pgp::copy_manifest("kubernetes-v1.34.3.toml", &manifest).unwrap();
         let mirror = support::mirror::Mirror::start(upstream::shared_tree(&UpstreamSpec::v1_34_3().tiny()));
         let inst = small_installer(tmp.path());
         let mut args: Vec<String> = vec!["--cache".into(), s(&tmp.path().join("cache")).into()];

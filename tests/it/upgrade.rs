@@ -42,11 +42,7 @@ pub(crate) fn env() -> Env {
     let mdir = tmp.path().join("manifests");
     std::fs::create_dir_all(&mdir).unwrap();
     for m in ["kubernetes-v1.33.7.toml", "kubernetes-v1.34.3.toml"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").join(m),
-            mdir.join(m),
-        )
-        .unwrap();
+        upstream::pgp::copy_manifest(m, &mdir.join(m)).unwrap();
     }
     let manifest = mdir.join("kubernetes-v1.34.3.toml");
     let up = Upstream::start_at(&root, &manifest);

@@ -58,11 +58,7 @@ impl Built {
         let mdir = tmp.path().join("m");
         std::fs::create_dir_all(&mdir).unwrap();
         let manifest = mdir.join(format!("{NAME}.toml"));
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("manifests/{NAME}.toml")),
-            &manifest,
-        )
-        .expect("copy manifest");
+        super::upstream::pgp::copy_manifest(&format!("{NAME}.toml"), &manifest).expect("copy manifest");
         let up = Upstream::start(&spec, &manifest);
         let inst = tmp.path().join("installer");
         std::fs::write(&inst, "#!/bin/sh\necho test installer\n").unwrap();

@@ -91,8 +91,7 @@ impl BuildEnv {
         let mdir = tmp.path().join("m");
         std::fs::create_dir_all(&mdir).unwrap();
         let manifest = mdir.join("kubernetes-v1.34.3.toml");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/kubernetes-v1.34.3.toml");
-        std::fs::copy(src, &manifest).unwrap();
+        upstream::pgp::copy_manifest("kubernetes-v1.34.3.toml", &manifest).unwrap();
         let up = Upstream::start(spec, &manifest);
         let installer = small_installer(tmp.path());
         BuildEnv {

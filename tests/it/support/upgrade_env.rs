@@ -102,11 +102,7 @@ pub fn chain_env(chain: &[&str], stand_in: &dyn Fn(&str, &str) -> Vec<u8>) -> Ch
     std::fs::create_dir_all(&mdir).unwrap();
     for v in chain {
         let m = format!("kubernetes-{v}.toml");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").join(&m),
-            mdir.join(&m),
-        )
-        .unwrap();
+        upstream::pgp::copy_manifest(&m, &mdir.join(&m)).unwrap();
     }
     let manifest = mdir.join(format!("kubernetes-{last}.toml"));
     let up = Upstream::start_at(&root, &manifest);

@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use flate2::{Compression, GzBuilder};
+
+#[path = "pgp.rs"]
+pub mod pgp;
 use sha2::{Digest, Sha256};
 
 /// Fixed tar mtime (the same value tar's `HeaderMode::Deterministic` uses).
@@ -618,17 +621,6 @@ fn fake_digest(name: &str) -> String {
     sha256_hex(format!("kbundle fixture: not built: {name}").as_bytes())
 }
 
-const FAKE_PGP_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----
-
-iQIzBAEBCAAdFiEEXLsyeFwJkHo0ncyBvhKgv8PuP1cFAmkQa3UACgkQvhKgv8Pu
-P1fH0g/+Ny3YjS1wbxZk4nR3mQ8cPq0yO2rTz3QqVd7Nn7XvB9w2c0b8f4yQeC3h
-Z3XvV1m9Qk2Jq5Rr8S0dA7gUe6yT9LwPpHn4cK1xMjB0sVtF2aDq3iLh8oN5uRbE
-kbundleTESTfixtureNOTaREALsignatureXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
-0p6Wc1Yk3Rf5Gd7Hs9Jt2Lv4Nx8Pz0Qb1Sd3Uf5Wh7Yj9Ak2Cm4Eo6Gq8Is0Ku2
-=kbnd
------END PGP SIGNATURE-----
-";
-
 // ---------------------------------------------------------------------------
 // Manifests
 // ---------------------------------------------------------------------------
@@ -1188,17 +1180,15 @@ impl Tree<'_> {
         write_text(&self.lp(&format!("{d}/{t}.sha256")), &format!("{digest}\n"))
     }
 
-    /// runc.sha256sum: PGP clear-signed, one line per file of the release.
+    /// runc.sha256sum: PGP clear-signed (by the test signer, [`pgp`]), one line per file of the
+    /// release.
     fn runc_sums(&self, mut sums: BTreeMap<String, String>) -> io::Result<()> {
         for extra in ["libseccomp-2.5.6.tar.gz", "libseccomp-2.5.6.tar.gz.asc", "runc.tar.xz"] {
             let digest = fake_digest(&format!("runc v{} {extra}", self.spec.runc));
             sums.entry(extra.to_string()).or_insert(digest);
         }
-        let mut text = String::from("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n");
-        for (name, digest) in &sums {
-            text.push_str(&sha256sum_line(digest, name));
-        }
-        text.push_str(FAKE_PGP_SIGNATURE);
+        let text: String = sums.iter().map(|(name, digest)| sha256sum_line(digest, name)).collect();
+        let text = pgp::clearsign(&text, &pgp::test_signer_secret())?;
         write_text(&self.lp(&format!("{}/runc.sha256sum", runc_dir(self.spec))), &text)
     }
 
@@ -1256,6 +1246,8 @@ fn cache_key(spec: &UpstreamSpec) -> (String, String) {
     let spec_hash = sha256_hex(spec.canonical().as_bytes());
     let mut h = Sha256::new();
     h.update(include_str!("upstream.rs").as_bytes());
+    h.update(include_str!("pgp.rs").as_bytes());
+    h.update(include_str!("../fixtures/pgp/test-signer.sec.asc").as_bytes());
     for name in ["kubeadm", "kubelet", "crictl"] {
         let p = stand_in_dir().join(name);
         h.update(name.as_bytes());
