@@ -40,6 +40,9 @@ pub struct Lock {
     pub files: Vec<LockedFile>,
     #[serde(default, rename = "image")]
     pub images: Vec<crate::images::LockedImage>,
+    /// The manifest's `[[image-signatures]]` policies with their keys' fingerprints.
+    #[serde(default, rename = "image-signature", skip_serializing_if = "Vec::is_empty")]
+    pub image_signatures: Vec<crate::images::policy::LockedPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]

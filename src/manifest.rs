@@ -89,6 +89,8 @@ struct Raw {
     sha256: BTreeMap<String, Spanned<Sha256>>,
     #[serde(default)]
     mirrors: BTreeMap<String, Spanned<String>>,
+    #[serde(default, rename = "image-signatures")]
+    image_signatures: Vec<crate::images::policy::RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +165,8 @@ pub struct Manifest {
     pub images: ImageOverrides,
     pub pins: Vec<Pin>,
     pub mirrors: Vec<MirrorRule>,
+    /// `[[image-signatures]]`: images that must carry a cosign signature by a key.
+    pub image_signatures: Vec<crate::images::policy::SignaturePolicy>,
 }
 
 /// Turns a byte offset into 1-based (line, column); the column counts characters.
@@ -347,6 +351,9 @@ impl Manifest {
             images: text.images(raw.images)?,
             pins: text.pins(raw.sha256),
             mirrors: text.mirrors(raw.mirrors)?,
+            image_signatures: (raw.image_signatures.into_iter())
+                .map(|p| crate::images::policy::validate(p, path).map_err(|(at, msg)| text.invalid(at, msg)))
+                .collect::<Result<_, _>>()?,
         })
     }
 

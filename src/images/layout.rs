@@ -1,6 +1,7 @@
 //! The bundle's `images/` directory: an OCI image layout (`oci-layout`, `index.json`,
 //! `blobs/sha256/<hex>`), each blob once, every image named by its full upstream reference.
 
+use super::pull::SignatureArtifact;
 use super::LockedImage;
 use crate::bundle::meta::{Entry, EntryKind};
 use crate::bundle::pack::Source;
@@ -31,8 +32,13 @@ struct Index<'a> {
 }
 
 /// `images/index.json`: one entry per image, sorted by reference, pointing at the upstream
-/// top-level digest (index or manifest) so digest-pinned references keep working.
-pub fn index_json(images: &[LockedImage]) -> Vec<u8> {
+/// top-level digest (index or manifest) so digest-pinned references keep working; then one
+/// per cosign signature, named only by `org.opencontainers.image.ref.name`
+/// (`registry/repo:sha256-<hex>.sig`, as cosign tags it). Without `io.containerd.image.name`
+/// and with a full reference as ref name, `ctr images import` (no `--base-name`) creates no
+/// image for it (docs/upstream-facts.md, "Cosign image signatures"), so nodes import only
+/// the images; `skopeo inspect oci:images:<ref>` and admission tooling still find it.
+pub fn index_json(images: &[LockedImage], signatures: &[SignatureArtifact]) -> Vec<u8> {
     let mut sorted: Vec<&LockedImage> = images.iter().collect();
     sorted.sort_by(|a, b| a.reference.cmp(&b.reference));
     sorted.dedup_by(|a, b| a.reference == b.reference);
@@ -47,6 +53,12 @@ pub fn index_json(images: &[LockedImage]) -> Vec<u8> {
                 (REF_NAME, i.reference.as_str()),
             ]),
         })
+        .chain(signatures.iter().map(|s| IndexEntry {
+            media_type: &s.media_type,
+            digest: s.digest.oci(),
+            size: s.size,
+            annotations: BTreeMap::from([(REF_NAME, s.ref_name.as_str())]),
+        }))
         .collect();
     let idx = Index {
         schema_version: 2,
@@ -63,9 +75,13 @@ pub fn blob_path(d: &Sha256) -> String {
 }
 
 /// Bundle entries for the layout: the two metadata files and each distinct blob once.
-pub fn entries(images: &[LockedImage], blobs: &BTreeMap<Sha256, (u64, std::path::PathBuf)>) -> Vec<(Entry, Source)> {
+pub fn entries(
+    images: &[LockedImage],
+    signatures: &[SignatureArtifact],
+    blobs: &BTreeMap<Sha256, (u64, std::path::PathBuf)>,
+) -> Vec<(Entry, Source)> {
     let mut out = Vec::new();
-    let index = index_json(images);
+    let index = index_json(images, signatures);
     out.push((
         crate::bundle::meta_entry(&format!("{LAYOUT_DIR}/index.json"), EntryKind::Meta, &index),
         Source::Bytes(index),
