@@ -7,6 +7,7 @@ mod kubeadm_check;
 mod outdir;
 mod settle;
 pub mod sign;
+mod signatures;
 
 use crate::bundle::meta::BundleJson;
 use crate::bundle::pack::{self, Compression, PackEntry, Source};
@@ -408,7 +409,7 @@ fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) 
         o.locked,
         jobs,
     ))?;
-    let signatures = check_signatures(e, sc, &mut resolved, jobs)?;
+    let signatures = signatures::check(e, sc, &mut resolved, jobs)?;
     let fetch = resolve::fetch_images(&e.images, &e.cache, &sc.images, &resolved, jobs);
     let (blobs, _) = e.rt.block_on(fetch)?;
     Ok(Gathered {
@@ -417,24 +418,6 @@ fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) 
         blobs,
         signatures,
     })
-}
-
-/// Verifies the cosign signatures the manifest's policies require (their blobs join the
-/// images' blobs) and says how many images were checked and how many no policy covers.
-fn check_signatures(
-    e: &Engines,
-    sc: &Scope,
-    resolved: &mut [crate::images::pull::Resolved],
-    jobs: usize,
-) -> Result<Vec<crate::images::pull::SignatureArtifact>, BuildError> {
-    if e.policies.is_empty() {
-        return Ok(Vec::new());
-    }
-    let refs: Vec<_> = sc.images.iter().map(|i| i.reference.clone()).collect();
-    let check = crate::images::pull::check_signatures(&e.images, &e.cache, &e.policies, &refs, resolved, jobs);
-    let (found, summary) = e.rt.block_on(check).map_err(ResolveError::from)?;
-    e.progress.line(&summary.to_string());
-    Ok(found)
 }
 
 /// The packed archive: its path, sha256 and size.

@@ -63,7 +63,7 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("image {reference} ({digest}): cosign signature check with key {key} failed: {reason}")]
+    #[error("image {reference} ({}): cosign signature check with key {} failed: {reason}", digest.oci(), key.display())]
     Signature {
         reference: String,
         digest: Sha256,
