@@ -155,3 +155,30 @@ impl<'a> LockIndex<'a> {
         self.images.get(reference).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::policy::LockedPolicy;
+
+    #[test]
+    fn image_signature_policies_round_trip_and_are_omitted_when_absent() {
+        let mut lock = Lock {
+            schema: LOCK_SCHEMA,
+            name: "b".into(),
+            kubernetes: "v1.34.3".into(),
+            files: Vec::new(),
+            images: Vec::new(),
+            image_signatures: Vec::new(),
+        };
+        assert!(!lock.render().contains("image-signature"));
+        lock.image_signatures.push(LockedPolicy {
+            images: vec!["registry.k8s.io/*".into()],
+            key: "keys/cosign.pub".into(),
+            key_sha256: Sha256::of(b"k"),
+        });
+        let text = lock.render();
+        assert!(text.contains("[[image-signature]]"), "{text}");
+        assert_eq!(Lock::parse(Path::new("l.lock"), &text).unwrap(), lock);
+    }
+}

@@ -72,7 +72,8 @@ pub fn index_json(images: &[LockedImage], signatures: &[SignatureArtifact]) -> V
 /// `index.json` as nodes import it: only the entries named for containerd (the images), so
 /// `ctr images import`, which makes an image of every entry with a full reference as its
 /// ref name and then fails to unpack a cosign signature's simple-signing layer, never sees
-/// the signature entries. Bytes it cannot read as an index are passed on unchanged.
+/// the signature entries (docs/upstream-facts.md, "Cosign image signatures"). Bytes it
+/// cannot read as an index are passed on unchanged.
 pub fn importable_index(bytes: &[u8]) -> Vec<u8> {
     let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
         return bytes.to_vec();

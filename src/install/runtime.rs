@@ -269,6 +269,7 @@ fn import_with(
         let mut b = tar::Builder::new(w);
         b.follow_symlinks(false);
         for (name, path) in &members {
+            // Without the cosign signature entries (images::layout::importable_index).
             if name == "index.json" {
                 let index = crate::images::layout::importable_index(&std::fs::read(path)?);
                 let mut h = tar::Header::new_gnu();
