@@ -15,9 +15,14 @@ use std::path::{Path, PathBuf};
 /// One `[[image-signatures]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct RawPolicy {
     pub images: toml::Spanned<Vec<String>>,
-    pub key: toml::Spanned<String>,
+    pub key: Option<toml::Spanned<String>>,
+    /// Keyless (Fulcio certificate + Rekor bundle) fields: recognised, refused as unsupported.
+    pub trusted_root: Option<toml::Spanned<String>>,
+    pub identity: Option<toml::Spanned<String>>,
+    pub issuer: Option<toml::Spanned<String>>,
 }
 
 /// A policy: patterns and the key file (relative paths resolved against the manifest's dir).
@@ -71,13 +76,18 @@ pub fn validate(raw: RawPolicy, manifest: &Path) -> Result<SignaturePolicy, (usi
     if images.is_empty() || images.iter().any(|p| p.trim().is_empty()) {
         return Err((span, "image-signatures: images must list non-empty patterns".into()));
     }
-    if raw.key.get_ref().trim().is_empty() {
-        return Err((
-            raw.key.span().start,
-            "image-signatures: key must name a public key file".into(),
-        ));
+    if let Some(k) = [&raw.trusted_root, &raw.identity, &raw.issuer]
+        .into_iter()
+        .flatten()
+        .next()
+    {
+        let msg = "image-signatures: keyless verification (trusted-root, identity, issuer) is not supported yet; give key = a cosign public key file";
+        return Err((k.span().start, msg.into()));
     }
-    let key = raw.key.into_inner();
+    let Some(key) = raw.key.filter(|k| !k.get_ref().trim().is_empty()) else {
+        return Err((span, "image-signatures: key must name a cosign public key file".into()));
+    };
+    let key = key.into_inner();
     let dir = manifest.parent().unwrap_or(Path::new(""));
     Ok(SignaturePolicy {
         images,
@@ -174,7 +184,10 @@ mod tests {
         assert!(e.contains("key"), "{e}");
         let src = format!("{BASE}[[image-signatures]]\nimages = [\"a/*\"]\nkey = \"k\"\nidentity = \"x\"\n");
         let e = Manifest::parse(Path::new("k.toml"), &src).unwrap_err().to_string();
-        assert!(e.contains("identity"), "{e}");
+        assert!(e.starts_with("k.toml:13:12:") && e.contains("keyless"), "{e}");
+        let src = format!("{BASE}[[image-signatures]]\nimages = [\"a/*\"]\nkey = \"k\"\nkeys = \"x\"\n");
+        let e = Manifest::parse(Path::new("k.toml"), &src).unwrap_err().to_string();
+        assert!(e.contains("keys"), "{e}");
     }
 
     #[test]
