@@ -134,6 +134,12 @@ fn a_locked_build_refuses_a_key_that_changed_since_the_lock() {
     sign(&env, PAUSE, &key, None);
     let o = env.build("cache", "out", &[]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = env.build("cache", "out1", &["--locked"]);
+    assert!(
+        o.status.success(),
+        "the same policy and key pass --locked: {}",
+        text(&o)
+    );
     let other = CosignKey::generate();
     let pubkey = env.manifest.parent().unwrap().join("keys/cosign.pub");
     std::fs::copy(&other.public, pubkey).unwrap();
