@@ -39,37 +39,52 @@ impl Puller {
             reason,
         };
         let tag = cosign::signature_tag(&image);
-        let (bytes, digest) = match self.manifest_by_tag(cache, r, &tag).await {
+        let (artifact, sig) = self.signature_manifest(cache, r, &tag).await?.map_err(fail)?;
+        let mut reasons = Vec::new();
+        for layer in &sig.signed {
+            match self.check_layer(cache, r, image, layer, policy).await? {
+                Ok(()) => return Ok(artifact),
+                Err(reason) => reasons.push(format!("payload {}: {reason}", layer.digest.oci())),
+            }
+        }
+        Err(fail(format!("no valid signature in {tag}: {}", reasons.join("; "))))
+    }
+
+    /// The signature manifest tagged `tag` in `r`'s repository, as the layout will carry it,
+    /// and its parsed layers; `Ok(Err(reason))` when it is missing or not a signature.
+    async fn signature_manifest(
+        &self,
+        cache: &Cache,
+        r: &ImageRef,
+        tag: &str,
+    ) -> Result<Result<(SignatureArtifact, cosign::SigManifest), String>, ImageError> {
+        let (bytes, digest) = match self.manifest_by_tag(cache, r, tag).await {
             Ok(found) => found,
             Err(ImageError::NotFound { .. }) => {
-                return Err(fail(format!("not signed: the repository has no signature tag {tag}")))
+                return Ok(Err(format!("not signed: the repository has no signature tag {tag}")))
             }
             Err(e) => return Err(e),
         };
         let media_type = match crate::images::parse(&bytes, &format!("signature manifest {tag}")) {
             Ok(Parsed::Manifest { media_type, .. }) => media_type,
-            Ok(Parsed::Index { .. }) => return Err(fail(format!("{tag} is an index, not a signature manifest"))),
-            Err(e) => return Err(fail(e.to_string())),
+            Ok(Parsed::Index { .. }) => return Ok(Err(format!("{tag} is an index, not a signature manifest"))),
+            Err(e) => return Ok(Err(e.to_string())),
         };
-        let sig = cosign::parse_sig_manifest(&bytes).map_err(|e| fail(format!("{tag}: {e}")))?;
-        let mut reasons = Vec::new();
-        for layer in &sig.signed {
-            match self.check_layer(cache, r, image, layer, policy).await? {
-                Ok(()) => {
-                    let mut blobs = vec![(digest, bytes.len() as u64)];
-                    blobs.extend(sig.blobs);
-                    return Ok(SignatureArtifact {
-                        ref_name: format!("{}:{tag}", r.name()),
-                        digest,
-                        size: bytes.len() as u64,
-                        media_type,
-                        blobs,
-                    });
-                }
-                Err(reason) => reasons.push(format!("payload {}: {reason}", layer.digest.oci())),
-            }
-        }
-        Err(fail(format!("no valid signature in {tag}: {}", reasons.join("; "))))
+        let sig = match cosign::parse_sig_manifest(&bytes) {
+            Ok(sig) => sig,
+            Err(e) => return Ok(Err(format!("{tag}: {e}"))),
+        };
+        let size = bytes.len() as u64;
+        let mut blobs = vec![(digest, size)];
+        blobs.extend(sig.blobs.iter().copied());
+        let artifact = SignatureArtifact {
+            ref_name: format!("{}:{tag}", r.name()),
+            digest,
+            size,
+            media_type,
+            blobs,
+        };
+        Ok(Ok((artifact, sig)))
     }
 
     /// One payload layer: `Ok(Err(reason))` when it does not vouch for `image` with the key.
