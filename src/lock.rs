@@ -44,6 +44,9 @@ pub struct Lock {
     pub files: Vec<LockedFile>,
     #[serde(default, rename = "image")]
     pub images: Vec<crate::images::LockedImage>,
+    /// The manifest's `[[image-signatures]]` policies with their keys' fingerprints.
+    #[serde(default, rename = "image-signature", skip_serializing_if = "Vec::is_empty")]
+    pub image_signatures: Vec<crate::images::policy::LockedPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,5 +157,32 @@ impl<'a> LockIndex<'a> {
 
     pub fn image(&self, reference: &str) -> Option<&'a crate::images::LockedImage> {
         self.images.get(reference).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::policy::LockedPolicy;
+
+    #[test]
+    fn image_signature_policies_round_trip_and_are_omitted_when_absent() {
+        let mut lock = Lock {
+            schema: LOCK_SCHEMA,
+            name: "b".into(),
+            kubernetes: "v1.34.3".into(),
+            files: Vec::new(),
+            images: Vec::new(),
+            image_signatures: Vec::new(),
+        };
+        assert!(!lock.render().contains("image-signature"));
+        lock.image_signatures.push(LockedPolicy {
+            images: vec!["registry.k8s.io/*".into()],
+            key: "keys/cosign.pub".into(),
+            key_sha256: Sha256::of(b"k"),
+        });
+        let text = lock.render();
+        assert!(text.contains("[[image-signature]]"), "{text}");
+        assert_eq!(Lock::parse(Path::new("l.lock"), &text).unwrap(), lock);
     }
 }

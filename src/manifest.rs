@@ -91,6 +91,8 @@ struct Raw {
     mirrors: BTreeMap<String, Spanned<String>>,
     #[serde(default, rename = "upstream-keys")]
     upstream_keys: UpstreamKeys,
+    #[serde(default, rename = "image-signatures")]
+    image_signatures: Vec<crate::images::policy::RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +176,8 @@ pub struct Manifest {
     pub pins: Vec<Pin>,
     pub mirrors: Vec<MirrorRule>,
     pub upstream_keys: UpstreamKeys,
+    /// `[[image-signatures]]`: images that must carry a cosign signature by a key.
+    pub image_signatures: Vec<crate::images::policy::SignaturePolicy>,
 }
 
 /// Turns a byte offset into 1-based (line, column); the column counts characters.
@@ -359,6 +363,9 @@ impl Manifest {
             pins: text.pins(raw.sha256),
             mirrors: text.mirrors(raw.mirrors)?,
             upstream_keys: raw.upstream_keys,
+            image_signatures: (raw.image_signatures.into_iter())
+                .map(|p| crate::images::policy::validate(p, path).map_err(|(at, msg)| text.invalid(at, msg)))
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -307,6 +307,7 @@ pub fn new_lock(m: &Manifest, mut files: Vec<LockedFile>, images: Vec<crate::ima
         kubernetes: m.kubernetes.with_v(),
         files,
         images,
+        image_signatures: Vec::new(),
     }
 }
 

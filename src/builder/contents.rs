@@ -21,6 +21,8 @@ pub(super) struct Gathered {
     pub files: Vec<Fetched>,
     pub images: Vec<LockedImage>,
     pub blobs: BTreeMap<Sha256, (u64, PathBuf)>,
+    /// Verified cosign signatures, laid out beside the images.
+    pub signatures: Vec<crate::images::pull::SignatureArtifact>,
 }
 
 /// Every entry of the bundle, with where its bytes come from.
@@ -36,7 +38,7 @@ pub(super) fn assemble(
         bundle: bundle_json(m, sc, &g.images).map_err(BuildError::Field)?,
         sources: Vec::new(),
     };
-    for (e, s) in crate::images::layout::entries(&g.images, &g.blobs) {
+    for (e, s) in crate::images::layout::entries(&g.images, &g.signatures, &g.blobs) {
         contents.push(e, s);
     }
     for (a, r) in sc.files.iter().zip(&g.files) {

@@ -7,6 +7,7 @@ mod kubeadm_check;
 mod outdir;
 mod settle;
 pub mod sign;
+mod signatures;
 
 use crate::bundle::meta::BundleJson;
 use crate::bundle::pack::{self, Compression, PackEntry, Source};
@@ -15,6 +16,7 @@ use crate::catalog::{self, FileArtifact};
 use crate::digest::Sha256;
 use crate::fetch::{Cache, Expected, Fetcher, Limits, Mirrors, Retry};
 use crate::images::auth::Credentials;
+use crate::images::policy::LoadedPolicy;
 use crate::images::pull::Puller;
 use crate::lock::Lock;
 use crate::manifest::{Manifest, MirrorRule};
@@ -41,6 +43,8 @@ pub enum BuildError {
     Pack(#[from] pack::PackError),
     #[error(transparent)]
     Images(#[from] catalog::images::UnknownKubernetes),
+    #[error(transparent)]
+    SignaturePolicy(#[from] crate::images::policy::PolicyError),
     #[error("add-on manifest {file} ({path}): {source}")]
     AddonRead {
         file: String,
@@ -204,11 +208,14 @@ struct Engines {
     images: Puller,
     rt: tokio::runtime::Runtime,
     progress: Progress,
+    /// The manifest's `[[image-signatures]]`, keys loaded.
+    policies: Vec<LoadedPolicy>,
 }
 
 impl Engines {
     /// Checks the mirrors, opens (and sweeps) the cache, and sets up the fetcher and puller.
     fn start(m: &Manifest, o: &Options) -> Result<Engines, BuildError> {
+        let policies = m.image_signatures.iter().map(|p| p.load()).collect::<Result<_, _>>()?;
         let mirrors = Mirrors::new(&o.mirrors, &m.mirrors);
         if !o.allow_private_mirror {
             mirrors.check_destinations()?;
@@ -230,6 +237,7 @@ impl Engines {
             images,
             rt,
             progress,
+            policies,
         })
     }
 
@@ -392,7 +400,7 @@ fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) 
     let files =
         e.rt.block_on(resolve::fetch_all(&e.files, &e.cache, &sc.files, &expected, jobs))?;
     // Images by their locked digests (`--locked` also checks that tags have not moved).
-    let resolved = e.rt.block_on(resolve::resolve_images(
+    let mut resolved = e.rt.block_on(resolve::resolve_images(
         &e.images,
         &e.cache,
         m,
@@ -401,12 +409,14 @@ fn gather(e: &Engines, m: &Manifest, sc: &Scope, lock: &Lock, o: &BuildOptions) 
         o.locked,
         jobs,
     ))?;
+    let signatures = signatures::check(e, sc, &mut resolved, jobs)?;
     let fetch = resolve::fetch_images(&e.images, &e.cache, &sc.images, &resolved, jobs);
     let (blobs, _) = e.rt.block_on(fetch)?;
     Ok(Gathered {
         files,
         images: resolved.into_iter().map(|r| r.locked).collect(),
         blobs,
+        signatures,
     })
 }
 

@@ -24,7 +24,7 @@ pub(super) fn settle_lock(
         None
     };
     let (jobs, images) = (o.common.jobs, !o.skip_images);
-    match existing {
+    let (mut lock, written) = match existing {
         None if o.locked => Err(BuildError::NoLock {
             path: lock_path.to_path_buf(),
             manifest: m.path.clone(),
@@ -39,7 +39,29 @@ pub(super) fn settle_lock(
             l.write(lock_path)?;
             Ok((l, true))
         }
+    }?;
+    let want = locked_policies(e);
+    if lock.image_signatures == want {
+        return Ok((lock, written));
     }
+    if o.locked {
+        return Err(ResolveError::Stale {
+            path: lock_path.to_path_buf(),
+            details: vec![format!(
+                "image-signatures: lock has {:?}, manifest and key files have {want:?}",
+                lock.image_signatures
+            )],
+        }
+        .into());
+    }
+    lock.image_signatures = want;
+    lock.write(lock_path)?;
+    Ok((lock, true))
+}
+
+/// The manifest's signature policies as the lock records them.
+fn locked_policies(e: &Engines) -> Vec<crate::images::policy::LockedPolicy> {
+    e.policies.iter().map(|p| p.locked()).collect()
 }
 
 /// A fresh lock: files first, then (with `images`) the add-on images read from the add-on
@@ -58,7 +80,9 @@ pub(super) fn fresh_lock(
     }
     let locked =
         e.rt.block_on(resolve::lock_images(&e.images, &e.cache, m, &sc.images, jobs))?;
-    Ok(resolve::new_lock(m, files, locked))
+    let mut lock = resolve::new_lock(m, files, locked);
+    lock.image_signatures = locked_policies(e);
+    Ok(lock)
 }
 
 /// Does the lock still describe the manifest? Its files first; if they do, the add-on

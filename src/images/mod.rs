@@ -3,7 +3,9 @@
 //! image layout in the bundle, each blob once.
 
 pub mod auth;
+pub mod cosign;
 pub mod layout;
+pub mod policy;
 pub mod pull;
 
 use crate::digest::Sha256;

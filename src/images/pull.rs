@@ -7,6 +7,8 @@ use super::{checked, parse, select_platforms, Descriptor, LockedImage, LockedPla
 mod blob;
 mod manifest;
 mod registry;
+mod signature;
+pub use signature::{check_all as check_signatures, SignatureArtifact, SignatureSummary};
 
 use crate::digest::Sha256;
 use crate::fetch::Cache;
@@ -60,6 +62,13 @@ pub enum ImageError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("image {reference} ({}): cosign signature check with key {} failed: {reason}", digest.oci(), key.display())]
+    Signature {
+        reference: String,
+        digest: Sha256,
+        key: PathBuf,
+        reason: String,
     },
     #[error(transparent)]
     Fetch(#[from] FetchError),

@@ -14,6 +14,7 @@ mod hop_choice;
 mod hostile;
 mod hostprep;
 mod image_faults;
+mod image_signatures;
 mod images;
 mod install;
 mod install_addons;

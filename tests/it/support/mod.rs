@@ -10,6 +10,7 @@
 pub mod addons;
 pub mod bundles;
 pub mod containerd;
+pub mod cosign;
 pub mod drip;
 pub mod harness;
 pub mod images;
