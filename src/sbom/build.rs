@@ -1,10 +1,7 @@
-//! The SBOM of a bundle, from its bundle.json: one package for the bundle, one per file
-//! artifact, installer and kickstart, one per image and one per platform manifest of a
-//! multi-platform image.
-//!
-//! Blobs (`images/blobs/…`) are the images' content and are named by the image packages'
-//! digests; metadata entries (`kbundle.lock`, `images/index.json`, `images/oci-layout`)
-//! describe the bundle rather than software, so neither gets a package of its own.
+//! The SBOM of a bundle, from its bundle.json: one package for the bundle, one per entry
+//! (file artifact, installer, kickstart, OCI blob, metadata file), one per image and one per
+//! platform manifest of a multi-platform image. Every byte a node receives is named in it
+//! with the digest bundle.json gives, so an auditor can match any file on the media.
 
 use super::{
     Checksum, CreationInfo, Document, ExternalRef, Package, Relationship, DATA_LICENSE, NAMESPACE_PREFIX, NOASSERTION,
@@ -57,7 +54,7 @@ pub fn document(b: &BundleJson, created: u64) -> Document {
     let mut ids = Ids::default();
     let mut packages = vec![bundle_package(&b)];
     let mut rels = vec![relation(DOCUMENT_ID, "DESCRIBES", BUNDLE_ID)];
-    for e in b.entries.iter().filter(|e| has_package(e)) {
+    for e in &b.entries {
         let p = entry_package(&b, e, &mut ids);
         rels.push(relation(BUNDLE_ID, "CONTAINS", &p.spdx_id));
         packages.push(p);
@@ -101,11 +98,6 @@ fn relation(from: &str, kind: &str, to: &str) -> Relationship {
         relationship_type: kind.into(),
         related_spdx_element: to.into(),
     }
-}
-
-/// Entries that are software of their own: files, the installer, kickstarts.
-pub(super) fn has_package(e: &Entry) -> bool {
-    matches!(e.kind, EntryKind::File | EntryKind::Installer | EntryKind::Kickstart)
 }
 
 /// A package with nothing asserted but its name: the fields every package here shares.
@@ -180,6 +172,10 @@ fn entry_package(b: &BundleJson, e: &Entry, ids: &mut Ids) -> Package {
     let (kind, name, version) = match e.kind {
         EntryKind::Installer => ("Installer", "kbundle".to_string(), Some(b.kbundle_version.to_string())),
         EntryKind::Kickstart => ("Kickstart", file_name.clone(), None),
+        // The images' content (named by the image packages' digests) and the bundle's own
+        // bookkeeping (lockfile, OCI index, oci-layout): listed so every entry is accounted for.
+        EntryKind::Blob => ("Blob", e.path.clone(), None),
+        EntryKind::Meta => ("Meta", e.path.clone(), None),
         _ => (
             "File",
             e.component.clone().unwrap_or(file_name.clone()),

@@ -37,7 +37,7 @@ fn package(d: &Document, pred: impl Fn(&Package) -> bool) -> &Package {
 }
 
 #[test]
-fn every_file_installer_and_image_is_a_package_with_the_bundles_digest() {
+fn every_entry_and_image_is_a_package_with_the_bundles_digest() {
     let (_t, b) = fixture();
     let d = document(&b, 1_700_000_000);
     let digests: BTreeSet<(String, String)> = d
@@ -85,11 +85,12 @@ fn every_file_installer_and_image_is_a_package_with_the_bundles_digest() {
             assert!(d.relationships.contains(&rel), "{rel:?}");
         }
     }
-    // Neither blobs, metadata nor the SBOM itself are packages.
-    assert!(d.packages.iter().all(|p| p
-        .package_file_name
-        .as_deref()
-        .is_none_or(|f| f != "kbundle.lock" && f != SBOM)));
+    // Every entry is a package with its digest (blobs and metadata too); the SBOM itself is not.
+    for e in b.entries.iter().filter(|e| e.path != SBOM) {
+        let p = package(&d, |p| p.package_file_name.as_deref() == Some(e.path.as_str()));
+        assert_eq!(p.checksums[0].checksum_value, e.sha256.hex(), "{}", e.path);
+    }
+    assert!(d.packages.iter().all(|p| p.package_file_name.as_deref() != Some(SBOM)));
 }
 
 fn relation(a: &str, kind: &str, b: &str) -> Relationship {
