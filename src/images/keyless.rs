@@ -256,7 +256,7 @@ pub fn check_identity(leaf: &X509Certificate, identity: &str, issuer: &str) -> R
 
 #[path = "keyless_set.rs"]
 mod set;
-pub use set::{check_validity, verify_set, RekorBundle, RekorPayload};
+pub use set::{check_body, check_validity, verify_set, RekorBundle, RekorPayload};
 
 /// Does `signature` (ASN.1 DER ECDSA, SHA-256) sign `data` with `spki`'s key?
 fn ecdsa_verifies(spki: &SubjectPublicKeyInfo, data: &[u8], signature: &[u8]) -> bool {
@@ -267,6 +267,45 @@ fn ecdsa_verifies(spki: &SubjectPublicKeyInfo, data: &[u8], signature: &[u8]) ->
 /// Does the payload signature verify with the leaf's public key (ECDSA P-256 / SHA-256)?
 pub fn leaf_verifies(leaf: &X509Certificate, payload: &[u8], signature: &[u8]) -> bool {
     ecdsa_verifies(leaf.public_key(), payload, signature)
+}
+
+/// What a keyless policy expects of a signature.
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    pub root: &'a TrustedRoot,
+    pub identity: &'a str,
+    pub issuer: &'a str,
+}
+
+/// One signature layer's keyless material, from its annotations.
+#[derive(Debug, Clone)]
+pub struct Material<'a> {
+    pub payload: &'a [u8],
+    pub signature: &'a [u8],
+    /// `dev.sigstore.cosign/certificate` (PEM).
+    pub certificate: &'a str,
+    /// `dev.sigstore.cosign/bundle` (JSON).
+    pub bundle: &'a str,
+}
+
+/// Every keyless check of one layer: the leaf chains to the trusted root, names the expected
+/// identity and issuer, signed the payload; the SET verifies, the log entry is about this
+/// signature, and Rekor integrated it while the chain was valid. The payload's digest rule
+/// (`cosign::check_payload`) is the caller's, as for key-based signatures.
+pub fn verify(m: &Material, x: &Expected) -> Result<(), KeylessError> {
+    let der = leaf_from_pem(m.certificate)?;
+    let leaf = parse_cert(&der)?;
+    let chain = verify_chain(x.root, &leaf)?;
+    check_identity(&leaf, x.identity, x.issuer)?;
+    if !leaf_verifies(&leaf, m.payload, m.signature) {
+        return Err(KeylessError::Certificate(
+            "the signature does not verify with the certificate's key".into(),
+        ));
+    }
+    let bundle = RekorBundle::from_json(m.bundle)?;
+    verify_set(x.root, &bundle)?;
+    check_body(&bundle, m.payload, m.signature, &der)?;
+    check_validity(&leaf, &chain, bundle.payload.integrated_time)
 }
 
 #[cfg(test)]

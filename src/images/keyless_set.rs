@@ -81,3 +81,69 @@ pub fn check_validity(leaf: &X509Certificate, chain: &[X509Certificate], time: i
     }
     Ok(())
 }
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    kind: String,
+    spec: HashedRekord,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HashedRekord {
+    signature: EntrySignature,
+    data: EntryData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntrySignature {
+    content: String,
+    public_key: EntryContent,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntryContent {
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntryData {
+    hash: EntryHash,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntryHash {
+    algorithm: String,
+    value: String,
+}
+
+/// Checks that the bundle's log entry (a `hashedrekord`) is about this signature: its
+/// signature is `signature`, its certificate is `leaf_der` (PEM in base64), and its hash is
+/// the sha256 of `payload` (cosign's `compareSigs`, `comparePublicKey`, `bundleHash`).
+pub fn check_body(bundle: &RekorBundle, payload: &[u8], signature: &[u8], leaf_der: &[u8]) -> Result<(), KeylessError> {
+    let fail = |m: &str| KeylessError::Bundle(format!("log entry: {m}"));
+    let std = base64::engine::general_purpose::STANDARD;
+    let body = std
+        .decode(bundle.payload.body.trim())
+        .map_err(|_| fail("body is not base64"))?;
+    let e: Entry = serde_json::from_slice(&body).map_err(|e| fail(&e.to_string()))?;
+    if e.kind != "hashedrekord" {
+        return Err(fail(&format!("kind {:?}, not hashedrekord", e.kind)));
+    }
+    if std.decode(e.spec.signature.content.trim()).ok().as_deref() != Some(signature) {
+        return Err(fail("its signature is not this layer's"));
+    }
+    let pem = std
+        .decode(e.spec.signature.public_key.content.trim())
+        .map_err(|_| fail("key is not base64"))?;
+    let cert = x509_parser::pem::parse_x509_pem(&pem).map(|(_, p)| p.contents).ok();
+    if cert.as_deref() != Some(leaf_der) {
+        return Err(fail("its certificate is not this layer's"));
+    }
+    let h = &e.spec.data.hash;
+    if h.algorithm != "sha256" || h.value != crate::digest::Sha256::of(payload).hex() {
+        return Err(fail(&format!("hash {}:{} is not the payload's", h.algorithm, h.value)));
+    }
+    Ok(())
+}

@@ -163,8 +163,12 @@ impl Fixture {
 
     /// A bundle for an entry integrated at `time`, SET signed by the Rekor key.
     fn bundle(&self, time: i64) -> RekorBundle {
+        self.bundle_of(time, b"{\"kind\":\"hashedrekord\"}")
+    }
+
+    fn bundle_of(&self, time: i64, body: &[u8]) -> RekorBundle {
         let payload = RekorPayload {
-            body: b64e(b"{\"kind\":\"hashedrekord\"}"),
+            body: b64e(body),
             integrated_time: time,
             log_index: 7,
             log_id: self.log_id.clone(),
@@ -288,4 +292,89 @@ fn bundle_json_and_canonical_payload_have_cosigns_shape() {
     assert!(RekorBundle::from_json("{}").is_err());
     assert!(TrustedRoot::from_json(b"{\"tlogs\":[]}").is_err());
     assert!(leaf_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+}
+
+/// A hashedrekord entry as Rekor records a cosign signature.
+fn entry(payload: &[u8], sig: &[u8], cert_pem: &str) -> Vec<u8> {
+    let hash = crate::digest::Sha256::of(payload).hex();
+    let e = serde_json::json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hash}},
+        "signature": {"content": b64e(sig), "publicKey": {"content": b64e(cert_pem.as_bytes())}}}});
+    e.to_string().into_bytes()
+}
+
+#[test]
+fn verify_takes_a_whole_keyless_signature_and_refuses_a_mismatched_one() {
+    let f = Fixture::new();
+    let pem = std::fs::read_to_string(f.path("leaf.pem")).unwrap();
+    let payload = br#"{"critical":{"type":"cosign container image signature"}}"#;
+    let sig = sign(f.dir.path(), "leaf.key", payload);
+    let bundle = |b: &RekorBundle| {
+        serde_json::json!({"SignedEntryTimestamp": b.signed_entry_timestamp,
+        "Payload": {"body": b.payload.body, "integratedTime": b.payload.integrated_time,
+        "logIndex": b.payload.log_index, "logID": b.payload.log_id}})
+        .to_string()
+    };
+    let good = bundle(&f.bundle_of(now(), &entry(payload, &sig, &pem)));
+    let x = Expected {
+        root: &f.root,
+        identity: IDENTITY,
+        issuer: ISSUER,
+    };
+    let m = Material {
+        payload,
+        signature: &sig,
+        certificate: &pem,
+        bundle: &good,
+    };
+    verify(&m, &x).unwrap();
+    // The entry must be about this payload, signature and certificate.
+    let other = bundle(&f.bundle_of(now(), &entry(b"other", &sig, &pem)));
+    let e = verify(
+        &Material {
+            bundle: &other,
+            ..m.clone()
+        },
+        &x,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("is not the payload's"), "{e}");
+    let stranger = std::fs::read_to_string(f.path("stranger.pem")).unwrap();
+    let other = bundle(&f.bundle_of(now(), &entry(payload, &sig, &stranger)));
+    let e = verify(
+        &Material {
+            bundle: &other,
+            ..m.clone()
+        },
+        &x,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("certificate is not this layer's"), "{e}");
+    // A signature by another key, a wrong identity: refused before the bundle.
+    let e = verify(
+        &Material {
+            signature: b"bad",
+            ..m.clone()
+        },
+        &x,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not verify"), "{e}");
+    let e = verify(
+        &m,
+        &Expected {
+            identity: "x@example.com",
+            ..x.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("x@example.com"), "{e}");
+    // Integrated before the certificate was valid.
+    let early = bundle(&f.bundle_of(now() - 5 * 86400, &entry(payload, &sig, &pem)));
+    let e = verify(&Material { bundle: &early, ..m }, &x).unwrap_err();
+    assert!(matches!(e, KeylessError::OutsideValidity { .. }), "{e}");
 }
