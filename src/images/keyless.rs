@@ -4,8 +4,6 @@
 //! against a sigstore `trusted_root.json`: the leaf chains to one of its certificate
 //! authorities, names the expected identity (SAN) and OIDC issuer, was valid when Rekor
 //! integrated the entry, and the SET verifies with the log key whose id the bundle names.
-//!
-//! Building blocks only: the manifest still refuses keyless policies (policy.rs).
 
 use base64::Engine as _;
 use serde::Deserialize;
