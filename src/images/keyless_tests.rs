@@ -378,3 +378,22 @@ fn verify_takes_a_whole_keyless_signature_and_refuses_a_mismatched_one() {
     let e = verify(&Material { bundle: &early, ..m }, &x).unwrap_err();
     assert!(matches!(e, KeylessError::OutsideValidity { .. }), "{e}");
 }
+
+#[test]
+fn an_issuer_that_is_not_a_ca_breaks_the_chain() {
+    let f = Fixture::new();
+    let d = f.dir.path();
+    // "sub" is signed by the (CA:FALSE) leaf key, and the leaf is made a trust anchor.
+    leaf(
+        d,
+        "sub",
+        "leaf",
+        &format!("1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{ISSUER}"),
+    );
+    let json = serde_json::json!({"certificateAuthorities": [{"certChain": {"certificates": [
+        {"rawBytes": b64e(&der(d, "leaf.pem"))}]}}]});
+    let root = TrustedRoot::from_json(json.to_string().as_bytes()).unwrap();
+    let sub = f.cert("sub");
+    let sub = parse_cert(&sub).unwrap();
+    assert!(matches!(verify_chain(&root, &sub), Err(KeylessError::Untrusted)));
+}
