@@ -180,9 +180,23 @@ mod tests {
             images: vec!["registry.k8s.io/*".into()],
             key: "keys/cosign.pub".into(),
             key_sha256: Sha256::of(b"k"),
+            identity: None,
+            issuer: None,
         });
         let text = lock.render();
-        assert!(text.contains("[[image-signature]]"), "{text}");
+        assert!(
+            text.contains("[[image-signature]]") && !text.contains("issuer"),
+            "{text}"
+        );
+        assert_eq!(Lock::parse(Path::new("l.lock"), &text).unwrap(), lock);
+        lock.image_signatures.push(LockedPolicy {
+            images: vec!["ghcr.io/*".into()],
+            key: "trusted_root.json".into(),
+            key_sha256: Sha256::of(b"r"),
+            identity: Some("signer@example.com".into()),
+            issuer: Some("https://issuer.example".into()),
+        });
+        let text = lock.render();
         assert_eq!(Lock::parse(Path::new("l.lock"), &text).unwrap(), lock);
     }
 }

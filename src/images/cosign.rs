@@ -1,9 +1,10 @@
-//! Cosign image signatures, key-based, in cosign's storage format (docs/upstream-facts.md,
+//! Cosign image signatures in cosign's storage format (docs/upstream-facts.md,
 //! "Cosign image signatures"): the signature of image digest `sha256:<hex>` is the OCI
 //! manifest tagged `sha256-<hex>.sig` in the image's repository; each of its layers of
 //! media type [`SIMPLESIGNING`] is a simple-signing JSON payload naming the image digest,
 //! with the base64 ECDSA P-256 / SHA-256 (ASN.1 DER) signature over the payload blob in
-//! the layer annotation [`SIGNATURE_ANNOTATION`].
+//! the layer annotation [`SIGNATURE_ANNOTATION`]. Key-based checks are here; keyless layers
+//! also carry a certificate and a Rekor bundle, checked in `images::keyless`.
 
 use crate::digest::Sha256;
 use serde::Deserialize;
@@ -105,6 +106,9 @@ pub struct SignedLayer {
     pub size: u64,
     /// The decoded signature, or why it could not be decoded.
     pub signature: Result<Vec<u8>, String>,
+    /// Keyless material: the leaf certificate (PEM) and Rekor bundle (JSON) annotations.
+    pub certificate: Option<String>,
+    pub bundle: Option<String>,
 }
 
 /// A signature manifest: every blob it names (config and layers), and its signed layers.
@@ -137,10 +141,13 @@ pub fn parse_sig_manifest(bytes: &[u8]) -> Result<SigManifest, CosignError> {
                 .decode(s.trim())
                 .map_err(|e| format!("signature annotation is not base64: {e}")),
         };
+        let annotation = |k: &str| l.annotations.get(k).cloned();
         signed.push(SignedLayer {
             digest,
             size,
             signature,
+            certificate: annotation(super::keyless::CERTIFICATE_ANNOTATION),
+            bundle: annotation(super::keyless::BUNDLE_ANNOTATION),
         });
     }
     if signed.is_empty() {

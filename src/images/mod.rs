@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cosign;
+pub mod keyless;
 pub mod layout;
 pub mod policy;
 pub mod pull;

@@ -63,7 +63,7 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("image {reference} ({}): cosign signature check with key {} failed: {reason}", digest.oci(), key.display())]
+    #[error("image {reference} ({}): cosign signature check with {} failed: {reason}", digest.oci(), key.display())]
     Signature {
         reference: String,
         digest: Sha256,

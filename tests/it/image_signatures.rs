@@ -9,6 +9,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::cosign::{push_signature, CosignKey, SIMPLESIGNING};
+use support::cosign_keyless::{push_keyless_signature, KeylessSigner};
 use support::harness::{run_kbundle, strings, BuildEnv};
 use support::upstream::UpstreamSpec;
 
@@ -190,4 +191,54 @@ fn a_payload_naming_another_digest_fails_the_build() {
         },
         "payload signs",
     );
+}
+
+const IDENTITY: &str = "release@example.com";
+const ISSUER: &str = "https://issuer.example";
+
+/// A v1.34.3 build env whose manifest requires a keyless signature on `pause` by
+/// `identity`/`issuer`, against `signer`'s trusted root (copied beside the manifest).
+fn keyless_env(signer: &KeylessSigner, identity: &str, issuer: &str) -> BuildEnv {
+    let env = BuildEnv::new(&UpstreamSpec::v1_34_3().tiny());
+    let dir = env.manifest.parent().unwrap().join("sigstore");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&signer.trusted_root, dir.join("trusted_root.json")).unwrap();
+    let mut src = std::fs::read_to_string(&env.manifest).unwrap();
+    src.push_str(&format!(
+        "\n[[image-signatures]]\nimages = [\"registry.k8s.io/pause:*\"]\ntrusted-root = \"sigstore/trusted_root.json\"\nidentity = {identity:?}\nissuer = {issuer:?}\n"
+    ));
+    std::fs::write(&env.manifest, src).unwrap();
+    env
+}
+
+#[test]
+fn a_keyless_signature_by_the_expected_identity_passes_and_is_locked() {
+    let signer = KeylessSigner::generate(IDENTITY, ISSUER);
+    let env = keyless_env(&signer, IDENTITY, ISSUER);
+    push_keyless_signature(&env.up.registry, PAUSE, &digest_of(&env, PAUSE), &signer);
+    let o = env.build("cache", "out", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 images signature-checked"), "{}", text(&o));
+    let lock = std::fs::read_to_string(env.manifest.with_extension("lock")).unwrap();
+    assert!(lock.contains(IDENTITY) && lock.contains(ISSUER), "{lock}");
+    let o = env.build("cache", "out1", &["--locked"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_keyless_signature_by_another_identity_or_issuer_fails_the_build() {
+    let signer = KeylessSigner::generate("intruder@example.com", ISSUER);
+    let env = keyless_env(&signer, IDENTITY, ISSUER);
+    push_keyless_signature(&env.up.registry, PAUSE, &digest_of(&env, PAUSE), &signer);
+    let o = env.build("cache", "out", &[]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    for want in [PAUSE, &digest_of(&env, PAUSE), IDENTITY, "intruder@example.com"] {
+        assert!(t.contains(want), "missing {want:?} in\n{t}");
+    }
+    let other = KeylessSigner::generate(IDENTITY, "https://other.example");
+    let env = keyless_env(&other, IDENTITY, ISSUER);
+    push_keyless_signature(&env.up.registry, PAUSE, &digest_of(&env, PAUSE), &other);
+    let t = text(&env.build("cache", "out", &[]));
+    assert!(t.contains("https://other.example") && t.contains(ISSUER), "{t}");
 }

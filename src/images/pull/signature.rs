@@ -7,7 +7,8 @@ use crate::digest::Sha256;
 use crate::fetch::Cache;
 use crate::image_ref::ImageRef;
 use crate::images::cosign::{self, SignedLayer, MAX_PAYLOAD};
-use crate::images::policy::LoadedPolicy;
+use crate::images::keyless;
+use crate::images::policy::{LoadedPolicy, Verifier};
 use crate::images::Parsed;
 
 /// A verified signature of one image, carried into the bundle's layout beside it.
@@ -112,10 +113,7 @@ impl Puller {
         if let Err(e) = cosign::check_payload(&payload, &image) {
             return Ok(Err(e.to_string()));
         }
-        if !policy.key.verifies(&payload, signature) {
-            return Ok(Err("the signature does not verify with the key".into()));
-        }
-        Ok(Ok(()))
+        Ok(verify_with(policy, layer, &payload, signature))
     }
 }
 
@@ -171,4 +169,34 @@ pub async fn check_all(
     }
     out.sort_by(|a, b| a.ref_name.cmp(&b.ref_name));
     Ok((out, summary))
+}
+
+/// The payload signature checked with the policy's key, or keyless against its trusted root,
+/// identity and issuer (docs/upstream-facts.md, "Cosign keyless signatures").
+fn verify_with(policy: &LoadedPolicy, layer: &SignedLayer, payload: &[u8], signature: &[u8]) -> Result<(), String> {
+    let (root, want) = match (&policy.verifier, &policy.policy.keyless) {
+        (Verifier::Key(key), _) if key.verifies(payload, signature) => return Ok(()),
+        (Verifier::Key(_), _) => return Err("the signature does not verify with the key".into()),
+        (Verifier::Keyless(root, _), Some(want)) => (root, want),
+        (Verifier::Keyless(..), None) => return Err("keyless policy without identity".into()),
+    };
+    let (Some(certificate), Some(bundle)) = (&layer.certificate, &layer.bundle) else {
+        return Err(format!(
+            "keyless: no {} or {} annotation",
+            keyless::CERTIFICATE_ANNOTATION,
+            keyless::BUNDLE_ANNOTATION
+        ));
+    };
+    let m = keyless::Material {
+        payload,
+        signature,
+        certificate,
+        bundle,
+    };
+    let x = keyless::Expected {
+        root,
+        identity: &want.identity,
+        issuer: &want.issuer,
+    };
+    keyless::verify(&m, &x).map_err(|e| format!("keyless: {e}"))
 }

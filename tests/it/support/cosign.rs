@@ -80,6 +80,12 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
 /// Writes the signature manifest of `payload` (signed by `key`) as OCI layout `layout`, ref
 /// `sig`; returns the manifest's digest.
 pub fn signature_layout(layout: &Path, payload: &[u8], key: &CosignKey) -> String {
+    let annotations = serde_json::json!({SIGNATURE_ANNOTATION: key.sign(payload)});
+    annotated_layout(layout, payload, annotations)
+}
+
+/// Writes a signature manifest with one payload layer annotated with `annotations`.
+pub fn annotated_layout(layout: &Path, payload: &[u8], annotations: serde_json::Value) -> String {
     let (pd, pn) = put_blob(layout, payload);
     let config = serde_json::json!({
         "architecture": "", "os": "", "created": "0001-01-01T00:00:00Z",
@@ -92,7 +98,7 @@ pub fn signature_layout(layout: &Path, payload: &[u8], key: &CosignKey) -> Strin
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": cn, "digest": cd},
         "layers": [{"mediaType": SIMPLESIGNING, "size": pn, "digest": pd,
-            "annotations": {SIGNATURE_ANNOTATION: key.sign(payload)}}]
+            "annotations": annotations}]
     });
     let (md, mn) = put_blob(layout, &serde_json::to_vec(&manifest).unwrap());
     let index = serde_json::json!({

@@ -11,6 +11,7 @@ pub mod addons;
 pub mod bundles;
 pub mod containerd;
 pub mod cosign;
+pub mod cosign_keyless;
 pub mod drip;
 pub mod harness;
 pub mod images;
